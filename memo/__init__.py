@@ -1,0 +1,62 @@
+"""memo: decorator-first async caching for asyncio services and AI back ends.
+
+::
+
+    from memo import cached
+
+    @cached(ttl=300)
+    async def get_user(user_id: int) -> dict: ...
+"""
+
+from memo._codec import register_type
+from memo._decorators import ai_cached, cached, default_cache
+from memo._presets import PRESET_VALUES, aclose_all
+from memo._sentinel import MISSING
+from memo._switch import bypass, disable, enable
+from memo.backends import Backend, MemoryBackend
+from memo.cache import Cache, InMemoryCache, NullCache
+from memo.exceptions import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    CodecError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    InfrastructureError,
+    KeyDerivationError,
+    MemoError,
+)
+from memo.stats import CacheStats, FunctionStats
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "MISSING",
+    "PRESET_VALUES",
+    "Backend",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Cache",
+    "CacheStats",
+    "CodecError",
+    "ConfigError",
+    "DecodeError",
+    "EncodeError",
+    "FunctionStats",
+    "InMemoryCache",
+    "InfrastructureError",
+    "KeyDerivationError",
+    "MemoError",
+    "MemoryBackend",
+    "NullCache",
+    "aclose_all",
+    "ai_cached",
+    "bypass",
+    "cached",
+    "default_cache",
+    "disable",
+    "enable",
+    "register_type",
+]

@@ -1,0 +1,147 @@
+"""Single-flight: one computation per key, per cache, per event loop.
+
+The first caller of a cold key starts the computation as a task; later callers of the
+same key join it. Joining goes through ``asyncio.shield`` so that a cancelled waiter
+leaves without cancelling the work the others still wait for; when the last waiter
+leaves, the work is cancelled, unless the flight was started with ``keep=True`` (AI
+calls: the tokens are already paid for, so the result is finished and stored).
+
+A call made *from inside* a computation for the same key would wait for itself forever.
+A context variable carries the keys being computed into the computing task (tasks copy
+the context that created them), so such a call is recognised and computes directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import weakref
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from re import Pattern
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Flight", "FlightTable", "computing_here", "should_refresh_early"]
+
+T = TypeVar("T")
+
+_computing: ContextVar[frozenset[str]] = ContextVar("memo_computing", default=frozenset())
+
+
+def computing_here(key: str) -> bool:
+    """True inside the computation of ``key`` (a re-entrant call would deadlock)."""
+    return key in _computing.get()
+
+
+class Flight(Generic[T]):
+    """One running computation and the callers waiting for it."""
+
+    __slots__ = ("invalidated", "keep", "task", "waiters")
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.waiters = 0
+        # Set when the key is invalidated while the computation runs: its result is then
+        # returned to the waiters but not stored, since it may predate the invalidation.
+        self.invalidated = False
+        self.task: asyncio.Task[T]
+
+
+class FlightTable:
+    """The computations in flight for one cache, kept apart per event loop."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, Flight[Any]]
+        ] = weakref.WeakKeyDictionary()
+        # Flights with keep=True must outlive their waiters; the loop only holds tasks weakly.
+        self._kept: set[asyncio.Task[Any]] = set()
+
+    def _table(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight[Any]]:
+        table = self._by_loop.get(loop)
+        if table is None:
+            table = self._by_loop[loop] = {}
+        return table
+
+    def running(self, key: str) -> Flight[Any] | None:
+        """The flight computing ``key`` on the running loop, if any."""
+        table = self._by_loop.get(asyncio.get_running_loop())
+        return None if table is None else table.get(key)
+
+    def start(
+        self,
+        key: str,
+        work: Callable[[Flight[T]], Coroutine[Any, Any, T]],
+        *,
+        keep: bool = False,
+    ) -> Flight[T]:
+        """Start computing ``key``, or return the flight already computing it."""
+        loop = asyncio.get_running_loop()
+        table = self._table(loop)
+        flight: Flight[T] | None = table.get(key)
+        if flight is not None:
+            return flight
+        flight = Flight(keep)
+        token = _computing.set(_computing.get() | {key})
+        try:
+            # The task copies the current context, including the key just added.
+            flight.task = loop.create_task(work(flight))
+        finally:
+            _computing.reset(token)
+        table[key] = flight
+
+        def finished(task: asyncio.Task[T]) -> None:
+            if table.get(key) is flight:
+                del table[key]
+            self._kept.discard(task)
+
+        flight.task.add_done_callback(finished)
+        if keep:
+            self._kept.add(flight.task)
+        return flight
+
+    async def join(self, flight: Flight[T]) -> T:
+        """Wait for a flight's result; leaving early never cancels it for the others."""
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.keep and not flight.task.done():
+                flight.task.cancel()
+
+    def invalidate(self, key: str) -> None:
+        """Keep the result of any running computation of ``key`` out of the cache."""
+        for table in list(self._by_loop.values()):
+            flight = table.get(key)
+            if flight is not None:
+                flight.invalidated = True
+
+    def invalidate_matching(self, pattern: Pattern[str]) -> None:
+        for table in list(self._by_loop.values()):
+            for key, flight in list(table.items()):
+                if pattern.fullmatch(key):
+                    flight.invalidated = True
+
+    def background(self) -> list[asyncio.Task[Any]]:
+        """Tasks that must finish before the cache closes (kept flights)."""
+        return [task for task in self._kept if not task.done()]
+
+
+def should_refresh_early(
+    now_ms: int, fresh_until_ms: int, compute_us: int, rand: Callable[[], float] = random.random
+) -> bool:
+    """Probabilistic early expiration (XFetch).
+
+    Each reader refreshes with a probability that rises as expiry nears, scaled by how
+    long the value took to compute, so that one reader refreshes a hot key shortly
+    before it expires instead of every reader stampeding just after.
+    """
+    if compute_us <= 0:
+        return False
+    r = rand()
+    if r <= 0.0:
+        return True
+    head_start_ms = -(compute_us / 1000.0) * math.log(r)
+    return now_ms + head_start_ms >= fresh_until_ms

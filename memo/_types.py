@@ -1,0 +1,76 @@
+"""The static type of a decorated function: its own signature plus the helpers.
+
+``@cached`` returns a ``CachedFunction[P, R]``: calls are checked against the original
+parameters ``P`` (ParamSpec), and so are the helpers that take the same arguments. The
+``__get__`` overloads let a type checker bind ``self`` when the decorated function is a
+method, as it would for a plain function.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+
+if sys.version_info >= (3, 10):
+    from typing import Concatenate, ParamSpec
+else:  # pragma: no cover
+    from typing_extensions import Concatenate, ParamSpec
+
+if TYPE_CHECKING:
+    from memo._sentinel import MissingType
+    from memo.cache import Cache
+
+__all__ = ["CachedFunction"]
+
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+S = TypeVar("S")
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """An async function under ``@cached`` / ``@ai_cached``."""
+
+    __wrapped__: Callable[P, Coroutine[Any, Any, R_co]]
+
+    @property
+    def cache(self) -> Cache: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The key of this call, relative to the cache's prefix."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, bool]:
+        """Drop the entry of this call; True when there was one."""
+        ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]:
+        """Recompute this call and store the result."""
+        ...
+
+    def peek(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R_co | MissingType]:
+        """The cached value of this call, or ``MISSING``; never computes."""
+        ...
+
+    def invalidate_all(self) -> Coroutine[Any, Any, int]:
+        """Drop every entry of this function; return how many."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """This function's counters."""
+        ...
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, R_co]: ...
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
+    ) -> CachedFunction[P2, R]: ...

@@ -1,0 +1,157 @@
+"""The in-process memory tier: a bounded LRU of bytes with exact TTLs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from memo._clock import Clock
+from memo._glob import compile_glob
+from memo.backends.base import Backend
+from memo.exceptions import ConfigError
+
+__all__ = ["MemoryBackend"]
+
+#: Bytes counted per entry besides its key and value (the dict slot, the tuple, the
+#: deadline float): an estimate, so that many tiny values still respect ``max_bytes``.
+ENTRY_OVERHEAD = 64
+
+
+class MemoryBackend(Backend):
+    """Bytes in this process's memory, bounded by entries and bytes, LRU-evicted.
+
+    Every operation is O(1) except ``delete_pattern`` (a scan). An entry is a miss from the
+    instant ``clock()`` reaches its deadline: expired entries are removed when touched, and
+    otherwise age out through LRU eviction. ``max_ttl_ms`` caps every entry's lifetime (a
+    tier in front of Redis uses it so that it never serves a value for long without
+    Redis's word on it).
+    """
+
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 1000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_ttl_ms: int | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        for arg, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{arg}={value!r}: must be an int of at least 1")
+        if max_ttl_ms is not None and (not isinstance(max_ttl_ms, int) or max_ttl_ms < 1):
+            raise ConfigError(f"max_ttl_ms={max_ttl_ms!r}: milliseconds, at least 1, or None")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_ttl_ms = max_ttl_ms
+        self._clock = clock
+        # key -> (value, deadline in clock seconds); order = recency, oldest first.
+        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._bytes = 0
+
+    # ------------------------------------------------------------------ reads
+
+    def get_local(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if self._clock() >= item[1]:
+            self._remove(key)
+            return None
+        self._data.move_to_end(key)
+        return item[0]
+
+    async def get(self, key: str) -> bytes | None:
+        return self.get_local(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.get_local(k) for k in keys]
+
+    async def ttl(self, key: str) -> int | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        remaining = item[1] - self._clock()
+        if remaining <= 0:
+            self._remove(key)
+            return None
+        return max(1, math.ceil(remaining * 1000 - 1e-6))
+
+    # ------------------------------------------------------------------ writes
+
+    def set_local(self, key: str, value: bytes, ttl_ms: int) -> None:
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        if self.max_ttl_ms is not None and ttl_ms > self.max_ttl_ms:
+            ttl_ms = self.max_ttl_ms
+        self._remove(key)  # never leave an older value readable, even if this one won't fit
+        size = len(key) + len(value) + ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return
+        self._data[key] = (value, self._clock() + ttl_ms / 1000.0)
+        self._bytes += size
+        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+            old_key, (old_value, _) = self._data.popitem(last=False)
+            self._bytes -= len(old_key) + len(old_value) + ENTRY_OVERHEAD
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self.set_local(key, value, ttl_ms)
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        for key, value in items.items():
+            self.set_local(key, value, ttl_ms)
+
+    def _remove(self, key: str) -> bool:
+        item = self._data.pop(key, None)
+        if item is None:
+            return False
+        self._bytes -= len(key) + len(item[0]) + ENTRY_OVERHEAD
+        return True
+
+    async def delete(self, key: str) -> bool:
+        item = self._data.get(key)
+        alive = item is not None and self._clock() < item[1]
+        self._remove(key)
+        return alive
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        removed = 0
+        for key in keys:
+            removed += await self.delete(key)
+        return removed
+
+    async def delete_pattern(self, pattern: str) -> int:
+        match = compile_glob(pattern).fullmatch
+        now = self._clock()
+        removed = 0
+        for key in [k for k in self._data if match(k)]:
+            removed += self._data[key][1] > now
+            self._remove(key)
+        return removed
+
+    async def clear(self) -> None:
+        self._data.clear()
+        self._bytes = 0
+
+    # ------------------------------------------------------------------ introspection
+
+    def __len__(self) -> int:
+        """Entries held, counting expired ones not yet removed."""
+        return len(self._data)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def utilization(self) -> float:
+        """How full the tier is, 0-1: the larger of the entry and byte fractions."""
+        return max(len(self._data) / self.max_entries, self._bytes / self.max_bytes)
+
+    def __repr__(self) -> str:
+        return (
+            f"MemoryBackend(entries={len(self._data)}/{self.max_entries}, "
+            f"bytes={self._bytes}/{self.max_bytes})"
+        )

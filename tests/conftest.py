@@ -1,0 +1,31 @@
+"""Shared fixtures: an injected clock, a fresh in-memory cache, a clean global switch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import memo
+from memo import InMemoryCache
+from memo.testing import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def cache(clock: FakeClock) -> AsyncIterator[InMemoryCache]:
+    c = InMemoryCache(clock=clock, default_ttl=60, max_size=1000)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _caching_enabled() -> Iterator[None]:
+    """A test that disables caching must not leak that into the next one."""
+    memo.enable()
+    yield
+    memo.enable()

@@ -1,0 +1,247 @@
+"""Single-flight: one computation per key, cancel-safe, re-entrant, invalidation-aware."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import memo
+from memo import InMemoryCache, ai_cached, cached
+
+
+async def test_a_thousand_concurrent_calls_of_a_cold_key_run_the_function_once(
+    cache: InMemoryCache,
+) -> None:
+    runs = 0
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> dict[str, int]:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return {"id": user_id}
+
+    tasks = [asyncio.create_task(load(7)) for _ in range(1000)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+
+    assert 1 == runs
+    assert all(r == {"id": 7} for r in results)
+    assert {"id": 7} == await load.peek(7)
+
+
+async def test_joiners_get_independent_copies_of_a_shared_result(cache: InMemoryCache) -> None:
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> dict[str, list[int]]:
+        await gate.wait()
+        return {"items": [1, 2]}
+
+    tasks = [asyncio.create_task(load(1)) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    first, second, third = await asyncio.gather(*tasks)
+    first["items"].append(99)
+
+    assert [1, 2] == second["items"]
+    assert [1, 2] == third["items"]
+
+
+async def test_cancelling_the_first_caller_leaves_the_others_with_the_value(
+    cache: InMemoryCache,
+) -> None:
+    runs = 0
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> str:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return f"user-{user_id}"
+
+    first = asyncio.create_task(load(1))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(load(1)) for _ in range(999)]
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*others)
+
+    assert first.cancelled()
+    assert ["user-1"] * 999 == results
+    assert 1 == runs
+    assert "user-1" == await load.peek(1)
+
+
+async def test_cancelling_every_caller_cancels_the_computation_and_stores_nothing(
+    cache: InMemoryCache,
+) -> None:
+    started = 0
+    cancelled = 0
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> str:
+        nonlocal started, cancelled
+        started += 1
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        return "value"
+
+    callers = [asyncio.create_task(load(1)) for _ in range(10)]
+    await asyncio.sleep(0)
+    for task in callers:
+        task.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    await asyncio.sleep(0)
+
+    assert 1 == cancelled
+    assert memo.MISSING is await load.peek(1)
+
+    gate.set()
+    assert "value" == await load(1)
+    assert 2 == started
+
+
+async def test_ai_cached_finishes_and_stores_work_every_caller_abandoned(
+    cache: InMemoryCache,
+) -> None:
+    gate = asyncio.Event()
+    finished = asyncio.Event()
+    runs = 0
+
+    class Summarizer:
+        @ai_cached(operation="summarize", cache=cache)
+        async def summarize(self, text: str, options: dict[str, int]) -> dict[str, str]:
+            nonlocal runs
+            runs += 1
+            await gate.wait()
+            finished.set()
+            return {"summary": text[:5]}
+
+    service = Summarizer()
+    caller = asyncio.create_task(service.summarize("hello world", {"n": 1}))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    gate.set()
+    await finished.wait()
+    await asyncio.sleep(0)
+
+    assert {"summary": "hello"} == await service.summarize.peek("hello world", {"n": 1})
+    assert {"summary": "hello"} == await service.summarize("hello world", {"n": 1})
+    assert 1 == runs
+
+
+async def test_an_exception_reaches_every_waiter_and_is_never_cached(
+    cache: InMemoryCache,
+) -> None:
+    runs = 0
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> str:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        if runs == 1:
+            raise LookupError("db down")
+        return "ok"
+
+    tasks = [asyncio.create_task(load(1)) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert all(isinstance(r, LookupError) for r in results)
+    assert memo.MISSING is await load.peek(1)
+    assert "ok" == await load(1)
+    assert 2 == runs
+    assert 1 == load.stats()["errors"]
+
+
+async def test_invalidating_during_a_computation_keeps_its_result_out_of_the_cache(
+    cache: InMemoryCache,
+) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    version = 1
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> int:
+        seen = version
+        started.set()
+        await gate.wait()
+        return seen
+
+    in_flight = asyncio.create_task(load(1))
+    await started.wait()
+    version = 2
+    await load.invalidate(1)
+    gate.set()
+
+    assert 1 == await in_flight  # the caller still gets its result
+    assert memo.MISSING is await load.peek(1)
+    assert 2 == await load(1)
+
+
+async def test_an_explicit_set_during_a_computation_is_not_overwritten(
+    cache: InMemoryCache,
+) -> None:
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> str:
+        await gate.wait()
+        return "computed"
+
+    in_flight = asyncio.create_task(load(1))
+    await asyncio.sleep(0)
+    await cache.set(load.key_for(1), "written")
+    gate.set()
+    await in_flight
+
+    assert "written" == await load(1)
+
+
+async def test_a_reentrant_call_on_the_same_key_does_not_deadlock(cache: InMemoryCache) -> None:
+    @cached(ttl=60, cache=cache, ignore=("depth",))
+    async def countdown(n: int, depth: int = 0) -> int:
+        if depth < 3:
+            # depth is not in the key, so this is the key being computed right now:
+            # waiting for its own flight would hang forever.
+            return 1 + await countdown(n, depth + 1)
+        return 0
+
+    assert 3 == await asyncio.wait_for(countdown(5), timeout=5)
+    assert 3 == await countdown.peek(5)
+
+
+async def test_flights_are_per_event_loop() -> None:
+    shared = InMemoryCache()
+    runs = 0
+
+    @cached(ttl=60, cache=shared)
+    async def load(x: int) -> int:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0)
+        return x
+
+    def run_in_new_loop() -> int:
+        return asyncio.run(load(3))
+
+    loop = asyncio.get_running_loop()
+    assert 3 == await loop.run_in_executor(None, run_in_new_loop)
+    assert 3 == await load(3)
+    assert 1 == runs
