@@ -32,8 +32,6 @@ from memo.stats import CacheStats, FunctionStats
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "MISSING",
-    "PRESET_VALUES",
     "Backend",
     "BackendError",
     "BackendTimeout",
@@ -48,9 +46,11 @@ __all__ = [
     "InMemoryCache",
     "InfrastructureError",
     "KeyDerivationError",
+    "MISSING",
     "MemoError",
     "MemoryBackend",
     "NullCache",
+    "PRESET_VALUES",
     "aclose_all",
     "ai_cached",
     "bypass",

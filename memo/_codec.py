@@ -195,9 +195,7 @@ class Codec:
         registry: TypeRegistry | None = None,
     ) -> None:
         if not isinstance(compression_threshold, int) or compression_threshold < 0:
-            raise ConfigError(
-                f"compression_threshold={compression_threshold!r}: bytes, 0 or more"
-            )
+            raise ConfigError(f"compression_threshold={compression_threshold!r}: bytes, 0 or more")
         if not isinstance(compression_level, int) or not 1 <= compression_level <= 9:
             raise ConfigError(f"compression_level={compression_level!r}: an int from 1 to 9")
         if not isinstance(max_value_size, int) or not 1 <= max_value_size <= _U32_MAX:
@@ -284,7 +282,9 @@ class Codec:
             fields = [obj.hour, obj.minute, obj.second, obj.microsecond, _offset_seconds(obj)]
             return msgpack.ExtType(_TIME, self._pack([*fields, obj.fold]))
         if t is dt.timedelta:
-            return msgpack.ExtType(_TIMEDELTA, self._pack([obj.days, obj.seconds, obj.microseconds]))
+            return msgpack.ExtType(
+                _TIMEDELTA, self._pack([obj.days, obj.seconds, obj.microseconds])
+            )
         if t is uuid.UUID:
             return msgpack.ExtType(_UUID, obj.bytes)
         if t is Decimal:
@@ -333,7 +333,7 @@ class Codec:
     def _header(self, data: bytes) -> tuple[int, int, int, int]:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not a memo value (bad magic or truncated header)", corrupt=True)
-        magic, version, flags, created, fresh, compute, checksum = _HEADER.unpack_from(data)
+        _, version, flags, created, fresh, compute, checksum = _HEADER.unpack_from(data)
         if version != VERSION:
             # Zero is never written; anything higher comes from a newer memo.
             raise DecodeError(f"format version {version} is not readable here", corrupt=version < 1)

@@ -20,7 +20,7 @@ import random
 import string
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from memo._flight import Flight, computing_here, should_refresh_early
 from memo._keys import AIKeyBuilder, KeyBuilder, make_binder
@@ -31,11 +31,6 @@ from memo._types import CachedFunction
 from memo.cache import Cache, InMemoryCache
 from memo.exceptions import ConfigError, DecodeError, EncodeError
 from memo.stats import FunctionStats
-
-try:  # Python 3.10
-    from typing import ParamSpec
-except ImportError:  # pragma: no cover
-    from typing_extensions import ParamSpec
 
 __all__ = ["ai_cached", "cached", "default_cache"]
 
@@ -412,7 +407,7 @@ class CachedMethod:
         return self._memo_plan.stats.as_dict()
 
     def __repr__(self) -> str:
-        return f"<cached method {self.__qualname__}>"
+        return f"<cached method {self._memo_plan.func.__qualname__}>"
 
 
 class BoundCachedMethod:
@@ -458,7 +453,8 @@ class BoundCachedMethod:
         return self._method.stats()
 
     def __repr__(self) -> str:
-        return f"<bound cached method {self._method.__qualname__} of {self.__self__!r}>"
+        name = self._method._memo_plan.func.__qualname__
+        return f"<bound cached method {name} of {self.__self__!r}>"
 
 
 def _first_param(func: Callable[..., Any]) -> str | None:

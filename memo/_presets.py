@@ -26,9 +26,7 @@ class PresetValues:
     compression_threshold: int
     compression_level: int
     text_hash_threshold: int | None = None
-    operation_ttls: MappingProxyType[str, int] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    operation_ttls: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     enabled: bool = True
 
     @property

@@ -8,14 +8,8 @@ method, as it would for a plain function.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
-
-if sys.version_info >= (3, 10):
-    from typing import Concatenate, ParamSpec
-else:  # pragma: no cover
-    from typing_extensions import Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
     from memo._sentinel import MissingType
@@ -33,7 +27,8 @@ S = TypeVar("S")
 class CachedFunction(Protocol[P, R_co]):
     """An async function under ``@cached`` / ``@ai_cached``."""
 
-    __wrapped__: Callable[P, Coroutine[Any, Any, R_co]]
+    @property
+    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
 
     @property
     def cache(self) -> Cache: ...
@@ -52,9 +47,7 @@ class CachedFunction(Protocol[P, R_co]):
         """Recompute this call and store the result."""
         ...
 
-    def peek(
-        self, *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, R_co | MissingType]:
+    def peek(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co | MissingType]:
         """The cached value of this call, or ``MISSING``; never computes."""
         ...
 

@@ -76,8 +76,7 @@ class Cache:
     ) -> None:
         if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
             raise ConfigError(
-                f"namespace={namespace!r} is not usable: use 1-64 characters from "
-                f"A-Z a-z 0-9 _ . -"
+                f"namespace={namespace!r} is not usable: use 1-64 characters from A-Z a-z 0-9 _ . -"
             )
         self.namespace = namespace
         self.prefix = f"memo:{namespace}:"
@@ -170,7 +169,7 @@ class Cache:
             blobs = [None] * len(fulls)
         found: dict[str, Any] = {}
         now = self._wall.now_ms()
-        for key, full, data in zip(keys, fulls, blobs):
+        for key, full, data in zip(keys, fulls, blobs, strict=True):
             entry = None if data is None else await self._decode(full, data, now)
             if entry is None:
                 self._stats.misses += 1
@@ -544,4 +543,3 @@ class NullCache(Cache):
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> None:
         self._ttl_ms(ttl)
-

@@ -15,7 +15,7 @@ async def test_get_returns_the_default_on_a_miss_and_missing_tells_none_apart(
     cache: InMemoryCache,
 ) -> None:
     assert await cache.get("absent") is None
-    assert "fallback" == await cache.get("absent", "fallback")
+    assert await cache.get("absent", "fallback") == "fallback"
     await cache.set("none", None)
     assert await cache.get("none", MISSING) is None
     assert MISSING is await cache.get("absent", default=MISSING)
@@ -32,7 +32,7 @@ async def test_ttl_is_exact_against_the_injected_clock(
 ) -> None:
     await cache.set("k", "v", ttl=30)
     clock.advance(29.999)
-    assert "v" == await cache.get("k")
+    assert await cache.get("k") == "v"
     clock.advance(0.001)
     assert await cache.get("k") is None
 
@@ -40,7 +40,7 @@ async def test_ttl_is_exact_against_the_injected_clock(
 async def test_the_default_ttl_applies_when_none_is_given(clock: FakeClock) -> None:
     cache = InMemoryCache(clock=clock, default_ttl=60)
     await cache.set("k", "v")
-    assert 60.0 == await cache.ttl("k")
+    assert await cache.ttl("k") == 60.0
     clock.advance(60)
     assert await cache.get("k") is None
 
@@ -60,7 +60,7 @@ async def test_mutating_an_object_after_set_or_a_result_after_get_changes_nothin
     got = await cache.get("k")
     got["meta"]["n"] = 99
 
-    assert {"items": [1, 2], "meta": {"n": 1}} == await cache.get("k")
+    assert await cache.get("k") == {"items": [1, 2], "meta": {"n": 1}}
 
 
 async def test_delete_and_exists(cache: InMemoryCache) -> None:
@@ -73,9 +73,9 @@ async def test_delete_and_exists(cache: InMemoryCache) -> None:
 
 async def test_get_many_returns_the_hits_only(cache: InMemoryCache) -> None:
     await cache.set_many({"a": 1, "b": None, "c": [3]}, ttl=60)
-    assert {"a": 1, "b": None, "c": [3]} == await cache.get_many(["a", "b", "c", "zzz"])
+    assert await cache.get_many(["a", "b", "c", "zzz"]) == {"a": 1, "b": None, "c": [3]}
     stats = await cache.get_cache_stats()
-    assert (3, 1) == (stats["hits"], stats["misses"])
+    assert (stats["hits"], stats["misses"]) == (3, 1)
 
 
 async def test_invalidate_pattern_and_invalidate_all_stay_inside_the_namespace(
@@ -86,9 +86,9 @@ async def test_invalidate_pattern_and_invalidate_all_stay_inside_the_namespace(
     await users.set("user:2", 2)
     await users.set("team:1", 3)
 
-    assert 2 == await users.invalidate_pattern("user:*")
-    assert 3 == await users.get("team:1")
-    assert 1 == await users.clear()
+    assert await users.invalidate_pattern("user:*") == 2
+    assert await users.get("team:1") == 3
+    assert await users.clear() == 1
     assert await users.get("team:1") is None
 
 
@@ -101,7 +101,7 @@ async def test_two_namespaces_on_one_backend_do_not_see_each_other(clock: FakeCl
     await a.set("k", "from a")
     assert await b.get("k") is None
     await b.invalidate_all()
-    assert "from a" == await a.get("k")
+    assert await a.get("k") == "from a"
 
 
 async def test_stats_count_reads_for_the_hit_ratio(cache: InMemoryCache) -> None:
@@ -113,13 +113,13 @@ async def test_stats_count_reads_for_the_hit_ratio(cache: InMemoryCache) -> None
     await cache.delete("k")
     stats = await cache.get_cache_stats()
 
-    assert 3 == stats["hits"]
-    assert 1 == stats["misses"]
-    assert 0.75 == stats["hit_ratio"]
-    assert 3 == stats["memory_hits"]
-    assert 0 == stats["redis_hits"]
-    assert (1, 1) == (stats["sets"], stats["deletes"])
-    assert 6 == stats["total_operations"]
+    assert stats["hits"] == 3
+    assert stats["misses"] == 1
+    assert stats["hit_ratio"] == 0.75
+    assert stats["memory_hits"] == 3
+    assert stats["redis_hits"] == 0
+    assert (stats["sets"], stats["deletes"]) == (1, 1)
+    assert stats["total_operations"] == 6
     for field in ("errors", "bypassed", "memory_usage", "redis"):
         assert field in stats
     assert {"entries", "total_mb", "utilization"} <= set(stats["memory_usage"])
@@ -131,22 +131,22 @@ async def test_memory_usage_reports_entries_and_utilization(clock: FakeClock) ->
         await cache.set(f"k{i}", "x" * 100)
     usage = (await cache.get_cache_stats())["memory_usage"]
 
-    assert 3 == usage["entries"]
-    assert 0.75 == usage["utilization"]
+    assert usage["entries"] == 3
+    assert usage["utilization"] == 0.75
     assert 0 < usage["total_mb"] < 0.01
 
 
 async def test_health_check_is_healthy_and_leaves_nothing_behind(cache: InMemoryCache) -> None:
     health = await cache.health_check()
-    assert "healthy" == health["status"]
+    assert health["status"] == "healthy"
     assert health["reason"]
-    assert 0 == (await cache.get_cache_stats())["memory_usage"]["entries"]
+    assert (await cache.get_cache_stats())["memory_usage"]["entries"] == 0
 
 
 async def test_async_with_closes_and_close_is_an_alias(clock: FakeClock) -> None:
     async with InMemoryCache(clock=clock) as cache:
         await cache.set("k", 1)
-        assert 1 == await cache.get("k")
+        assert await cache.get("k") == 1
     assert InMemoryCache.close is InMemoryCache.aclose
 
 
@@ -179,7 +179,7 @@ async def test_a_corrupt_stored_value_is_a_miss_counted_logged_and_deleted(
         assert await cache.get("k") is None
 
     assert await cache.backend.get(full) is None
-    assert 1 == (await cache.get_cache_stats())["errors"]
+    assert (await cache.get_cache_stats())["errors"] == 1
     assert "hunter2" not in caplog.text
     assert "corrupt" in caplog.text
 
@@ -207,7 +207,7 @@ async def test_signed_caches_reject_unsigned_values(clock: FakeClock) -> None:
     await unsigned.set("k", "plain")
     assert await signed.get("k") is None
     await signed.set("k2", "signed")
-    assert "signed" == await signed.get("k2")
+    assert await signed.get("k2") == "signed"
     assert "k" * 32 not in repr(signed)
 
 
@@ -220,7 +220,7 @@ async def test_null_cache_misses_every_read_and_drops_every_write() -> None:
     cache = NullCache()
     await cache.set("k", 1)
     assert await cache.get("k") is None
-    assert {} == await cache.get_many(["k"])
-    assert 2 == (await cache.get_cache_stats())["misses"]
+    assert await cache.get_many(["k"]) == {}
+    assert (await cache.get_cache_stats())["misses"] == 2
     with pytest.raises(ConfigError):
         await cache.set("k", 1, ttl=-1)

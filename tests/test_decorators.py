@@ -34,10 +34,10 @@ async def test_a_second_call_is_served_from_the_cache(cache: InMemoryCache) -> N
         runs()
         return {"id": user_id, "name": "alice"}
 
-    assert {"id": 1, "name": "alice"} == await get_user(1)
-    assert {"id": 1, "name": "alice"} == await get_user(1)
-    assert 1 == runs.calls
-    assert {"hits": 1, "misses": 1} == {k: get_user.stats()[k] for k in ("hits", "misses")}
+    assert await get_user(1) == {"id": 1, "name": "alice"}
+    assert await get_user(1) == {"id": 1, "name": "alice"}
+    assert runs.calls == 1
+    assert {k: get_user.stats()[k] for k in ("hits", "misses")} == {"hits": 1, "misses": 1}
 
 
 async def test_a_value_expires_after_its_ttl(cache: InMemoryCache, clock: FakeClock) -> None:
@@ -47,11 +47,11 @@ async def test_a_value_expires_after_its_ttl(cache: InMemoryCache, clock: FakeCl
     async def load(x: int) -> int:
         return runs()
 
-    assert 1 == await load(1)
+    assert await load(1) == 1
     clock.advance(9.999)
-    assert 1 == await load(1)
+    assert await load(1) == 1
     clock.advance(0.001)
-    assert 2 == await load(1)
+    assert await load(1) == 2
 
 
 async def test_ttl_accepts_a_timedelta(cache: InMemoryCache, clock: FakeClock) -> None:
@@ -63,9 +63,9 @@ async def test_ttl_accepts_a_timedelta(cache: InMemoryCache, clock: FakeClock) -
 
     await load(1)
     clock.advance(59)
-    assert 1 == await load(1)
+    assert await load(1) == 1
     clock.advance(1)
-    assert 2 == await load(1)
+    assert await load(1) == 2
 
 
 async def test_ttl_none_uses_the_cache_default(clock: FakeClock) -> None:
@@ -78,9 +78,9 @@ async def test_ttl_none_uses_the_cache_default(clock: FakeClock) -> None:
 
     await load(1)
     clock.advance(4.9)
-    assert 1 == await load(1)
+    assert await load(1) == 1
     clock.advance(0.1)
-    assert 2 == await load(1)
+    assert await load(1) == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, 366 * 24 * 3600, float("nan"), "60", True])
@@ -115,7 +115,7 @@ async def test_bare_decorator_caches_with_the_default_cache() -> None:
         return runs()
 
     assert await bare_default_example(1) == await bare_default_example(1)
-    assert 1 == runs.calls
+    assert runs.calls == 1
     assert bare_default_example.cache is memo.default_cache()
 
 
@@ -125,11 +125,11 @@ async def test_the_decorated_function_keeps_its_identity() -> None:
         """Docs survive."""
         return user_id
 
-    assert "documented" == documented.__name__
-    assert "Docs survive." == documented.__doc__
+    assert documented.__name__ == "documented"
+    assert documented.__doc__ == "Docs survive."
     assert inspect.iscoroutinefunction(documented)
-    assert ["user_id", "verbose"] == list(inspect.signature(documented).parameters)
-    assert 5 == await documented.__wrapped__(5)
+    assert list(inspect.signature(documented).parameters) == ["user_id", "verbose"]
+    assert await documented.__wrapped__(5) == 5
 
 
 async def test_helpers_invalidate_refresh_peek_and_key_for(cache: InMemoryCache) -> None:
@@ -140,20 +140,20 @@ async def test_helpers_invalidate_refresh_peek_and_key_for(cache: InMemoryCache)
         return runs()
 
     assert MISSING is await load.peek(1)
-    assert 1 == await load(1)
-    assert 1 == await load.peek(1)
-    assert 1 == runs.calls  # peek never computes
+    assert await load(1) == 1
+    assert await load.peek(1) == 1
+    assert runs.calls == 1  # peek never computes
     assert load.key_for(1) == load.key_for(x=1)
     assert await cache.get(load.key_for(1)) == 1
 
-    assert 2 == await load.refresh(1)
-    assert 2 == await load(1)
+    assert await load.refresh(1) == 2
+    assert await load(1) == 2
     assert await load.invalidate(1) is True
     assert await load.invalidate(1) is False
-    assert 3 == await load(1)
+    assert await load(1) == 3
 
     await load(2)
-    assert 2 == await load.invalidate_all()
+    assert await load.invalidate_all() == 2
     assert MISSING is await load.peek(1)
     assert MISSING is await load.peek(2)
 
@@ -172,7 +172,7 @@ async def test_invalidate_all_leaves_other_functions_alone(cache: InMemoryCache)
     await one.invalidate_all()
 
     assert MISSING is await one.peek(1)
-    assert 1 == await one_more.peek(1)
+    assert await one_more.peek(1) == 1
 
 
 async def test_namespace_heads_the_key_and_groups_functions(cache: InMemoryCache) -> None:
@@ -193,8 +193,8 @@ async def test_namespace_heads_the_key_and_groups_functions(cache: InMemoryCache
     await unrelated(1)
 
     assert profile.key_for(1).startswith("users:")
-    assert 2 == await cache.invalidate_pattern("users:*")
-    assert "u" == await unrelated.peek(1)
+    assert await cache.invalidate_pattern("users:*") == 2
+    assert await unrelated.peek(1) == "u"
 
 
 async def test_version_separates_entries(cache: InMemoryCache) -> None:
@@ -216,8 +216,8 @@ async def test_ignored_arguments_do_not_enter_the_key(cache: InMemoryCache) -> N
     async def load(user_id: int, db: object) -> int:
         return runs()
 
-    assert 1 == await load(1, object())
-    assert 1 == await load(1, object())
+    assert await load(1, object()) == 1
+    assert await load(1, object()) == 1
 
 
 async def test_an_argument_without_a_stable_encoding_names_itself_and_the_way_out(
@@ -239,9 +239,9 @@ async def test_a_key_callable_chooses_the_key_material(cache: InMemoryCache) -> 
     async def handle(request: dict[str, Any]) -> int:
         return runs()
 
-    assert 1 == await handle({"user": 1, "trace": "a"})
-    assert 1 == await handle({"user": 1, "trace": "b"})
-    assert 2 == await handle({"user": 2, "trace": "a"})
+    assert await handle({"user": 1, "trace": "a"}) == 1
+    assert await handle({"user": 1, "trace": "b"}) == 1
+    assert await handle({"user": 2, "trace": "a"}) == 2
 
 
 async def test_none_is_not_stored_unless_asked(cache: InMemoryCache, clock: FakeClock) -> None:
@@ -257,14 +257,14 @@ async def test_none_is_not_stored_unless_asked(cache: InMemoryCache, clock: Fake
 
     await find(1)
     await find(1)
-    assert 2 == runs.calls
+    assert runs.calls == 2
 
     await find_remembering(1)
     await find_remembering(1)
-    assert 3 == runs.calls
+    assert runs.calls == 3
     clock.advance(5)
     await find_remembering(1)
-    assert 4 == runs.calls
+    assert runs.calls == 4
 
 
 async def test_condition_decides_what_is_stored(cache: InMemoryCache) -> None:
@@ -279,7 +279,7 @@ async def test_condition_decides_what_is_stored(cache: InMemoryCache) -> None:
     await call(-1)
     await call(1)
     await call(1)
-    assert 3 == runs.calls
+    assert runs.calls == 3
 
 
 async def test_jitter_shortens_ttls_within_the_fraction(cache: InMemoryCache) -> None:
@@ -308,19 +308,19 @@ async def test_a_stale_value_is_served_while_one_caller_refreshes(
             await gate.wait()
         return n
 
-    assert 1 == await load(1)
+    assert await load(1) == 1
     clock.advance(15)  # past ttl, inside the stale window
     refresher = asyncio.create_task(load(1))
     await asyncio.sleep(0)
-    assert 1 == await load(1)  # served stale while the refresh runs
+    assert await load(1) == 1  # served stale while the refresh runs
     gate.set()
-    assert 2 == await refresher
-    assert 2 == await load(1)
-    assert 1 == load.stats()["stale_served"]
+    assert await refresher == 2
+    assert await load(1) == 2
+    assert load.stats()["stale_served"] == 1
 
     clock.advance(10 + 30)  # past the stale window too: a plain miss
     gate.set()
-    assert 3 == await load(1)
+    assert await load(1) == 3
 
 
 async def test_stale_if_error_serves_the_stale_value_when_the_refresh_raises(
@@ -340,10 +340,10 @@ async def test_stale_if_error_serves_the_stale_value_when_the_refresh_raises(
             raise ConnectionError("upstream down")
         return "good"
 
-    assert "good" == await load(1)
-    assert "good" == await strict(1)
+    assert await load(1) == "good"
+    assert await strict(1) == "good"
     clock.advance(15)
-    assert "good" == await load(1)
+    assert await load(1) == "good"
     runs.calls = 10
     with pytest.raises(ConnectionError):
         await strict(1)
@@ -359,19 +359,19 @@ async def test_early_refresh_recomputes_a_hot_key_before_it_expires(
         clock.advance(1)  # the computation "takes" one second
         return runs()
 
-    assert 1 == await load(1)
+    assert await load(1) == 1
     # Fresh for 9 more seconds; with a near-zero random draw XFetch always refreshes.
     load._memo_plan._rand = lambda: 1e-12  # type: ignore[attr-defined]
     clock.advance(5)
-    assert 1 == await load(1)  # the caller is served at once
+    assert await load(1) == 1  # the caller is served at once
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert 2 == await load.peek(1)
+    assert await load.peek(1) == 2
 
     load._memo_plan._rand = lambda: 0.999999  # type: ignore[attr-defined]
-    assert 2 == await load(1)
+    assert await load(1) == 2
     await asyncio.sleep(0)
-    assert 2 == runs.calls
+    assert runs.calls == 2
 
 
 async def test_tags_invalidate_every_entry_stored_with_them(cache: InMemoryCache) -> None:
@@ -388,10 +388,10 @@ async def test_tags_invalidate_every_entry_stored_with_them(cache: InMemoryCache
     await orders(1, page=2)
     await profile(2)
 
-    assert 3 == await cache.invalidate_tags("user:1")
+    assert await cache.invalidate_tags("user:1") == 3
     assert MISSING is await profile.peek(1)
     assert MISSING is await orders.peek(1, page=2)
-    assert "profile-2" == await profile.peek(2)
+    assert await profile.peek(2) == "profile-2"
 
 
 def test_a_tag_naming_an_unknown_parameter_is_refused() -> None:
@@ -419,9 +419,9 @@ async def test_an_unencodable_result_is_returned_not_cached_and_logged_once(
         assert isinstance(await load(1), Opaque)
         assert isinstance(await load(1), Opaque)
 
-    assert 2 == runs.calls
-    assert 1 == sum("not cached" in r.getMessage() for r in caplog.records)
-    assert 2 == load.stats()["errors"]
+    assert runs.calls == 2
+    assert sum("not cached" in r.getMessage() for r in caplog.records) == 1
+    assert load.stats()["errors"] == 2
 
 
 async def test_mutating_a_returned_value_never_changes_the_next_hit(
@@ -437,7 +437,7 @@ async def test_mutating_a_returned_value_never_changes_the_next_hit(
     second = await load(1)
     second["tags"].clear()
 
-    assert {"tags": ["a"], "nested": {"n": 1}} == await load(1)
+    assert await load(1) == {"tags": ["a"], "nested": {"n": 1}}
 
 
 async def test_bypass_runs_calls_uncached_in_its_block_only(cache: InMemoryCache) -> None:
@@ -447,14 +447,14 @@ async def test_bypass_runs_calls_uncached_in_its_block_only(cache: InMemoryCache
     async def load(x: int) -> int:
         return runs()
 
-    assert 1 == await load(1)
+    assert await load(1) == 1
     with memo.bypass():
-        assert 2 == await load(1)
-        assert 3 == await load(9)
-    assert 1 == await load(1)
+        assert await load(1) == 2
+        assert await load(9) == 3
+    assert await load(1) == 1
     assert MISSING is await load.peek(9)
-    assert 2 == load.stats()["bypassed"]
-    assert 2 == (await cache.get_cache_stats())["bypassed"]
+    assert load.stats()["bypassed"] == 2
+    assert (await cache.get_cache_stats())["bypassed"] == 2
 
 
 async def test_bypass_is_scoped_to_its_task(cache: InMemoryCache) -> None:
@@ -474,7 +474,7 @@ async def test_bypass_is_scoped_to_its_task(cache: InMemoryCache) -> None:
     await load(1)
     task = asyncio.create_task(bypassing())
     await inside.wait()
-    assert 1 == await load(1)  # another task still reads the cache
+    assert await load(1) == 1  # another task still reads the cache
     release.set()
     await task
 
@@ -488,9 +488,9 @@ async def test_disable_and_enable_switch_caching_process_wide(cache: InMemoryCac
 
     await load(1)
     memo.disable()
-    assert 2 == await load(1)
+    assert await load(1) == 2
     memo.enable()
-    assert 1 == await load(1)
+    assert await load(1) == 1
 
 
 class UserService:
@@ -522,23 +522,23 @@ class UserService:
 async def test_instance_methods_share_entries_across_instances() -> None:
     a, b = UserService("eu"), UserService("us")
 
-    assert "user-1" == await a.get(1)
-    assert "user-1" == await b.get(1)
-    assert (1, 0) == (a.runs, b.runs)
+    assert await a.get(1) == "user-1"
+    assert await b.get(1) == "user-1"
+    assert (a.runs, b.runs) == (1, 0)
     assert a.get.key_for(1) == b.get.key_for(1) == UserService.get.key_for(a, 1)
     assert await b.get.invalidate(1) is True
     assert MISSING is await a.get.peek(1)
-    assert "user-1" == await a.get(1)
-    assert 2 == a.runs
+    assert await a.get(1) == "user-1"
+    assert a.runs == 2
 
 
 async def test_class_and_static_methods_are_cached_in_either_decorator_order() -> None:
-    assert "UserService-1" == await UserService.by_class(1)
-    assert "UserService-1" == await UserService.by_class.peek(1)
-    assert "UserService-outer-2" == await UserService.by_class_outer(2)
-    assert "UserService-outer-2" == await UserService.by_class_outer.peek(2)
-    assert "static-3" == await UserService.static(3)
-    assert "static-3" == await UserService.static.peek(3)
+    assert await UserService.by_class(1) == "UserService-1"
+    assert await UserService.by_class.peek(1) == "UserService-1"
+    assert await UserService.by_class_outer(2) == "UserService-outer-2"
+    assert await UserService.by_class_outer.peek(2) == "UserService-outer-2"
+    assert await UserService.static(3) == "static-3"
+    assert await UserService.static.peek(3) == "static-3"
 
 
 async def test_an_instance_defining_memo_key_contributes_it(cache: InMemoryCache) -> None:
@@ -553,10 +553,10 @@ async def test_an_instance_defining_memo_key_contributes_it(cache: InMemoryCache
         async def balance(self) -> int:
             return self.account_id * 100
 
-    assert 100 == await Account(1).balance()
-    assert 200 == await Account(2).balance()
+    assert await Account(1).balance() == 100
+    assert await Account(2).balance() == 200
     assert Account(1).balance.key_for() != Account(2).balance.key_for()
-    assert 100 == await Account(1).balance.peek()
+    assert await Account(1).balance.peek() == 100
 
 
 async def test_two_live_functions_claiming_one_key_space_log_a_warning(
@@ -574,7 +574,9 @@ async def test_two_live_functions_claiming_one_key_space_log_a_warning(
         second = make()
 
     assert first is not second
-    assert any("handler" in r.getMessage() and "namespace=" in r.getMessage() for r in caplog.records)
+    assert any(
+        "handler" in r.getMessage() and "namespace=" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_ai_cached_uses_text_and_options_and_normalizes_options(

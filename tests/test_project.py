@@ -26,20 +26,20 @@ def test_importing_memo_does_no_io_and_builds_no_cache() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert "None {}" == out.stdout.strip()
+    assert out.stdout.strip() == "None {}"
 
 
 def test_no_module_imports_pickle_or_its_relatives() -> None:
     banned = re.compile(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle|marshal|shelve)\b", re.M)
     offenders = [p.name for p in (ROOT / "memo").rglob("*.py") if banned.search(p.read_text())]
-    assert [] == offenders
+    assert offenders == []
 
 
 def test_ci_runs_exactly_the_test_command_the_readme_gives() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     ci_command = [line for line in ci.splitlines() if "pytest" in line and "pip" in line]
-    assert 1 == len(ci_command)
+    assert len(ci_command) == 1
     assert ci_command[0].strip() in readme
     assert "MEMO_REQUIRE_REDIS=1" in ci
 
@@ -67,15 +67,19 @@ def _tool(name: str) -> list[str]:
 def test_ruff_finds_nothing() -> None:
     out = subprocess.run(
         [*_tool("ruff"), "check", "memo", "tests", "examples", "benchmarks"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
-    assert 0 == out.returncode, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_mypy_strict_passes_on_the_package_and_the_typing_checks() -> None:
     """tests/typing_checks.py proves decorated signatures survive (ParamSpec)."""
     out = subprocess.run(
         [*_tool("mypy"), "memo", "tests/typing_checks.py"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
-    assert 0 == out.returncode, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr

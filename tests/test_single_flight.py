@@ -28,9 +28,9 @@ async def test_a_thousand_concurrent_calls_of_a_cold_key_run_the_function_once(
     gate.set()
     results = await asyncio.gather(*tasks)
 
-    assert 1 == runs
+    assert runs == 1
     assert all(r == {"id": 7} for r in results)
-    assert {"id": 7} == await load.peek(7)
+    assert await load.peek(7) == {"id": 7}
 
 
 async def test_joiners_get_independent_copies_of_a_shared_result(cache: InMemoryCache) -> None:
@@ -47,8 +47,8 @@ async def test_joiners_get_independent_copies_of_a_shared_result(cache: InMemory
     first, second, third = await asyncio.gather(*tasks)
     first["items"].append(99)
 
-    assert [1, 2] == second["items"]
-    assert [1, 2] == third["items"]
+    assert second["items"] == [1, 2]
+    assert third["items"] == [1, 2]
 
 
 async def test_cancelling_the_first_caller_leaves_the_others_with_the_value(
@@ -74,9 +74,9 @@ async def test_cancelling_the_first_caller_leaves_the_others_with_the_value(
     results = await asyncio.gather(*others)
 
     assert first.cancelled()
-    assert ["user-1"] * 999 == results
-    assert 1 == runs
-    assert "user-1" == await load.peek(1)
+    assert results == ["user-1"] * 999
+    assert runs == 1
+    assert await load.peek(1) == "user-1"
 
 
 async def test_cancelling_every_caller_cancels_the_computation_and_stores_nothing(
@@ -104,12 +104,12 @@ async def test_cancelling_every_caller_cancels_the_computation_and_stores_nothin
     await asyncio.gather(*callers, return_exceptions=True)
     await asyncio.sleep(0)
 
-    assert 1 == cancelled
+    assert cancelled == 1
     assert memo.MISSING is await load.peek(1)
 
     gate.set()
-    assert "value" == await load(1)
-    assert 2 == started
+    assert await load(1) == "value"
+    assert started == 2
 
 
 async def test_ai_cached_finishes_and_stores_work_every_caller_abandoned(
@@ -138,9 +138,9 @@ async def test_ai_cached_finishes_and_stores_work_every_caller_abandoned(
     await finished.wait()
     await asyncio.sleep(0)
 
-    assert {"summary": "hello"} == await service.summarize.peek("hello world", {"n": 1})
-    assert {"summary": "hello"} == await service.summarize("hello world", {"n": 1})
-    assert 1 == runs
+    assert await service.summarize.peek("hello world", {"n": 1}) == {"summary": "hello"}
+    assert await service.summarize("hello world", {"n": 1}) == {"summary": "hello"}
+    assert runs == 1
 
 
 async def test_an_exception_reaches_every_waiter_and_is_never_cached(
@@ -165,9 +165,9 @@ async def test_an_exception_reaches_every_waiter_and_is_never_cached(
 
     assert all(isinstance(r, LookupError) for r in results)
     assert memo.MISSING is await load.peek(1)
-    assert "ok" == await load(1)
-    assert 2 == runs
-    assert 1 == load.stats()["errors"]
+    assert await load(1) == "ok"
+    assert runs == 2
+    assert load.stats()["errors"] == 1
 
 
 async def test_invalidating_during_a_computation_keeps_its_result_out_of_the_cache(
@@ -190,9 +190,9 @@ async def test_invalidating_during_a_computation_keeps_its_result_out_of_the_cac
     await load.invalidate(1)
     gate.set()
 
-    assert 1 == await in_flight  # the caller still gets its result
+    assert await in_flight == 1  # the caller still gets its result
     assert memo.MISSING is await load.peek(1)
-    assert 2 == await load(1)
+    assert await load(1) == 2
 
 
 async def test_an_explicit_set_during_a_computation_is_not_overwritten(
@@ -211,7 +211,7 @@ async def test_an_explicit_set_during_a_computation_is_not_overwritten(
     gate.set()
     await in_flight
 
-    assert "written" == await load(1)
+    assert await load(1) == "written"
 
 
 async def test_a_reentrant_call_on_the_same_key_does_not_deadlock(cache: InMemoryCache) -> None:
@@ -223,8 +223,8 @@ async def test_a_reentrant_call_on_the_same_key_does_not_deadlock(cache: InMemor
             return 1 + await countdown(n, depth + 1)
         return 0
 
-    assert 3 == await asyncio.wait_for(countdown(5), timeout=5)
-    assert 3 == await countdown.peek(5)
+    assert await asyncio.wait_for(countdown(5), timeout=5) == 3
+    assert await countdown.peek(5) == 3
 
 
 async def test_flights_are_per_event_loop() -> None:
@@ -242,6 +242,6 @@ async def test_flights_are_per_event_loop() -> None:
         return asyncio.run(load(3))
 
     loop = asyncio.get_running_loop()
-    assert 3 == await loop.run_in_executor(None, run_in_new_loop)
-    assert 3 == await load(3)
-    assert 1 == runs
+    assert await loop.run_in_executor(None, run_in_new_loop) == 3
+    assert await load(3) == 3
+    assert runs == 1

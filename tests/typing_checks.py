@@ -48,7 +48,7 @@ async def checks() -> None:
     assert_type(await bare("x"), str)
 
     await get_user("1")  # type: ignore[arg-type]
-    await get_user(1, True)  # type: ignore[misc]
+    await get_user(1, True)  # type: ignore[call-arg]
     await get_user(1, verbos=True)  # type: ignore[call-arg]
     get_user.key_for("1")  # type: ignore[arg-type]
     await bare(1)  # type: ignore[arg-type]
