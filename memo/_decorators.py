@@ -116,6 +116,7 @@ class _Plan:
         self._warned_encode = False
         self.cache: Cache | None = None
         self.decode: Callable[[bytes], Any] = _never_decode
+        self.decode_local: Callable[[bytes], Any] = _never_decode
         self.resolve(cache)
 
     def resolve(self, cache: Cache | None = None) -> Cache:
@@ -123,6 +124,7 @@ class _Plan:
             cache = cache if cache is not None else default_cache()
             self.cache = cache
             self.decode = cache._codec.decode
+            self.decode_local = cache._codec.decode_value
         return self.cache
 
     # ---------------------------------------------------------------- call paths
@@ -320,7 +322,7 @@ def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
     fstats = plan.stats
     cstats = cache._stats
     prefix = cache.prefix
-    decode = plan.decode
+    decode_local = plan.decode_local
     lookup = plan.lookup
     # Only a local tier can be read without awaiting, and only with no stale window may
     # its own expiry stand in for the freshness check.
@@ -333,7 +335,7 @@ def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
                 data = local_get(full)
                 if data is not None:
                     try:
-                        value = decode(data).value
+                        value = decode_local(data)
                     except DecodeError:
                         pass  # the slow path counts it and deletes the bad bytes
                     else:
