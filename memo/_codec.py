@@ -6,16 +6,17 @@ Envelope v1 (all integers big-endian)::
     0      2     magic b"\\xa7M"
     2      1     format version (1)
     3      1     flags: bit 0 compressed, bit 1 signed
-    4      8     created_ms       epoch milliseconds when stored
-    12     8     fresh_until_ms   epoch milliseconds of logical expiry
-    20     4     compute_us       how long the value took to compute
-    24     8     checksum         xxh3-64 of everything after the header
-    32     32    HMAC-SHA256      only when signed: over bytes 0-23 and the body
+    4      8     checksum         xxh3-64 of every byte after it (offset 12 to the end)
+    12     8     created_ms       epoch milliseconds when stored
+    20     8     fresh_until_ms   epoch milliseconds of logical expiry
+    28     4     compute_us       how long the value took to compute
+    32     32    HMAC-SHA256      only when signed: over bytes 0-3, 12-31 and the body
     ..     ..    body             msgpack; when compressed: u32 size + lz4 block
 
 The version byte is read before anything else is trusted, so that a value written by a
 newer memo is reported as such (and left alone) rather than as corrupt. The checksum
-catches flipped bits without a key; the signature, when configured, also stops anyone
+sits before the metadata so that it covers it: a flipped bit in an expiry is caught
+without a key, like one in the body; the signature, when configured, also stops anyone
 with write access to the store from planting values. Nothing here ever unpickles.
 """
 
@@ -48,10 +49,11 @@ __all__ = [
 MAGIC = b"\xa7M"
 VERSION = 1
 _MAGIC_V1 = MAGIC + bytes([VERSION])
-_HEADER = struct.Struct(">2sBBQQIQ")
+_HEADER = struct.Struct(">2sBBQQQI")
 HEADER_SIZE = _HEADER.size  # 32
-_SIGNED_PART = struct.Struct(">2sBBQQI").size  # header bytes covered by the signature
+_CHECKED_FROM = 12  # the checksum covers data[12:]
 _SIZE = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 _SIG_SIZE = 32
 _COMPRESSED, _SIGNED = 0x01, 0x02
 _U32_MAX = (1 << 32) - 1
@@ -59,7 +61,8 @@ _U64_MAX = (1 << 64) - 1
 
 # Ext type codes are part of the stored format: never renumber, only append.
 _TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME = 1, 2, 3, 4, 5, 6
-_TIMEDELTA, _UUID, _DECIMAL, _BIGINT, _REGISTERED, _BYTEARRAY = 7, 8, 9, 10, 11, 12
+_TIMEDELTA, _UUID, _DECIMAL, _BIGINT, _REGISTERED = 7, 8, 9, 10, 11
+# msgpack packs bytearray natively as bin: it is read back as bytes.
 
 T = TypeVar("T")
 
@@ -245,11 +248,13 @@ class Codec:
             max(0, min(fresh_until_ms, _U64_MAX)),
             max(0, min(compute_us, _U32_MAX)),
         )
+        unchecked = _HEADER.pack(MAGIC, VERSION, flags | (_SIGNED if self._key else 0), 0, *meta)
+        rest = unchecked[_CHECKED_FROM:]
         if self._key is not None:
-            flags |= _SIGNED
-            head = _HEADER.pack(MAGIC, VERSION, flags, *meta, 0)[:_SIGNED_PART]
-            body = hmac.new(self._key, head + body, hashlib.sha256).digest() + body
-        return _HEADER.pack(MAGIC, VERSION, flags, *meta, xxhash.xxh3_64_intdigest(body)) + body
+            signature = hmac.new(self._key, unchecked[:4] + rest + body, hashlib.sha256).digest()
+            rest += signature
+        rest += body
+        return unchecked[:4] + _U64.pack(xxhash.xxh3_64_intdigest(rest)) + rest
 
     def _pack(self, value: Any) -> bytes:
         try:
@@ -291,8 +296,6 @@ class Codec:
             return msgpack.ExtType(_UUID, obj.bytes)
         if t is Decimal:
             return msgpack.ExtType(_DECIMAL, str(obj).encode())
-        if t is bytearray:
-            return msgpack.ExtType(_BYTEARRAY, bytes(obj))
         registered = self._registry.encoder(t)
         if registered is not None:
             name, encode = registered
@@ -358,11 +361,13 @@ class Codec:
     def _header(self, data: bytes) -> tuple[int, int, int, int]:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not a memo value (bad magic or truncated header)", corrupt=True)
-        _, version, flags, created, fresh, compute, checksum = _HEADER.unpack_from(data)
+        _, version, flags, checksum, created, fresh, compute = _HEADER.unpack_from(data)
         if version != VERSION:
             # Zero is never written; anything higher comes from a newer memo.
             raise DecodeError(f"format version {version} is not readable here", corrupt=version < 1)
-        if xxhash.xxh3_64_intdigest(data[HEADER_SIZE:]) != checksum:
+        if flags & ~(_COMPRESSED | _SIGNED):
+            raise DecodeError(f"unknown flags {flags:#04x} for format version 1", corrupt=True)
+        if xxhash.xxh3_64_intdigest(data[_CHECKED_FROM:]) != checksum:
             raise DecodeError("checksum mismatch (damaged or truncated)", corrupt=True)
         return flags, created, fresh, compute
 
@@ -372,7 +377,8 @@ class Codec:
         if len(body) < _SIG_SIZE:
             raise DecodeError("truncated signature", corrupt=True)
         signature, body = body[:_SIG_SIZE], body[_SIG_SIZE:]
-        expected = hmac.new(self._key, data[:_SIGNED_PART] + body, hashlib.sha256).digest()
+        signed = data[:4] + data[_CHECKED_FROM:HEADER_SIZE] + body
+        expected = hmac.new(self._key, signed, hashlib.sha256).digest()
         if not hmac.compare_digest(signature, expected):
             raise DecodeError("signature mismatch", corrupt=True)
         return body
@@ -419,8 +425,6 @@ class Codec:
             return uuid.UUID(bytes=payload)
         if code == _DECIMAL:
             return Decimal(payload.decode())
-        if code == _BYTEARRAY:
-            return bytearray(payload)
         if code == _REGISTERED:
             name, state = unpack(payload)
             decode = self._registry.decoder(name)
