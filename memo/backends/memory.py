@@ -111,6 +111,15 @@ class MemoryBackend(Backend):
         self._bytes -= len(key) + len(item[0]) + ENTRY_OVERHEAD
         return True
 
+    def discard(self, key: str) -> None:
+        """Remove ``key`` if present (sync, for tiers composing this one)."""
+        self._remove(key)
+
+    def clear_local(self) -> None:
+        """Remove every entry (sync)."""
+        self._data.clear()
+        self._bytes = 0
+
     async def delete(self, key: str) -> bool:
         item = self._data.get(key)
         alive = item is not None and self._clock() < item[1]
@@ -133,8 +142,7 @@ class MemoryBackend(Backend):
         return removed
 
     async def clear(self) -> None:
-        self._data.clear()
-        self._bytes = 0
+        self.clear_local()
 
     # ------------------------------------------------------------------ introspection
 

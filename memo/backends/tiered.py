@@ -1,0 +1,201 @@
+"""A memory tier in front of a remote backend, which also keeps caching through outages.
+
+Reads try memory, then the remote; a remote hit fills memory for no longer than the
+remote entry has left (and ``max_ttl_ms`` of the memory tier), so a memory entry never
+outlives the entry it copies. Writes and deletes reach both tiers.
+
+When the remote cannot be reached, the memory tier serves alone: reads fall back to it
+and writes land in it (a write's error is still raised, so the cache counts and logs
+it). The first remote success after an outage flushes the memory tier before it is
+trusted again, because other processes may have written the remote meanwhile.
+
+With ``memory_reads=False`` (``enable_memory_cache=False``) the memory tier is an outage
+tier only: untouched while the remote answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from memo.backends.base import Backend
+from memo.backends.memory import MemoryBackend
+from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
+
+__all__ = ["TieredBackend"]
+
+_OUTAGE = (BackendUnavailable, BackendTimeout)
+
+
+class TieredBackend(Backend):
+    """``memory`` in front of ``remote``; a Backend itself, so it passes the same contract."""
+
+    name = "tiered"
+
+    def __init__(
+        self, memory: MemoryBackend, remote: Backend, *, memory_reads: bool = True
+    ) -> None:
+        self.memory = memory
+        self.remote = remote
+        self.memory_reads = memory_reads
+        self.remote_down = False
+
+    # -- outage bookkeeping
+
+    def _failed(self, exc: BackendError) -> None:
+        if isinstance(exc, _OUTAGE):
+            self.remote_down = True
+
+    def _answered(self) -> None:
+        if self.remote_down:
+            # Back from an outage: what memory holds may be older than what other
+            # processes wrote to the remote meanwhile.
+            self.remote_down = False
+            self.memory.clear_local()
+
+    def _memory_in_use(self) -> bool:
+        return self.memory_reads or self.remote_down
+
+    # -- reads
+
+    def get_local(self, key: str) -> bytes | None:
+        if self.memory_reads or self.remote_down:
+            return self.memory.get_local(key)
+        return None
+
+    async def get(self, key: str) -> bytes | None:
+        if self.memory_reads and not self.remote_down:
+            data = self.memory.get_local(key)
+            if data is not None:
+                return data
+        # In an outage the remote is still asked first (its circuit breaker makes that a
+        # fast failure while open): that is how its return is noticed.
+        try:
+            data, ttl_ms = await self._remote_get_with_ttl(key)
+        except BackendError as exc:
+            self._failed(exc)
+            kept = self.memory.get_local(key) if isinstance(exc, _OUTAGE) else None
+            if kept is not None:
+                return kept
+            raise
+        self._answered()
+        if data is not None and ttl_ms is not None and self.memory_reads:
+            self.memory.set_local(key, data, ttl_ms)
+        return data
+
+    async def _remote_get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        get_with_ttl = getattr(self.remote, "get_with_ttl", None)
+        if get_with_ttl is not None:
+            return await get_with_ttl(key)  # type: ignore[no-any-return]
+        data = await self.remote.get(key)
+        return data, (None if data is None else await self.remote.ttl(key))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        found: list[bytes | None] = [None] * len(keys)
+        wanted: list[int] = []
+        for i, key in enumerate(keys):
+            data = self.memory.get_local(key) if self._memory_in_use() else None
+            if data is None:
+                wanted.append(i)
+            else:
+                found[i] = data
+        if wanted:
+            try:
+                remote = await self.remote.get_many([keys[i] for i in wanted])
+            except BackendError as exc:
+                self._failed(exc)
+                raise
+            self._answered()
+            # No TTLs come back with a multi-get, so these do not fill the memory tier.
+            for i, data in zip(wanted, remote, strict=True):
+                found[i] = data
+        return found
+
+    async def ttl(self, key: str) -> int | None:
+        try:
+            remaining = await self.remote.ttl(key)
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self._answered()
+        return remaining
+
+    # -- writes: the remote first, then memory; in an outage, memory alone
+
+    def _write_failed(self, exc: BackendError, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        self._failed(exc)
+        for key, value in items.items():
+            if isinstance(exc, _OUTAGE):
+                self.memory.set_local(key, value, ttl_ms)  # serves while the remote is away
+            else:
+                self.memory.discard(key)  # the remote's state is unknown: don't guess
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        try:
+            await self.remote.set(key, value, ttl_ms)
+        except BackendError as exc:
+            self._write_failed(exc, {key: value}, ttl_ms)
+            raise
+        self._answered()
+        if self.memory_reads:
+            self.memory.set_local(key, value, ttl_ms)
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        try:
+            await self.remote.set_many(items, ttl_ms)
+        except BackendError as exc:
+            self._write_failed(exc, items, ttl_ms)
+            raise
+        self._answered()
+        if self.memory_reads:
+            for key, value in items.items():
+                self.memory.set_local(key, value, ttl_ms)
+
+    async def delete(self, key: str) -> bool:
+        self.memory.discard(key)
+        try:
+            removed = await self.remote.delete(key)
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self._answered()
+        return removed
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        await self.memory.delete_many(keys)
+        try:
+            removed = await self.remote.delete_many(keys)
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self._answered()
+        return removed
+
+    async def delete_pattern(self, pattern: str) -> int:
+        await self.memory.delete_pattern(pattern)
+        try:
+            removed = await self.remote.delete_pattern(pattern)
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self._answered()
+        return removed
+
+    async def clear(self) -> None:
+        await self.memory.clear()
+        try:
+            await self.remote.clear()
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self._answered()
+
+    async def aclose(self) -> None:
+        await self.memory.aclose()
+        await self.remote.aclose()
+
+    def __repr__(self) -> str:
+        return f"TieredBackend(memory={self.memory!r}, remote={self.remote!r})"

@@ -1,0 +1,133 @@
+"""The tier in front of a remote: fill rules, and caching on through a remote outage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from memo import BackendUnavailable, MemoryBackend
+from memo.backends.base import Backend
+from memo.backends.tiered import TieredBackend
+from memo.testing import FakeClock
+
+
+class SwitchableRemote(Backend):
+    """A remote that can be made unreachable, wrapping a memory backend."""
+
+    name = "switchable"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.inner = MemoryBackend(clock=clock)
+        self.down = False
+        self.calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise BackendUnavailable("remote unreachable")
+
+    async def get(self, key: str) -> bytes | None:
+        self._check()
+        return await self.inner.get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._check()
+        return await self.inner.get_many(keys)
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self._check()
+        await self.inner.set(key, value, ttl_ms)
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        self._check()
+        await self.inner.set_many(items, ttl_ms)
+
+    async def delete(self, key: str) -> bool:
+        self._check()
+        return await self.inner.delete(key)
+
+    async def delete_pattern(self, pattern: str) -> int:
+        self._check()
+        return await self.inner.delete_pattern(pattern)
+
+    async def clear(self) -> None:
+        self._check()
+        await self.inner.clear()
+
+    async def ttl(self, key: str) -> int | None:
+        self._check()
+        return await self.inner.ttl(key)
+
+
+@pytest.fixture
+def remote(clock: FakeClock) -> SwitchableRemote:
+    return SwitchableRemote(clock)
+
+
+def tiered(clock: FakeClock, remote: Backend, **kw: object) -> TieredBackend:
+    memory = MemoryBackend(clock=clock, max_ttl_ms=60_000)
+    return TieredBackend(memory, remote, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_remote_hit_fills_memory_for_no_longer_than_the_remote_entry_lives(
+    clock: FakeClock, remote: SwitchableRemote
+) -> None:
+    b = tiered(clock, remote)
+    await remote.inner.set("k", b"v", 5_000)
+    clock.advance(2)
+    assert b"v" == await b.get("k")
+    assert b"v" == b.memory.get_local("k")
+    clock.advance(3)  # the remote entry is gone now; the copy must be too
+    assert b.memory.get_local("k") is None
+    assert await b.get("k") is None
+
+
+async def test_the_memory_copy_is_capped_by_the_tiers_max_ttl(
+    clock: FakeClock, remote: SwitchableRemote
+) -> None:
+    b = tiered(clock, remote)
+    await b.set("k", b"v", 3_600_000)
+    assert 60_000 == await b.memory.ttl("k")
+    assert 3_600_000 == await b.ttl("k")
+
+
+async def test_writes_and_deletes_reach_both_tiers(
+    clock: FakeClock, remote: SwitchableRemote
+) -> None:
+    b = tiered(clock, remote)
+    await b.set("k", b"v", 10_000)
+    assert (b"v", b"v") == (b.memory.get_local("k"), await remote.inner.get("k"))
+    assert await b.delete("k") is True
+    assert (None, None) == (b.memory.get_local("k"), await remote.inner.get("k"))
+
+
+async def test_while_the_remote_is_down_memory_serves_alone_and_is_flushed_on_return(
+    clock: FakeClock, remote: SwitchableRemote
+) -> None:
+    b = tiered(clock, remote, memory_reads=False)
+    await b.set("k", b"before", 10_000)
+    assert b.get_local("k") is None  # memory is an outage tier only while the remote answers
+
+    remote.down = True
+    with pytest.raises(BackendUnavailable):
+        await b.set("k", b"during", 10_000)
+    assert b"during" == b.get_local("k")
+    assert b"during" == await b.get("k")
+
+    remote.down = False
+    await remote.inner.set("k", b"written elsewhere", 10_000)
+    assert b"written elsewhere" == await b.get("k")
+    assert b.get_local("k") is None
+    assert 0 == len(b.memory)
+
+
+async def test_a_delete_during_an_outage_reports_failure_but_clears_memory(
+    clock: FakeClock, remote: SwitchableRemote
+) -> None:
+    b = tiered(clock, remote)
+    await b.set("k", b"v", 10_000)
+    remote.down = True
+    with pytest.raises(BackendUnavailable):
+        await b.delete("k")
+    assert b.memory.get_local("k") is None
