@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from memo._flight import Flight, computing_here, should_refresh_early
 from memo._keys import AIKeyBuilder, KeyBuilder, make_binder
+from memo._methods import CachedMethod, attach_helpers
 from memo._sentinel import MISSING
 from memo._switch import SWITCH, is_bypassed
 from memo._ttl import TTL, ttl_to_ms
@@ -349,116 +350,6 @@ def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
     return call
 
 
-def _attach_helpers(target: Any, plan: _Plan, leading: tuple[Any, ...] = ()) -> None:
-    """Give a function-style wrapper its helper methods (``invalidate``, ``peek`` …)."""
-
-    def key_for(*args: Any, **kwargs: Any) -> str:
-        return plan.key_for(leading + args, kwargs)
-
-    async def invalidate(*args: Any, **kwargs: Any) -> bool:
-        return await plan.invalidate(leading + args, kwargs)
-
-    async def refresh(*args: Any, **kwargs: Any) -> Any:
-        return await plan.refresh(leading + args, kwargs)
-
-    async def peek(*args: Any, **kwargs: Any) -> Any:
-        return await plan.peek(leading + args, kwargs)
-
-    target.key_for = key_for
-    target.invalidate = invalidate
-    target.refresh = refresh
-    target.peek = peek
-    target.invalidate_all = plan.invalidate_all
-    target.stats = plan.stats.as_dict
-    target._memo_plan = plan
-
-
-class CachedMethod:
-    """An instance method under ``@cached``: binds ``self`` for the call and the helpers."""
-
-    def __init__(self, call: Callable[..., Coroutine[Any, Any, Any]], plan: _Plan) -> None:
-        self._call = call
-        self._memo_plan = plan
-        self.cache = plan.resolve()
-        functools.update_wrapper(self, plan.func)
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        return BoundCachedMethod(self, instance)
-
-    async def __call__(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._call(instance, *args, **kwargs)
-
-    def key_for(self, instance: Any, *args: Any, **kwargs: Any) -> str:
-        return self._memo_plan.key_for((instance, *args), kwargs)
-
-    async def invalidate(self, instance: Any, *args: Any, **kwargs: Any) -> bool:
-        return await self._memo_plan.invalidate((instance, *args), kwargs)
-
-    async def refresh(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._memo_plan.refresh((instance, *args), kwargs)
-
-    async def peek(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._memo_plan.peek((instance, *args), kwargs)
-
-    async def invalidate_all(self) -> int:
-        return await self._memo_plan.invalidate_all()
-
-    def stats(self) -> dict[str, Any]:
-        return self._memo_plan.stats.as_dict()
-
-    def __repr__(self) -> str:
-        return f"<cached method {self._memo_plan.func.__qualname__}>"
-
-
-class BoundCachedMethod:
-    """``obj.method`` for a cached instance method."""
-
-    __slots__ = ("__self__", "_method")
-
-    def __init__(self, method: CachedMethod, instance: Any) -> None:
-        self._method = method
-        self.__self__ = instance
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._method._call(self.__self__, *args, **kwargs)
-
-    @property
-    def __func__(self) -> CachedMethod:
-        return self._method
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._method.__wrapped__.__get__(self.__self__)  # type: ignore[attr-defined]
-
-    @property
-    def cache(self) -> Cache:
-        return self._method._memo_plan.resolve()
-
-    def key_for(self, *args: Any, **kwargs: Any) -> str:
-        return self._method.key_for(self.__self__, *args, **kwargs)
-
-    async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
-        return await self._method.invalidate(self.__self__, *args, **kwargs)
-
-    async def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._method.refresh(self.__self__, *args, **kwargs)
-
-    async def peek(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._method.peek(self.__self__, *args, **kwargs)
-
-    async def invalidate_all(self) -> int:
-        return await self._method.invalidate_all()
-
-    def stats(self) -> dict[str, Any]:
-        return self._method.stats()
-
-    def __repr__(self) -> str:
-        name = self._method._memo_plan.func.__qualname__
-        return f"<bound cached method {name} of {self.__self__!r}>"
-
-
 def _first_param(func: Callable[..., Any]) -> str | None:
     params = list(inspect.signature(func).parameters.values())
     if params and params[0].kind in (
@@ -524,7 +415,7 @@ def _wrap(
     functools.update_wrapper(call, func)
     # A class method's class never enters the key, so its helpers take the arguments
     # without it (a placeholder stands in for the skipped first parameter).
-    _attach_helpers(call, plan, leading=(None,) if is_method else ())
+    attach_helpers(call, plan, leading=(None,) if is_method else ())
     call.cache = plan.resolve()  # type: ignore[attr-defined]
     return call
 

@@ -558,17 +558,23 @@ def normalize_options(options: Any) -> Any:
     return {} if options is None else _normalize(options)
 
 
+_PLAIN = frozenset({str, int, bool, type(None), bytes})
+
+
 def _normalize(v: Any) -> Any:
-    if type(v) is float:
+    t = type(v)
+    if t in _PLAIN:  # the common leaves, before any (slow) abstract-class check
+        return v
+    if t is float:
         return int(v) if v.is_integer() else v
-    if isinstance(v, Mapping):
+    if t is dict or isinstance(v, Mapping):
         items = [(_normalize(k), _normalize(x)) for k, x in v.items() if x is not None]
         try:
             items.sort(key=itemgetter(0))
         except TypeError:  # keys of mixed types: any fixed order will do
             items.sort(key=lambda kv: canonical(kv[0], text_hash_threshold=1 << 62))
         return dict(items)
-    if isinstance(v, (list, tuple)):
+    if t is list or t is tuple or isinstance(v, (list, tuple)):
         return [_normalize(x) for x in v]
     if isinstance(v, (set, frozenset)):
         return type(v)(map(_normalize, v))
