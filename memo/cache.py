@@ -98,6 +98,9 @@ class Cache:
         self._tag_lock: asyncio.Lock | None = None
         self._logged: set[str] = set()
         self._closed = False
+        # fail_on_connection_error=True: explicit writes raise instead of degrading.
+        # Decorated calls never raise for the backend's sake, whatever this says.
+        self._strict_writes = False
         # Reads that complete without I/O (the memory tier) are served synchronously on
         # the decorator's hit path; a purely local backend needs no second, awaited read.
         self._local_get = getattr(backend, "get_local", None)
@@ -141,7 +144,7 @@ class Cache:
         full = self._full(key)
         data = self._encode(value, ttl_ms)
         self._flights.invalidate(full)
-        await self._put(full, data, ttl_ms)
+        await self._put(full, data, ttl_ms, strict=self._strict_writes)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True when an entry was there."""
@@ -151,7 +154,7 @@ class Cache:
         try:
             return await self._backend.delete(full)
         except BackendError as exc:
-            self._backend_failed("delete", exc)
+            self._backend_failed("delete", exc, strict=self._strict_writes)
             return False
 
     async def exists(self, key: str) -> bool:
@@ -187,7 +190,7 @@ class Cache:
         try:
             await self._backend.set_many(items, ttl_ms)
         except BackendError as exc:
-            self._backend_failed("set_many", exc)
+            self._backend_failed("set_many", exc, strict=self._strict_writes)
             return
         self._stats.sets += len(items)
 
@@ -203,7 +206,7 @@ class Cache:
         try:
             removed = await self._backend.delete_pattern(full)
         except BackendError as exc:
-            self._backend_failed("invalidate_pattern", exc)
+            self._backend_failed("invalidate_pattern", exc, strict=self._strict_writes)
             return 0
         self._stats.deletes += removed
         return removed
@@ -329,11 +332,13 @@ class Cache:
             self._stats.errors += 1
             raise
 
-    async def _put(self, full: str, data: bytes, backend_ttl_ms: int) -> bool:
+    async def _put(
+        self, full: str, data: bytes, backend_ttl_ms: int, *, strict: bool = False
+    ) -> bool:
         try:
             await self._backend.set(full, data, backend_ttl_ms)
         except BackendError as exc:
-            self._backend_failed("set", exc)
+            self._backend_failed("set", exc, strict=strict)
             return False
         self._stats.sets += 1
         return True
@@ -398,8 +403,10 @@ class Cache:
             return None
         return entry
 
-    def _backend_failed(self, operation: str, exc: BackendError) -> None:
+    def _backend_failed(self, operation: str, exc: BackendError, *, strict: bool = False) -> None:
         self._stats.errors += 1
+        if strict:
+            raise exc
         self._log_once(
             f"backend:{operation}:{type(exc).__name__}",
             "memo: %s on cache %r failed (%s); the call goes on without the cache",
