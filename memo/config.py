@@ -1,0 +1,299 @@
+"""Configuration: presets, environment variables and a builder, all ending in ``CacheConfig``.
+
+Precedence, strongest first: an explicit argument to a factory method > the builder >
+``CACHE_CUSTOM_CONFIG`` > the other environment variables > the preset. The environment
+is read when a configuration is built, never at import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from memo._presets import PRESET_VALUES, PresetValues, preset_values
+from memo._ttl import MAX_TTL_SECONDS
+from memo.exceptions import ConfigError
+
+__all__ = [
+    "PRESETS",
+    "CacheConfig",
+    "CacheConfigBuilder",
+    "config_from_env",
+    "get_preset",
+]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: Names accepted in CACHE_CUSTOM_CONFIG besides the field names.
+ALIASES = {"l1_cache_size": "memory_cache_size"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{name}={value!r}: must be an int from {lo} to {hi}")
+
+
+def _check_seconds(name: str, value: Any, hi: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= hi
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: must be seconds, more than 0 and at most {hi}")
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a URL no Redis client could use, naming the accepted schemes."""
+    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    if scheme not in REDIS_SCHEMES:
+        shown = scheme or "none"
+        raise ConfigError(
+            f"redis_url: scheme {shown!r} is not a Redis URL; use redis://host:6379/0, "
+            f"rediss:// (TLS) or unix:///path/to/redis.sock"
+        )
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Everything needed to build a cache. Validated on construction.
+
+    ``preset`` records where the values came from. A configuration with
+    ``text_hash_threshold`` set has AI features (an AI cache is built from it).
+    """
+
+    preset: str = "simple"
+    enabled: bool = True
+    redis_url: str | None = None
+    namespace: str = "default"
+    default_ttl: int | float = 3600
+    enable_memory_cache: bool = True
+    memory_cache_size: int = 100
+    memory_max_ttl: int | float = 60
+    compression_threshold: int = 1000
+    compression_level: int = 6
+    max_value_size: int = 1024 * 1024
+    fail_on_connection_error: bool = False
+    use_tls: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    connect_timeout: float = 1.0
+    operation_timeout: float = 0.5
+    max_connections: int = 50
+    text_hash_threshold: int | None = None
+    operation_ttls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        _check_seconds("default_ttl", self.default_ttl, MAX_TTL_SECONDS)
+        _check_seconds("memory_max_ttl", self.memory_max_ttl, MAX_TTL_SECONDS)
+        _check_int("memory_cache_size", self.memory_cache_size, 1, 10**8)
+        _check_int("compression_threshold", self.compression_threshold, 0, 2**31)
+        _check_int("compression_level", self.compression_level, 1, 9)
+        _check_int("max_value_size", self.max_value_size, 1, 2**32 - 1)
+        _check_int("max_connections", self.max_connections, 1, 10_000)
+        _check_seconds("connect_timeout", self.connect_timeout, 300)
+        _check_seconds("operation_timeout", self.operation_timeout, 300)
+        if self.text_hash_threshold is not None:
+            _check_int("text_hash_threshold", self.text_hash_threshold, 1, 10**9)
+        if self.redis_url is not None:
+            check_redis_url(self.redis_url)
+        ttls = dict(self.operation_ttls)
+        for op, ttl in ttls.items():
+            if not isinstance(op, str) or not op:
+                raise ConfigError(f"operation_ttls: {op!r} is not an operation name")
+            _check_seconds(f"operation_ttls[{op!r}]", ttl, MAX_TTL_SECONDS)
+        object.__setattr__(self, "operation_ttls", MappingProxyType(ttls))
+        for flag in ("enabled", "enable_memory_cache", "fail_on_connection_error", "use_tls"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+
+    @property
+    def ai_enabled(self) -> bool:
+        """True when the configuration has AI features."""
+        return self.text_hash_threshold is not None
+
+    def replace(self, **changes: Any) -> CacheConfig:
+        """A copy with ``changes`` applied (validated again); unknown names are errors."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration field(s) {sorted(unknown)}; known: "
+                f"{', '.join(f.name for f in dataclasses.fields(self))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.redis_url:
+            from memo._secrets import mask_url
+
+            shown["redis_url"] = mask_url(self.redis_url)
+        shown["operation_ttls"] = dict(self.operation_ttls)
+        return "CacheConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def _from_values(values: PresetValues) -> CacheConfig:
+    return CacheConfig(
+        preset=values.name,
+        enabled=values.enabled,
+        default_ttl=values.default_ttl,
+        memory_cache_size=values.memory_cache_size,
+        compression_threshold=values.compression_threshold,
+        compression_level=values.compression_level,
+        text_hash_threshold=values.text_hash_threshold,
+        operation_ttls=values.operation_ttls,
+    )
+
+
+#: Every preset as a CacheConfig (without a Redis URL: that comes from the environment).
+PRESETS: Mapping[str, CacheConfig] = MappingProxyType(
+    {name: _from_values(v) for name, v in PRESET_VALUES.items()}
+)
+
+
+def get_preset(name: str) -> CacheConfig:
+    """The configuration of preset ``name``; an unknown name lists the valid ones."""
+    preset_values(name)  # raises the ConfigError listing valid names
+    return PRESETS[name]
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r}: use true or false")
+
+
+def parse_custom_config(raw: str) -> dict[str, Any]:
+    """The fields of a ``CACHE_CUSTOM_CONFIG`` JSON object, aliases resolved."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"CACHE_CUSTOM_CONFIG is not valid JSON ({exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}): it must be a JSON object such as "
+            f'{{"default_ttl": 3600}}'
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"CACHE_CUSTOM_CONFIG must be a JSON object, not {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(CacheConfig)} - {"preset"}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = ALIASES.get(key, key)
+        if name not in known:
+            raise ConfigError(
+                f"CACHE_CUSTOM_CONFIG: unknown key {key!r}; known keys: "
+                f"{', '.join(sorted(known | set(ALIASES)))}"
+            )
+        out[name] = value
+    return out
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The preset name and the field overrides the environment asks for.
+
+    Returns the overrides of the plain variables and of ``CACHE_CUSTOM_CONFIG`` merged,
+    the latter winning.
+    """
+    env = os.environ if environ is None else environ
+    preset = env.get("CACHE_PRESET", "").strip() or "simple"
+    preset_values(preset)
+    overrides: dict[str, Any] = {}
+    if env.get("CACHE_REDIS_URL"):
+        overrides["redis_url"] = env["CACHE_REDIS_URL"].strip()
+    if env.get("CACHE_NAMESPACE"):
+        overrides["namespace"] = env["CACHE_NAMESPACE"].strip()
+    ai_flag = env.get("ENABLE_AI_CACHE")
+    if ai_flag and not _parse_bool("ENABLE_AI_CACHE", ai_flag):
+        overrides["text_hash_threshold"] = None
+        overrides["operation_ttls"] = {}
+    if env.get("CACHE_CUSTOM_CONFIG"):
+        overrides.update(parse_custom_config(env["CACHE_CUSTOM_CONFIG"]))
+    return preset, overrides
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> CacheConfig:
+    """The configuration the environment describes.
+
+    Reads ``CACHE_PRESET`` (default ``simple``), ``CACHE_REDIS_URL``, ``CACHE_NAMESPACE``,
+    ``ENABLE_AI_CACHE`` and ``CACHE_CUSTOM_CONFIG`` (a JSON object of field overrides;
+    ``l1_cache_size`` is accepted for ``memory_cache_size``).
+    """
+    preset, overrides = env_overrides(environ)
+    return PRESETS[preset].replace(**overrides)
+
+
+class CacheConfigBuilder:
+    """Builds a ``CacheConfig`` step by step, starting from a preset.
+
+    ::
+
+        config = (CacheConfigBuilder()
+                  .for_environment("production")
+                  .with_redis("redis://cache:6379", use_tls=True)
+                  .with_compression(threshold=1000, level=6)
+                  .with_memory_cache(size=200)
+                  .build())
+
+    The environment's values apply under the builder's: ``build()`` starts from the
+    preset, applies ``CACHE_*`` variables, then everything set here.
+    """
+
+    def __init__(self) -> None:
+        self._preset: str | None = None
+        self._changes: dict[str, Any] = {}
+
+    def for_environment(self, name: str) -> CacheConfigBuilder:
+        """Start from preset ``name`` (``development``, ``production``, ``ai-production`` …)."""
+        preset_values(name)
+        self._preset = name
+        return self
+
+    def with_redis(self, url: str, *, use_tls: bool | None = None) -> CacheConfigBuilder:
+        check_redis_url(url)
+        self._changes["redis_url"] = url
+        if use_tls is not None:
+            self._changes["use_tls"] = use_tls
+        return self
+
+    def with_compression(
+        self, *, threshold: int | None = None, level: int | None = None
+    ) -> CacheConfigBuilder:
+        if threshold is not None:
+            self._changes["compression_threshold"] = threshold
+        if level is not None:
+            self._changes["compression_level"] = level
+        return self
+
+    def with_memory_cache(self, *, size: int, enabled: bool = True) -> CacheConfigBuilder:
+        self._changes["memory_cache_size"] = size
+        self._changes["enable_memory_cache"] = enabled
+        return self
+
+    def with_ai_features(
+        self,
+        *,
+        text_hash_threshold: int = 1000,
+        operation_ttls: Mapping[str, int] | None = None,
+    ) -> CacheConfigBuilder:
+        self._changes["text_hash_threshold"] = text_hash_threshold
+        if operation_ttls is not None:
+            self._changes["operation_ttls"] = dict(operation_ttls)
+        return self
+
+    def with_options(self, **fields: Any) -> CacheConfigBuilder:
+        """Any other field of ``CacheConfig`` (checked when built)."""
+        self._changes.update(fields)
+        return self
+
+    def build(self, environ: Mapping[str, str] | None = None) -> CacheConfig:
+        """The validated configuration. Raises ConfigError naming any bad field."""
+        env_preset, env_changes = env_overrides(environ)
+        base = PRESETS[self._preset or env_preset]
+        return base.replace(**env_changes).replace(**self._changes)
