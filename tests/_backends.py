@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import pytest
+
 from memo.backends import Backend, MemoryBackend
+from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
 from memo.testing import FakeClock
 
@@ -20,20 +23,42 @@ class BackendCase:
     """
 
     name: str
-    make: Callable[[FakeClock], Awaitable[Backend]]
+    make: Callable[[FakeClock, pytest.FixtureRequest], Awaitable[Backend]]
     controls_time: bool = True
 
 
-async def _memory(clock: FakeClock) -> Backend:
+async def _memory(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
     return MemoryBackend(clock=clock, max_entries=10_000, max_bytes=64 * 1024 * 1024)
 
 
-async def _tiered_over_memory(clock: FakeClock) -> Backend:
-    # The tiering rules on their own; the same backend over Redis runs in the Redis tests.
-    return TieredBackend(MemoryBackend(clock=clock, max_entries=100), await _memory(clock))
+async def _tiered_over_memory(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    # The tiering rules on their own; the same backend over Redis is an entry below.
+    return TieredBackend(MemoryBackend(clock=clock, max_entries=100), await _memory(clock, request))
+
+
+async def _fakeredis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    return RedisBackend(
+        "redis://fakeredis:6379/0",
+        client_factory=lambda: fakeredis.FakeAsyncRedis(server=server),
+    )
+
+
+async def _redis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    return RedisBackend(request.getfixturevalue("redis_url"))
+
+
+async def _tiered_over_redis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    # The memory tier's clock must run with Redis's, so it gets the real one here.
+    return TieredBackend(MemoryBackend(max_entries=100), await _redis(clock, request))
 
 
 BACKENDS: dict[str, BackendCase] = {
     "memory": BackendCase("memory", _memory),
     "tiered-memory": BackendCase("tiered-memory", _tiered_over_memory),
+    "fakeredis": BackendCase("fakeredis", _fakeredis, controls_time=False),
+    "redis": BackendCase("redis", _redis, controls_time=False),
+    "tiered-redis": BackendCase("tiered-redis", _tiered_over_redis, controls_time=False),
 }

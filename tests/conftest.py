@@ -10,6 +10,17 @@ import memo
 from memo import InMemoryCache
 from memo.testing import FakeClock
 
+pytest_plugins = ["tests.redis_harness"]
+
+_REDIS_FIXTURES = {"redis_server", "redis_url", "make_redis_server", "tls_files"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses a Redis fixture carries the ``redis`` marker."""
+    for item in items:
+        if _REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
 
 @pytest.fixture
 def clock() -> FakeClock:

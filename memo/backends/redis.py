@@ -1,0 +1,303 @@
+"""``RedisBackend``: bytes in Redis, every command bounded by one deadline.
+
+What each command is guaranteed:
+
+* One deadline (``operation_timeout``) covers waiting for a pooled connection, the one
+  retry reads may get, and the I/O; when it runs out the caller gets ``BackendTimeout``.
+* The pool waits for a free connection (within that deadline) instead of raising "too
+  many connections" as redis-py's default pool does, and redis-py's own retries are off
+  (``Redis(...)`` retries with backoff by default), so no hidden waits add up.
+* A circuit breaker stops sending anything to a server that keeps failing and lets one
+  probe through now and then; while it is open commands fail at once with
+  ``BackendUnavailable``.
+* Clients and pools belong to one event loop; each loop that uses the backend gets its
+  own, and a process forked from another makes new ones instead of sharing sockets.
+* Errors are translated here, most specific first, and never carry the password.
+
+Sentinel and Cluster fit behind ``_client()``: it is the one place that turns the
+configuration into a client for the running loop, and the commands below only use what
+every redis-py client offers (pattern deletes and multi-key commands would then be done
+per primary and per slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from memo._clock import Clock
+from memo._secrets import mask_url
+from memo.backends.base import Backend
+from memo.config import check_redis_url
+from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+from memo.resilience import CircuitBreaker, run_with_deadline
+
+__all__ = ["RedisBackend"]
+
+T = TypeVar("T")
+
+_SCAN_COUNT = 1000
+_UNLINK_CHUNK = 500
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+class RedisBackend(Backend):
+    """Bytes in a Redis server (``redis://``, ``rediss://`` or ``unix://``)."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 1.0,
+        operation_timeout: float = 0.5,
+        max_connections: int = 50,
+        use_tls: bool | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock: Clock = time.monotonic,
+        client_factory: Callable[[], aioredis.Redis] | None = None,
+    ) -> None:
+        check_redis_url(url)
+        for arg, value in (
+            ("connect_timeout", connect_timeout),
+            ("operation_timeout", operation_timeout),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{arg}={value!r}: seconds, more than 0")
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigError(f"max_connections={max_connections!r}: an int of at least 1")
+        parts = urlsplit(url)
+        if use_tls and parts.scheme == "redis":
+            url = urlunsplit(("rediss", *parts[1:]))
+        self._url = url
+        self.masked_url = mask_url(url)
+        self._password = parts.password
+        self.connect_timeout = float(connect_timeout)
+        self.operation_timeout = float(operation_timeout)
+        self.max_connections = max_connections
+        self.tls = urlsplit(url).scheme == "rediss"
+        self._ssl: dict[str, Any] = {}
+        if self.tls:
+            self._ssl = {
+                k: v
+                for k, v in (
+                    ("ssl_ca_certs", ssl_ca_certs),
+                    ("ssl_certfile", ssl_certfile),
+                    ("ssl_keyfile", ssl_keyfile),
+                )
+                if v is not None
+            }
+        self.breaker = breaker or CircuitBreaker(clock=clock)
+        self.connected = False
+        # Builds the client of one event loop; the default reads the URL. The seam where
+        # Sentinel and Cluster clients (and fakeredis in unit tests) come in.
+        self._client_factory = client_factory or self._client_from_url
+        self._pid = os.getpid()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _client(self) -> aioredis.Redis:
+        """The client of the running loop (made on first use; new after a fork)."""
+        if os.getpid() != self._pid:
+            # A forked child must never write to its parent's sockets: forget them.
+            self._pid = os.getpid()
+            self._clients = weakref.WeakKeyDictionary()
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._client_factory()
+        return client
+
+    def _client_from_url(self) -> aioredis.Redis:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=self.max_connections,
+            timeout=self.operation_timeout,  # wait for a free connection, within the deadline
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.operation_timeout,
+            retry=_no_retry(),
+            **self._ssl,
+        )
+        return aioredis.Redis(connection_pool=pool, retry=_no_retry())
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    async def _run(
+        self, what: str, command: Callable[[aioredis.Redis], Awaitable[T]], *, read: bool = False
+    ) -> T:
+        if not self.breaker.allow():
+            raise BackendUnavailable(
+                f"Redis at {self.masked_url} is not being sent commands after repeated "
+                f"failures; memo probes it every {self.breaker.reset_timeout:g} s"
+            )
+        client = self._client()
+
+        async def attempt() -> T:
+            try:
+                return await command(client)
+            except (RedisConnectionError, OSError):
+                if not read:
+                    raise
+            return await command(client)  # reads get one retry, inside the same deadline
+
+        try:
+            result = await run_with_deadline(attempt(), self.operation_timeout, f"Redis {what}")
+        except BackendTimeout:
+            self._failed()
+            raise
+        except RedisTimeoutError as exc:
+            self._failed()
+            raise BackendTimeout(
+                f"Redis {what} at {self.masked_url} timed out: {self._scrub(str(exc))}"
+            ) from exc
+        except (RedisConnectionError, OSError) as exc:
+            self._failed()
+            raise BackendUnavailable(
+                f"Redis at {self.masked_url} is unreachable ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))}); check that it runs and that redis_url is right"
+            ) from exc
+        except RedisError as exc:
+            # The server answered, with an error: not an outage, so the breaker stays shut.
+            self.breaker.record_success()
+            raise BackendError(
+                f"Redis {what} failed: {type(exc).__name__}: {self._scrub(str(exc))}"
+            ) from exc
+        self.breaker.record_success()
+        self.connected = True
+        return result
+
+    def _failed(self) -> None:
+        self.breaker.record_failure()
+        self.connected = False
+
+    # ------------------------------------------------------------------ commands
+
+    async def get(self, key: str) -> bytes | None:
+        data: Any = await self._run("GET", lambda c: c.get(key), read=True)
+        return data  # type: ignore[no-any-return]
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        found: Any = await self._run("MGET", lambda c: c.mget(list(keys)), read=True)
+        return found  # type: ignore[no-any-return]
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        """The value and its remaining milliseconds, in one round trip."""
+
+        async def both(c: aioredis.Redis) -> list[Any]:
+            async with c.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                return await pipe.execute()
+
+        data, pttl = await self._run("GET+PTTL", both, read=True)
+        return data, (pttl if pttl is not None and pttl > 0 else None)
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        if ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        if not items:
+            return
+
+        async def pipeline(c: aioredis.Redis) -> None:
+            async with c.pipeline(transaction=False) as pipe:
+                for key, value in items.items():
+                    pipe.set(key, value, px=ttl_ms)
+                await pipe.execute()
+
+        await self._run("SET (pipelined)", pipeline)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._run("UNLINK", lambda c: c.unlink(key)))
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        removed = 0
+        for start in range(0, len(keys), _UNLINK_CHUNK):
+            chunk = list(keys[start : start + _UNLINK_CHUNK])
+            removed += await self._run("UNLINK", lambda c, ks=chunk: c.unlink(*ks))  # type: ignore[misc]
+        return removed
+
+    async def delete_pattern(self, pattern: str) -> int:
+        """SCAN + UNLINK in batches (never KEYS, which blocks the server); each batch has
+        its own deadline."""
+        removed = 0
+        cursor = 0
+        while True:
+            cursor, keys = await self._run(
+                "SCAN",
+                lambda c, cur=cursor: c.scan(cur, match=pattern, count=_SCAN_COUNT),  # type: ignore[misc]
+                read=True,
+            )
+            if keys:
+                removed += await self.delete_many(keys)
+            if cursor == 0:
+                return removed
+
+    async def clear(self) -> None:
+        """Remove every memo key (``memo:*``); other keys in the database are left alone."""
+        await self.delete_pattern("memo:*")
+
+    async def flush_database(self, confirm: str) -> None:
+        """FLUSHDB, only when ``confirm`` names the database (``"db0"``, ``"db15"`` …)."""
+        path = urlsplit(self._url).path.strip("/")
+        db = f"db{path or 0}"
+        if confirm != db:
+            raise ConfigError(
+                f"flush_database(confirm={confirm!r}) refused: it empties the whole "
+                f"database, not just memo's keys; pass confirm={db!r} if you mean it"
+            )
+        await self._run("FLUSHDB", lambda c: c.flushdb())
+
+    async def ttl(self, key: str) -> int | None:
+        """Remaining milliseconds; None when missing (or, never written by memo, eternal)."""
+        pttl = await self._run("PTTL", lambda c: c.pttl(key), read=True)
+        return pttl if pttl > 0 else None
+
+    async def ping(self) -> bool:
+        """Whether the server answers now. Never raises."""
+        try:
+            return bool(await self._run("PING", lambda c: c.ping(), read=True))
+        except BackendError:
+            return False
+
+    async def aclose(self) -> None:
+        clients = list(self._clients.items())
+        self._clients = weakref.WeakKeyDictionary()
+        current = asyncio.get_running_loop()
+        for loop, client in clients:
+            if loop is current:
+                await client.aclose(close_connection_pool=True)
+            # Clients of other (possibly closed) loops cannot be awaited from here;
+            # their sockets close when those loops and clients are collected.
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.masked_url!r})"
