@@ -83,6 +83,8 @@ class TieredBackend(Backend):
         return data
 
     async def _remote_get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        if not self.memory_reads:
+            return await self.remote.get(key), None  # nothing to fill: no TTL needed
         get_with_ttl = getattr(self.remote, "get_with_ttl", None)
         if get_with_ttl is not None:
             return await get_with_ttl(key)  # type: ignore[no-any-return]

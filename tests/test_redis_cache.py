@@ -1,0 +1,364 @@
+"""GenericRedisCache against real redis-server processes: killed, paused, corrupted, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as sync_redis
+import xxhash
+
+from memo import BackendUnavailable, cached
+from memo.backends.redis import RedisBackend
+from memo.backends.tiered import TieredBackend
+from memo.redis_cache import GenericRedisCache
+from memo.resilience import CircuitBreaker
+from memo.testing import FakeClock
+from tests.redis_harness import RedisServer, TlsFiles
+
+
+def redis_only(server: RedisServer, **kw: Any) -> GenericRedisCache:
+    return GenericRedisCache(server.url, enable_memory_cache=False, **kw)
+
+
+def test_the_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHE_REDIS_URL", raising=False)
+    cache = GenericRedisCache("redis://127.0.0.1:1/0")
+    backend = cache.backend
+    assert isinstance(backend, TieredBackend)
+    redis_backend = cache.redis
+    assert redis_backend is not None
+    assert cache.enable_memory_cache is True
+    assert cache.fail_on_connection_error is False
+    assert 1.0 == redis_backend.connect_timeout
+    assert 0.5 == redis_backend.operation_timeout
+    assert 50 == redis_backend.max_connections
+    assert 60_000 == backend.memory.max_ttl_ms
+    assert 100 == backend.memory.max_entries
+    assert 1024 * 1024 == cache._codec.max_value_size
+    assert 3600_000 == cache.default_ttl_ms
+
+
+async def test_the_pool_waits_within_the_deadline_and_redis_py_retries_are_off() -> None:
+    backend = RedisBackend("redis://127.0.0.1:1/0")
+    client = backend._client()
+    pool = client.connection_pool
+    assert type(pool).__name__ == "BlockingConnectionPool"
+    assert 0.5 == pool.timeout  # type: ignore[attr-defined]
+    # With a pool given, redis-py takes the retry policy from the pool's connections.
+    assert 0 == pool.connection_kwargs["retry"].get_retries()
+    await backend.aclose()
+
+
+def test_without_a_url_the_cache_is_memory_only_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import memo.redis_cache as module
+
+    monkeypatch.delenv("CACHE_REDIS_URL", raising=False)
+    monkeypatch.setattr(module, "_warned_memory_only", False)
+    with caplog.at_level(logging.WARNING, logger="memo"):
+        first = GenericRedisCache()
+        GenericRedisCache()
+    assert first.redis is None
+    assert 1 == sum("memory only" in r.getMessage() for r in caplog.records)
+
+
+def test_the_url_falls_back_to_cache_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_REDIS_URL", "redis://:pw@cachehost:6380/3")
+    cache = GenericRedisCache()
+    assert cache.redis is not None
+    assert "redis://:***@cachehost:6380/3" == cache.redis.masked_url
+
+
+async def test_two_thousand_calls_survive_a_killed_server_and_redis_is_used_again(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url, operation_timeout=0.5)
+    assert await cache.connect()
+    assert cache.redis is not None
+    cache.redis.breaker.reset_timeout = 0.2
+
+    @cached(ttl=60, cache=cache)
+    async def square(x: int) -> int:
+        return x * x
+
+    errors: list[BaseException] = []
+    for i in range(2000):
+        if i == 500:
+            redis_server.kill()
+        try:
+            assert i % 300 * (i % 300) == await square(i % 300)
+        except BaseException as exc:  # any exception reaching a caller fails the test
+            errors.append(exc)
+    assert [] == errors
+
+    redis_server.restart()
+    key = cache.prefix + square.key_for(12345)
+    deadline = time.monotonic() + 10
+    while not redis_server.client().exists(key):
+        assert time.monotonic() < deadline, "the cache never wrote to Redis again"
+        await square.invalidate(12345)
+        await square(12345)
+        await asyncio.sleep(0.05)
+    redis_server.client().set(cache.prefix + "planted", cache._encode("from redis", 60_000))
+    assert "from redis" == await cache.get("planted")
+    await cache.aclose()
+
+
+async def test_a_paused_server_bounds_every_call_and_an_open_breaker_sends_nothing(
+    redis_server: RedisServer,
+) -> None:
+    deadline = 0.3
+    cache = redis_only(redis_server, operation_timeout=deadline)
+    assert cache.redis is not None
+    breaker = cache.redis.breaker = CircuitBreaker(failure_threshold=5, reset_timeout=60)
+
+    @cached(ttl=60, cache=cache)
+    async def load(x: int) -> int:
+        return x + 1
+
+    assert 2 == await load(1)  # connections are open before the pause
+    before = redis_server.commandstats()
+    redis_server.pause()
+    # A call makes at most two Redis operations (read, write), each ending by the deadline.
+    bound = 2 * deadline + 2 * deadline + 0.5
+    slowest = 0.0
+    calls_while_open = 0
+    try:
+        for x in range(100, 300):
+            started = time.monotonic()
+            assert x + 1 == await load(x)
+            slowest = max(slowest, time.monotonic() - started)
+            if breaker.state == "open":
+                calls_while_open += 1
+    finally:
+        redis_server.resume()
+    after = redis_server.commandstats()
+
+    assert slowest < bound
+    assert calls_while_open > 150
+    sent = {cmd: n - before.get(cmd, 0) for cmd, n in after.items() if cmd not in ("info",)}
+    # Only commands sent before the breaker opened can have reached the server; the 150+
+    # calls made while it was open (no probe was due) sent nothing.
+    assert 1 <= sum(sent.values()) <= breaker.failure_threshold
+    await cache.aclose()
+
+
+async def test_the_breaker_probes_and_closes_once_the_server_answers(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(
+        redis_server.url,
+        operation_timeout=0.2,
+        breaker=CircuitBreaker(failure_threshold=2, reset_timeout=0.2),
+    )
+    await backend.set("memo:t:k", b"v", 60_000)
+    redis_server.kill()
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable):
+            await backend.get("memo:t:k")
+    assert "open" == backend.breaker.state
+    redis_server.restart()
+    await asyncio.sleep(0.25)
+    assert await backend.ping()
+    assert "closed" == backend.breaker.state
+    await backend.aclose()
+
+
+def _with_checksum(data: bytearray) -> bytes:
+    data[4:12] = struct.pack(">Q", xxhash.xxh3_64_intdigest(bytes(data[12:])))
+    return bytes(data)
+
+
+async def test_damaged_values_are_misses_and_only_the_corrupt_ones_are_deleted(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    cache = redis_only(redis_server, compression_threshold=0)
+    client = redis_server.client()
+    await cache.set("template", "x" * 5000)
+    valid = bytearray(client.get(cache.prefix + "template") or b"")
+    assert valid[3] & 1  # compressed, so the size prefix can be forged
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (open, (str(marker), "w"))
+
+    newer = bytearray(valid)
+    newer[2] = 2
+    huge = bytearray(valid)
+    huge[32:36] = struct.pack(">I", 2**31)
+    flipped = bytearray(valid)
+    flipped[len(valid) // 2] ^= 0x10
+    planted = {
+        "truncated": bytes(valid[: len(valid) // 2]),
+        "flipped": bytes(flipped),
+        "huge": _with_checksum(huge),
+        "pickle": pickle.dumps(Exploit()),
+        "newer": bytes(newer),
+    }
+    for name, data in planted.items():
+        client.set(cache.prefix + name, data, px=60_000)
+
+    for name in planted:
+        assert await cache.get(name) is None, name
+
+    assert not marker.exists()
+    for name in ("truncated", "flipped", "huge", "pickle"):
+        assert not client.exists(cache.prefix + name), name
+    assert planted["newer"] == client.get(cache.prefix + "newer")
+    assert 5 == (await cache.get_cache_stats())["errors"]
+    await cache.aclose()
+
+
+async def test_tls_works_with_the_ca_and_refuses_a_server_it_cannot_verify(
+    make_redis_server: Any, tls_files: TlsFiles
+) -> None:
+    server: RedisServer = make_redis_server(tls=tls_files)
+    assert server.url.startswith("rediss://")
+    trusting = GenericRedisCache(server.url, ssl_ca_certs=str(tls_files.ca))
+    assert await trusting.connect()
+    await trusting.set("k", {"secure": True})
+    assert {"secure": True} == await trusting.get("k")
+    assert server.client().exists(trusting.prefix + "k")
+
+    doubting = RedisBackend(server.url, ssl_ca_certs=str(tls_files.other_ca))
+    with pytest.raises(BackendUnavailable):
+        await doubting.get("memo:any")
+    plain = RedisBackend(server.url.replace("rediss://", "redis://"), operation_timeout=0.5)
+    assert await plain.ping() is False
+    await trusting.aclose()
+    await doubting.aclose()
+    await plain.aclose()
+
+
+async def test_a_memory_copy_never_outlives_its_redis_entry(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    from memo import MemoryBackend
+
+    tier = TieredBackend(
+        MemoryBackend(clock=clock, max_ttl_ms=60_000), RedisBackend(redis_server.url)
+    )
+    redis_server.client().set("memo:t:k", b"v", px=5_000)
+    assert b"v" == await tier.get("memo:t:k")
+    remaining = await tier.memory.ttl("memo:t:k")
+    assert remaining is not None and remaining <= 5_000
+    clock.advance(5)
+    assert tier.memory.get_local("memo:t:k") is None
+    await tier.aclose()
+
+
+async def test_a_short_ttl_expires_in_both_tiers_on_the_real_clock(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    await cache.set("k", "v", ttl=0.3)
+    assert "v" == await cache.get("k")  # from memory
+    await asyncio.sleep(0.45)
+    assert await cache.get("k") is None
+    assert not redis_server.client().exists(cache.prefix + "k")
+    await cache.aclose()
+
+
+async def test_a_cache_built_while_redis_is_down_works_in_memory_then_uses_redis(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    redis_server.kill()
+    cache = GenericRedisCache(url, enable_memory_cache=False, operation_timeout=0.3)
+    assert await cache.connect() is False
+    assert cache.redis is not None
+    cache.redis.breaker.reset_timeout = 0.1
+    await cache.set("during", "outage value")
+    assert "outage value" == await cache.get("during")
+    assert await cache.delete("during") is False  # the delete could not reach Redis
+    assert (await cache.get_cache_stats())["errors"] >= 2
+
+    redis_server.restart()
+    await asyncio.sleep(0.15)
+    assert await cache.connect()
+    await cache.set("after", "in redis")
+    assert redis_server.client().exists(cache.prefix + "after")
+    assert await cache.get("during") is None  # the outage tier was flushed
+    await cache.aclose()
+
+
+async def test_fail_on_connection_error_raises_for_connect_and_explicit_writes(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    redis_server.kill()
+    cache = GenericRedisCache(url, fail_on_connection_error=True, operation_timeout=0.3)
+    with pytest.raises(BackendUnavailable, match="fail_on_connection_error=False"):
+        await cache.connect()
+    with pytest.raises(BackendUnavailable):
+        await cache.set("k", 1)
+
+    @cached(ttl=60, cache=cache)
+    async def still_works(x: int) -> int:
+        return x
+
+    assert 3 == await still_works(3)  # decorated calls never raise for Redis's sake
+    health = await cache.health_check()
+    assert "unhealthy" == health["status"]
+    await cache.aclose()
+
+
+async def test_secrets_never_appear_in_repr_errors_stats_or_logs(
+    make_redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RedisServer = make_redis_server(password="hunter2-secret")
+    good = GenericRedisCache(server.url, signing_key=b"signing-secret")
+    bad = GenericRedisCache(
+        server.url.replace("hunter2-secret", "wrong-secret"), operation_timeout=0.5
+    )
+    with caplog.at_level(logging.DEBUG, logger="memo"):
+        assert await good.connect()
+        await good.set("k", 1)
+        assert 1 == await good.get("k")
+        assert await bad.connect() is False
+        await bad.set("k", 1)
+        try:
+            await bad.redis.get("memo:x")  # type: ignore[union-attr]
+        except Exception as exc:  # its message is what is checked
+            error_text = f"{exc} {exc.__cause__!r}"
+        else:
+            pytest.fail("a wrong password was accepted")
+    shown = " ".join(
+        [
+            repr(good),
+            repr(bad),
+            str(await good.get_cache_stats()),
+            str(await bad.get_cache_stats()),
+            str(await good.health_check()),
+            str(await bad.health_check()),
+            repr(good.redis),
+            error_text,
+            caplog.text,
+        ]
+    )
+    for secret in ("hunter2-secret", "wrong-secret", "signing-secret"):
+        assert secret not in shown
+    assert "***" in shown
+    await good.aclose()
+    await bad.aclose()
+
+
+def test_a_non_redis_url_is_refused_naming_redis_url() -> None:
+    from memo import ConfigError
+
+    with pytest.raises(ConfigError, match="redis_url"):
+        GenericRedisCache("http://localhost:6379")
+
+
+def test_the_sync_client_of_the_harness_sees_the_same_server(redis_server: RedisServer) -> None:
+    assert redis_server.client().ping()
+    assert isinstance(redis_server.client(), sync_redis.Redis)
