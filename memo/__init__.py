@@ -13,7 +13,7 @@ from memo._decorators import ai_cached, cached, default_cache
 from memo._presets import PRESET_VALUES, aclose_all
 from memo._sentinel import MISSING
 from memo._switch import bypass, disable, enable
-from memo.backends import Backend, MemoryBackend
+from memo.backends import Backend, MemoryBackend, RedisBackend, TieredBackend
 from memo.cache import Cache, InMemoryCache, NullCache
 from memo.exceptions import (
     BackendError,
@@ -27,6 +27,8 @@ from memo.exceptions import (
     KeyDerivationError,
     MemoError,
 )
+from memo.redis_cache import GenericRedisCache
+from memo.resilience import CircuitBreaker
 from memo.stats import CacheStats, FunctionStats
 
 __version__ = "0.1.0.dev0"
@@ -38,11 +40,13 @@ __all__ = [
     "BackendUnavailable",
     "Cache",
     "CacheStats",
+    "CircuitBreaker",
     "CodecError",
     "ConfigError",
     "DecodeError",
     "EncodeError",
     "FunctionStats",
+    "GenericRedisCache",
     "InMemoryCache",
     "InfrastructureError",
     "KeyDerivationError",
@@ -51,6 +55,8 @@ __all__ = [
     "MemoryBackend",
     "NullCache",
     "PRESET_VALUES",
+    "RedisBackend",
+    "TieredBackend",
     "aclose_all",
     "ai_cached",
     "bypass",

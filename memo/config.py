@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from memo._presets import PRESET_VALUES, PresetValues, preset_values
 from memo._ttl import MAX_TTL_SECONDS
+from memo._urls import check_redis_url
 from memo.exceptions import ConfigError
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "get_preset",
 ]
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: Names accepted in CACHE_CUSTOM_CONFIG besides the field names.
 ALIASES = {"l1_cache_size": "memory_cache_size"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -44,17 +43,6 @@ def _check_seconds(name: str, value: Any, hi: float) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= hi
     if not ok:
         raise ConfigError(f"{name}={value!r}: must be seconds, more than 0 and at most {hi}")
-
-
-def check_redis_url(url: str) -> None:
-    """Refuse a URL no Redis client could use, naming the accepted schemes."""
-    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
-    if scheme not in REDIS_SCHEMES:
-        shown = scheme or "none"
-        raise ConfigError(
-            f"redis_url: scheme {shown!r} is not a Redis URL; use redis://host:6379/0, "
-            f"rediss:// (TLS) or unix:///path/to/redis.sock"
-        )
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memo._clock import Clock
 from memo._secrets import mask_url
+from memo._urls import check_redis_url
 from memo.backends.base import Backend
-from memo.config import check_redis_url
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker, run_with_deadline
 

@@ -1,0 +1,133 @@
+"""The harness itself: servers it starts really stop, pause and restart; skips are honest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from memo.backends.redis import RedisBackend
+from tests.redis_harness import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_killed_server_is_gone_and_a_restarted_one_answers(redis_server: RedisServer) -> None:
+    redis_server.client().set("k", "v")
+    redis_server.kill()
+    assert redis_server.proc is not None and redis_server.proc.poll() is not None
+    redis_server.restart()
+    assert redis_server.client().ping()
+    assert 0 == redis_server.dbsize()  # nothing persists across a restart
+
+
+def test_commandstats_count_what_the_server_ran(redis_server: RedisServer) -> None:
+    before = redis_server.commandstats().get("set", 0)
+    for i in range(3):
+        redis_server.client().set(f"k{i}", i)
+    assert before + 3 == redis_server.commandstats()["set"]
+
+
+async def test_a_thousand_concurrent_reads_on_a_pool_of_ten_never_raise(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(redis_server.url, max_connections=10, operation_timeout=5)
+    await backend.set_many({f"memo:c:{i}": b"v" for i in range(1000)}, 60_000)
+    results = await asyncio.gather(
+        *(backend.get(f"memo:c:{i}") for i in range(1000)), return_exceptions=True
+    )
+    assert [b"v"] * 1000 == results
+    await backend.aclose()
+
+
+def _run_pytest(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    test = tmp_path / "test_needs_redis.py"
+    test.write_text(
+        textwrap.dedent(
+            """
+            def test_uses_redis(redis_server):
+                assert redis_server.client().ping()
+            """
+        )
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.redis_harness",
+            str(test),
+            "-o",
+            "addopts=",
+            "-W",
+            "ignore",
+            "--rootdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+
+
+def _env_without_redis_server(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # A PATH holding only this Python: no redis-server to be found.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MEMO_REQUIRE_REDIS", "MEMO_TEST_REDIS_URL")
+    }
+    env["PATH"] = str(bin_dir)
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def test_without_redis_server_redis_tests_skip_with_one_clear_reason(tmp_path: Path) -> None:
+    out = _run_pytest(_env_without_redis_server(tmp_path), tmp_path)
+    assert 0 == out.returncode, out.stdout + out.stderr
+    assert "1 skipped" in out.stdout
+
+
+def test_when_redis_is_required_a_missing_server_fails_the_run(tmp_path: Path) -> None:
+    out = _run_pytest(_env_without_redis_server(tmp_path, MEMO_REQUIRE_REDIS="1"), tmp_path)
+    assert 0 != out.returncode
+    assert "MEMO_REQUIRE_REDIS=1 but redis-server not found" in out.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_makes_its_own_connections(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url)
+
+    async def use() -> bytes | None:
+        await backend.set("memo:f:k", b"parent", 60_000)
+        return await backend.get("memo:f:k")
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert b"parent" == loop.run_until_complete(use())
+        pid = os.fork()
+        if pid == 0:  # the child: a new loop, and it must not reuse the parent's sockets
+            try:
+                child_loop = asyncio.new_event_loop()
+                ok = child_loop.run_until_complete(backend.get("memo:f:k")) == b"parent"
+                os._exit(0 if ok and backend._pid == os.getpid() else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert b"parent" == loop.run_until_complete(backend.get("memo:f:k"))
+        loop.run_until_complete(backend.aclose())
+    finally:
+        loop.close()
