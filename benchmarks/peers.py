@@ -183,14 +183,69 @@ async def size_table(batch: int, big: int, rounds: int) -> list[Contender]:
     ]
 
 
-def redis_contenders(url: str | None, table: str) -> list[Contender]:
-    """Extension point: Redis-backed rows for ``table`` ("user" or "ai") behind ``--redis URL``.
+REDIS_KEYS = 1_000  # distinct keys in the Redis tables
 
-    Redis rows (memo over Redis and tiered, aiocache and cashews on Redis, raw redis-py)
-    return Contenders built like the in-memory ones above, so each table takes them as
-    further rows without other changes. None exist yet.
-    """
-    return []
+
+def concurrent_contender(
+    name: str, fn: Callable[[Any], Awaitable[Any]], keys: list, note: str = ""
+) -> Contender:
+    """All of ``keys`` at once through ``asyncio.gather``; errors are counted, not raised."""
+    errors: Counter[str] = Counter()
+
+    async def run(batch: Sequence[Any]) -> None:
+        for result in await asyncio.gather(*(fn(k) for k in batch), return_exceptions=True):
+            if isinstance(result, BaseException):
+                errors[type(result).__name__] += 1
+
+    c = Contender(name, fn, run, [keys], keys, note)
+    c.errors = errors  # type: ignore[attr-defined]
+    return c
+
+
+async def redis_tables(url: str, batch: int) -> tuple[list[Contender], list[Contender], list[Any]]:
+    """Tables 4 and 5: hits served by Redis (no memory tier), sequential and concurrent."""
+    from urllib.parse import urlsplit
+
+    import redis.asyncio as aioredis
+    from cashews import Cache as CashewsCache
+
+    from memo import GenericRedisCache
+
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0)
+    ids = list(range(REDIS_KEYS))
+    seq = [ids[i % REDIS_KEYS] for i in range(batch)]
+
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=5)
+    raw = aioredis.Redis(connection_pool=pool)
+    await raw.mset({f"bench:raw:{i}": b"x" * 60 for i in ids})
+
+    async def raw_get(i: int) -> Any:
+        return await raw.get(f"bench:raw:{i}")
+
+    memo_cache = GenericRedisCache(url, enable_memory_cache=False, namespace="bench")
+    await memo_cache.connect()
+    aio = aiocache.cached(
+        ttl=TTL,
+        cache=aiocache.Cache.REDIS,
+        endpoint=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=db,
+        password=parts.password,
+        namespace="bench_aio",
+    )
+    cashews_redis = CashewsCache()
+    cashews_redis.setup(url)
+    made = [
+        ("raw redis-py GET", raw_get, "the floor: GET on a 50-connection pool, no decoding"),
+        ("memo", cached(ttl=TTL, cache=memo_cache)(user_fn("memo-redis")), "Redis only"),
+        ("aiocache", aio(user_fn("aiocache-redis")), "Cache.REDIS"),
+        ("cashews", cashews_redis(ttl="10m")(user_fn("cashews-redis")), "redis://"),
+    ]
+    sequential = [fn_contender(name, fn, [seq], ids, note) for name, fn, note in made]
+    concurrent = [concurrent_contender(name, fn, ids, note) for name, fn, note in made]
+    closers = [raw, memo_cache, cashews_redis]
+    return sequential, concurrent, closers
 
 
 # --- measuring and reporting ------------------------------------------------------------
@@ -199,6 +254,8 @@ def redis_contenders(url: str | None, table: str) -> list[Contender]:
 def returns_kind(first: dict, second: dict) -> str:
     if first is second:
         return "same obj"
+    if not isinstance(first, dict):
+        return "bytes" if isinstance(first, bytes) else "copy"
     lists = [(v, second[k]) for k, v in first.items() if isinstance(v, list)]
     return "shallow copy" if lists and lists[0][0] is lists[0][1] else "copy"
 
@@ -231,7 +288,8 @@ async def measure(contenders: list[Contender], rounds: int) -> None:
             elapsed = time.perf_counter_ns() - t0
             gc.enable()
             c.samples.append(elapsed / len(batch) / 1000)
-            if not c.name.startswith("bare") and sum(COMPUTED.values()) != before:
+            missed = sum(COMPUTED.values()) != before
+            if missed and not c.name.startswith("bare") and "[MISSES" not in c.note:
                 c.note += " [MISSES IN TIMED BATCH]"
 
 
@@ -302,14 +360,16 @@ async def main(args: argparse.Namespace) -> None:
     header(args, big)
     cashews_cache.setup("mem://?size=100000")
     if args.redis:
-        print(f"  --redis {args.redis}: Redis rows are not implemented yet; skipped")
+        await redis_report(args)
+        if args.redis_only:
+            return
 
-    t1 = await warm(user_table(args.batch) + redis_contenders(args.redis, "user"))
+    t1 = await warm(user_table(args.batch))
     await measure(t1, args.rounds)
     m1 = report("Table 1: hit on f(user_id: int) returning a small dict", t1)
     compare_memo(m1)
 
-    t2 = await warm(ai_table(args.batch) + redis_contenders(args.redis, "ai"))
+    t2 = await warm(ai_table(args.batch))
     await measure(t2, args.rounds)
     m2 = report(f"Table 2: @ai_cached hit, {TEXT_CHARS:,}-character text + options dict", t2)
     compare_memo(m2)
@@ -346,12 +406,47 @@ async def main(args: argparse.Namespace) -> None:
     target(f"memo hit at {big:,} / 1 000 entries, uniform", uniform, 1.3, True)
 
 
+async def redis_report(args: argparse.Namespace) -> None:
+    from memo._secrets import mask_url
+
+    batch = min(args.batch, 5_000)
+    print(f"\nRedis at {mask_url(args.redis)}: hits served by Redis, {REDIS_KEYS:,} keys")
+    sequential, concurrent, closers = await redis_tables(args.redis, batch)
+    t4 = await warm(sequential)
+    await measure(t4, args.rounds)
+    m4 = report(
+        f"Table 4: sequential Redis hits ({batch:,} awaited calls per round)", t4, ref="raw"
+    )
+    t5 = await warm(concurrent)
+    await measure(t5, args.rounds)
+    m5 = report(f"Table 5: {REDIS_KEYS:,} concurrent hits on distinct keys (gather)", t5, ref="raw")
+    for c in t5:
+        errors = getattr(c, "errors", {})
+        print(
+            f"  {c.name}: {sum(errors.values())} errors raised"
+            + (f" {dict(errors)}" if errors else "")
+        )
+    print("\nRedis targets (informational, not assertions):")
+    raw = "raw redis-py GET"
+    if "memo" in m4 and raw in m4:
+        target("sequential memo hit / raw GET", m4["memo"] / m4[raw], 1.15, True)
+    if "memo" in m5 and raw in m5:
+        target("concurrent memo hit / raw GET", m5["memo"] / m5[raw], 1.0, True)
+    for closer in closers:
+        close = getattr(closer, "aclose", None) or getattr(closer, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15)")
     ap.add_argument("--batch", type=int, default=None, help="calls per timed batch (20 000)")
     ap.add_argument("--quick", action="store_true", help="5 rounds, 5 000 calls, 10**5 entries")
-    ap.add_argument("--redis", metavar="URL", help="add Redis rows (not implemented yet)")
+    ap.add_argument("--redis", metavar="URL", help="add tables 4 and 5: hits served by Redis")
+    ap.add_argument("--redis-only", action="store_true", help="with --redis: only the Redis tables")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.batch = args.batch or (5_000 if args.quick else 20_000)

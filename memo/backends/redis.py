@@ -56,6 +56,19 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+_LIVE_BACKENDS: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_LIVE_BACKENDS):
+        backend._forget_clients()
+
+
+if hasattr(os, "register_at_fork"):
+    # Checked once per fork rather than with a getpid() call on every command.
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class RedisBackend(Backend):
     """Bytes in a Redis server (``redis://``, ``rediss://`` or ``unix://``)."""
 
@@ -112,18 +125,20 @@ class RedisBackend(Backend):
         # Sentinel and Cluster clients (and fakeredis in unit tests) come in.
         self._client_factory = client_factory or self._client_from_url
         self._pid = os.getpid()
+        _LIVE_BACKENDS.add(self)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
         )
 
     # ------------------------------------------------------------------ plumbing
 
+    def _forget_clients(self) -> None:
+        """In a forked child: never write to the parent's sockets, make new ones."""
+        self._pid = os.getpid()
+        self._clients = weakref.WeakKeyDictionary()
+
     def _client(self) -> aioredis.Redis:
         """The client of the running loop (made on first use; new after a fork)."""
-        if os.getpid() != self._pid:
-            # A forked child must never write to its parent's sockets: forget them.
-            self._pid = os.getpid()
-            self._clients = weakref.WeakKeyDictionary()
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
@@ -136,7 +151,8 @@ class RedisBackend(Backend):
             max_connections=self.max_connections,
             timeout=self.operation_timeout,  # wait for a free connection, within the deadline
             socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.operation_timeout,
+            # No socket_timeout: the operation deadline already bounds every read, and a
+            # second timer per command costs measurably on the hit path.
             retry=_no_retry(),
             **self._ssl,
         )
