@@ -362,3 +362,28 @@ def test_a_non_redis_url_is_refused_naming_redis_url() -> None:
 def test_the_sync_client_of_the_harness_sees_the_same_server(redis_server: RedisServer) -> None:
     assert redis_server.client().ping()
     assert isinstance(redis_server.client(), sync_redis.Redis)
+
+
+async def test_concurrent_reads_share_mget_round_trips_and_a_lone_read_is_a_get(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(redis_server.url)
+    await backend.set_many({f"memo:b:{i}": str(i).encode() for i in range(200)}, 60_000)
+    before = redis_server.commandstats()
+
+    assert b"7" == await backend.get("memo:b:7")
+    readers = [asyncio.create_task(backend.get(f"memo:b:{i % 200}")) for i in range(400)]
+    await asyncio.sleep(0)
+    readers[5].cancel()  # one reader leaving must not disturb the others
+    results = await asyncio.gather(*readers, return_exceptions=True)
+
+    after = redis_server.commandstats()
+    assert isinstance(results[5], asyncio.CancelledError)
+    assert [str(i % 200).encode() for i in range(400) if i != 5] == [
+        r for i, r in enumerate(results) if i != 5
+    ]
+    gets = after.get("get", 0) - before.get("get", 0)
+    mgets = after.get("mget", 0) - before.get("mget", 0)
+    assert gets <= 2  # the lone read, and the first of the burst
+    assert 1 <= mgets <= 3
+    await backend.aclose()

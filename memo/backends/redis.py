@@ -59,6 +59,18 @@ def _no_retry() -> Retry:
 _LIVE_BACKENDS: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 
 
+class _ReadBatch:
+    """Reads of one event loop waiting to go out together as one MGET."""
+
+    __slots__ = ("in_flight", "scheduled", "tasks", "waiting")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.scheduled = False
+        self.waiting: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
 def _after_fork_in_child() -> None:
     for backend in list(_LIVE_BACKENDS):
         backend._forget_clients()
@@ -129,6 +141,9 @@ class RedisBackend(Backend):
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
         )
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadBatch] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -136,6 +151,7 @@ class RedisBackend(Backend):
         """In a forked child: never write to the parent's sockets, make new ones."""
         self._pid = os.getpid()
         self._clients = weakref.WeakKeyDictionary()
+        self._batches = weakref.WeakKeyDictionary()
 
     def _client(self) -> aioredis.Redis:
         """The client of the running loop (made on first use; new after a fork)."""
@@ -212,8 +228,57 @@ class RedisBackend(Backend):
     # ------------------------------------------------------------------ commands
 
     async def get(self, key: str) -> bytes | None:
-        data: Any = await self._run("GET", lambda c: c.get(key), read=True)
-        return data  # type: ignore[no-any-return]
+        """GET when the backend is idle; while a command is in flight, join the next MGET.
+
+        Concurrent readers (a burst of cache misses, a fan-out) then cost one round trip
+        per loop tick instead of one each, and a lone reader waits for nothing.
+        """
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _ReadBatch()
+        if batch.in_flight == 0 and not batch.waiting:
+            batch.in_flight += 1
+            try:
+                data: Any = await self._run("GET", lambda c: c.get(key), read=True)
+                return data  # type: ignore[no-any-return]
+            finally:
+                batch.in_flight -= 1
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        batch.waiting.setdefault(key, []).append(future)
+        if not batch.scheduled:
+            batch.scheduled = True
+            loop.call_soon(self._send_batch, loop, batch)
+        return await future
+
+    def _send_batch(self, loop: asyncio.AbstractEventLoop, batch: _ReadBatch) -> None:
+        waiting, batch.waiting = batch.waiting, {}
+        batch.scheduled = False
+        batch.in_flight += 1
+        task = loop.create_task(self._mget_for(waiting, batch))
+        batch.tasks.add(task)
+        task.add_done_callback(batch.tasks.discard)
+
+    async def _mget_for(
+        self, waiting: dict[str, list[asyncio.Future[bytes | None]]], batch: _ReadBatch
+    ) -> None:
+        keys = list(waiting)
+        try:
+            values = await self.get_many(keys)
+        except BaseException as exc:
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for key, value in zip(keys, values, strict=True):
+                for future in waiting[key]:
+                    if not future.done():  # a cancelled reader has gone
+                        future.set_result(value)
+        finally:
+            batch.in_flight -= 1
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
