@@ -43,7 +43,7 @@ from memo._secrets import mask_url
 from memo._urls import check_redis_url
 from memo.backends.base import Backend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
-from memo.resilience import CircuitBreaker, run_with_deadline
+from memo.resilience import CircuitBreaker, DeadlineWatchdog, run_with_deadline
 
 __all__ = ["RedisBackend"]
 
@@ -145,6 +145,9 @@ class RedisBackend(Backend):
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadBatch] = (
             weakref.WeakKeyDictionary()
         )
+        self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineWatchdog] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -153,6 +156,7 @@ class RedisBackend(Backend):
         self._pid = os.getpid()
         self._clients = weakref.WeakKeyDictionary()
         self._batches = weakref.WeakKeyDictionary()
+        self._watchdogs = weakref.WeakKeyDictionary()
 
     def _client(self) -> aioredis.Redis:
         """The client of the running loop (made on first use; new after a fork)."""
@@ -189,9 +193,7 @@ class RedisBackend(Backend):
         client = self._client()
         try:
             if sys.version_info >= (3, 11):
-                # Inline rather than through run_with_deadline: one coroutine less per command.
-                async with asyncio.timeout(self.operation_timeout):
-                    result = await self._attempt(command, client, read)
+                result = await self._watched_attempt(command, client, read)
             else:  # pragma: no cover - Python 3.10
                 result = await run_with_deadline(
                     self._attempt(command, client, read), self.operation_timeout, f"Redis {what}"
@@ -225,6 +227,27 @@ class RedisBackend(Backend):
         self.breaker.record_success()
         self.connected = True
         return result
+
+    async def _watched_attempt(
+        self, command: Callable[[aioredis.Redis], Awaitable[T]], client: aioredis.Redis, read: bool
+    ) -> T:
+        """``_attempt`` under the operation deadline, kept by the loop's watchdog."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        watchdog = self._watchdogs.get(loop)
+        if watchdog is None:
+            watchdog = self._watchdogs[loop] = DeadlineWatchdog(loop)
+        watchdog.watch(task, self.operation_timeout)
+        try:
+            try:
+                return await self._attempt(command, client, read)
+            finally:
+                watchdog.unwatch(task)
+        except asyncio.CancelledError:
+            if watchdog.expired(task):
+                raise TimeoutError from None
+            raise
 
     @staticmethod
     async def _attempt(
