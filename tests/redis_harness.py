@@ -73,11 +73,19 @@ class RedisServer:
     """One redis-server process under the test's control."""
 
     def __init__(
-        self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None
+        self,
+        directory: Path,
+        *,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+        acl_user: tuple[str, str] | None = None,
+        unix: bool = False,
     ):
         self.directory = directory
         self.password = password
         self.tls = tls
+        self.acl_user = acl_user
+        self.socket = directory / "redis.sock" if unix else None
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
@@ -86,7 +94,11 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.socket is not None:
+            return f"unix://{self.socket}"
         auth = f":{self.password}@" if self.password else ""
+        if self.acl_user:
+            auth = f"{self.acl_user[0]}:{self.acl_user[1]}@"
         scheme = "rediss" if self.tls else "redis"
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
@@ -101,6 +113,13 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.acl_user:
+            name, secret = self.acl_user
+            # Redis joins the words that follow an option: the rule goes as separate words.
+            args += ["--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
+            args += ["--user", "default", "off"]
+        if self.socket is not None:
+            args += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         return args
 
     def start(self) -> RedisServer:
@@ -126,10 +145,13 @@ class RedisServer:
             kwargs: dict[str, object] = {"socket_timeout": 2, "socket_connect_timeout": 2}
             if self.tls:
                 kwargs.update(ssl=True, ssl_ca_certs=str(self.tls.ca))
+            if self.acl_user:
+                kwargs.update(username=self.acl_user[0], password=self.acl_user[1])
+            else:
+                kwargs["password"] = self.password
             self._client = redis.Redis(
                 host="127.0.0.1",
                 port=self.port,
-                password=self.password,
                 **kwargs,  # type: ignore[arg-type]
             )
         return self._client
@@ -254,10 +276,10 @@ def make_redis_server(tmp_path: Path) -> Iterator[object]:
         need_redis()
     servers: list[RedisServer] = []
 
-    def make(*, password: str | None = None, tls: TlsFiles | None = None) -> RedisServer:
+    def make(**options: object) -> RedisServer:
         directory = tmp_path / f"redis-{len(servers)}"
         directory.mkdir()
-        server = RedisServer(directory, password=password, tls=tls).start()
+        server = RedisServer(directory, **options).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
 

@@ -387,3 +387,37 @@ async def test_concurrent_reads_share_mget_round_trips_and_a_lone_read_is_a_get(
     assert gets <= 2  # the lone read, and the first of the burst
     assert 1 <= mgets <= 3
     await backend.aclose()
+
+
+async def test_unix_socket_urls_work(make_redis_server: Any) -> None:
+    server: RedisServer = make_redis_server(unix=True)
+    assert server.url.startswith("unix://")
+    cache = GenericRedisCache(server.url)
+    assert await cache.connect()
+    await cache.set("k", [1, 2])
+    assert [1, 2] == await cache.get("k")
+    assert server.client().exists(cache.prefix + "k")
+    await cache.aclose()
+
+
+async def test_acl_users_authenticate_from_the_url(make_redis_server: Any) -> None:
+    server: RedisServer = make_redis_server(acl_user=("memo-app", "acl-secret"))
+    assert server.url.startswith("redis://memo-app:acl-secret@")
+    cache = GenericRedisCache(server.url)
+    assert await cache.connect()
+    await cache.set("k", "v")
+    assert "v" == await cache.get("k")
+    assert "acl-secret" not in repr(cache) + str(await cache.get_cache_stats())
+    await cache.aclose()
+
+
+async def test_pattern_invalidation_scans_and_never_sends_keys(redis_server: RedisServer) -> None:
+    cache = redis_only(redis_server)
+    await cache.set_many({f"user:{i}": i for i in range(2500)} | {"team:1": 1}, ttl=60)
+    assert 2500 == await cache.invalidate_pattern("user:*")
+    assert 1 == await cache.get("team:1")
+    stats = redis_server.commandstats()
+    assert "keys" not in stats
+    assert stats["scan"] >= 3  # 2 501 keys at 1 000 a page
+    assert 1 == redis_server.dbsize()
+    await cache.aclose()
