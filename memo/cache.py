@@ -394,6 +394,9 @@ class Cache:
                 "; it was deleted" if exc.corrupt else "; it was left for newer readers",
             )
             if exc.corrupt:
+                # First, synchronously, out of the memory tier: a tiered read filled it
+                # with these bytes a moment ago, and the hot path trusts what is there.
+                self._discard_local(full)
                 try:
                     await self._backend.delete(full)
                 except BackendError as del_exc:
@@ -402,6 +405,12 @@ class Cache:
         if now_ms is not None and entry.fresh_until_ms <= now_ms:
             return None
         return entry
+
+    def _discard_local(self, full: str) -> None:
+        backend = self._backend
+        memory = backend if isinstance(backend, MemoryBackend) else getattr(backend, "memory", None)
+        if isinstance(memory, MemoryBackend):
+            memory.discard(full)
 
     def _backend_failed(self, operation: str, exc: BackendError, *, strict: bool = False) -> None:
         self._stats.errors += 1

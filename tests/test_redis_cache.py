@@ -421,3 +421,21 @@ async def test_pattern_invalidation_scans_and_never_sends_keys(redis_server: Red
     assert stats["scan"] >= 3  # 2 501 keys at 1 000 a page
     assert 1 == redis_server.dbsize()
     await cache.aclose()
+
+
+async def test_corrupt_bytes_from_redis_never_stay_in_the_memory_tier(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)  # memory tier on
+    await cache.set("k", {"v": 1})
+    full = cache.prefix + "k"
+    good = redis_server.client().get(full) or b""
+    backend = cache.backend
+    assert isinstance(backend, TieredBackend)
+    backend.memory.discard(full)
+    redis_server.client().set(full, good[:-3], px=60_000)
+
+    assert await cache.get("k") is None
+    assert backend.memory.get_local(full) is None
+    assert not redis_server.client().exists(full)
+    await cache.aclose()
