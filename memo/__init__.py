@@ -13,8 +13,10 @@ from memo._decorators import ai_cached, cached, default_cache
 from memo._presets import PRESET_VALUES, aclose_all
 from memo._sentinel import MISSING
 from memo._switch import bypass, disable, enable
+from memo.ai import AIResponseCache
 from memo.backends import Backend, MemoryBackend, RedisBackend, TieredBackend
 from memo.cache import Cache, InMemoryCache, NullCache
+from memo.config import PRESETS, CacheConfig, CacheConfigBuilder, config_from_env, get_preset
 from memo.exceptions import (
     BackendError,
     BackendTimeout,
@@ -27,6 +29,7 @@ from memo.exceptions import (
     KeyDerivationError,
     MemoError,
 )
+from memo.factory import CacheFactory
 from memo.redis_cache import GenericRedisCache
 from memo.resilience import CircuitBreaker
 from memo.stats import CacheStats, FunctionStats
@@ -34,11 +37,15 @@ from memo.stats import CacheStats, FunctionStats
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AIResponseCache",
     "Backend",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
     "Cache",
+    "CacheConfig",
+    "CacheConfigBuilder",
+    "CacheFactory",
     "CacheStats",
     "CircuitBreaker",
     "CodecError",
@@ -54,6 +61,7 @@ __all__ = [
     "MemoError",
     "MemoryBackend",
     "NullCache",
+    "PRESETS",
     "PRESET_VALUES",
     "RedisBackend",
     "TieredBackend",
@@ -61,8 +69,10 @@ __all__ = [
     "ai_cached",
     "bypass",
     "cached",
+    "config_from_env",
     "default_cache",
     "disable",
     "enable",
+    "get_preset",
     "register_type",
 ]

@@ -329,6 +329,15 @@ def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
     # its own expiry stand in for the freshness check.
     local_get = cache._local_get if plan.simple else None
 
+    if plan.operation is not None and getattr(cache, "ai_enabled", True) is False:
+        # ENABLE_AI_CACHE=false: AI calls run uncached, counted as bypassed.
+        async def uncached_ai(*args: Any, **kwargs: Any) -> Any:
+            fstats.bypassed += 1
+            cstats.bypassed += 1
+            return await plan.func(*args, **kwargs)
+
+        return uncached_ai
+
     async def call(*args: Any, **kwargs: Any) -> Any:
         if SWITCH.quiet:
             full = prefix + keys(args, kwargs)
