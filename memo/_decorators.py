@@ -115,24 +115,19 @@ class _Plan:
         self.simple = self.stale_ms == 0 and not early_refresh
         self._rand = random.random
         self._warned_encode = False
-        self.cache: Cache | None = None
-        self.decode: Callable[[bytes], Any] = _never_decode
-        self.decode_local: Callable[[bytes], Any] = _never_decode
-        self.resolve(cache)
+        self.cache: Cache = cache if cache is not None else default_cache()
+        self.decode: Callable[[bytes], Any] = self.cache._codec.decode
+        self.decode_local: Callable[[bytes], Any] = self.cache._codec.decode_value
 
-    def resolve(self, cache: Cache | None = None) -> Cache:
-        if self.cache is None:
-            cache = cache if cache is not None else default_cache()
-            self.cache = cache
-            self.decode = cache._codec.decode
-            self.decode_local = cache._codec.decode_value
+    def resolve(self) -> Cache:
+        """The cache behind this function."""
         return self.cache
 
     # ---------------------------------------------------------------- call paths
 
     async def lookup(self, full: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Everything but a plain memory hit: remote reads, staleness, computing."""
-        cache = self.cache or self.resolve()
+        cache = self.cache
         if full is None:
             full = cache.prefix + self.keys(args, kwargs)
         if computing_here(full):
@@ -176,7 +171,7 @@ class _Plan:
         if not is_bypassed():
             return await self.lookup(None, args, kwargs)
         self.stats.bypassed += 1
-        cache = self.cache or self.resolve()
+        cache = self.cache
         cache._stats.bypassed += 1
         return await self.func(*args, **kwargs)
 
@@ -311,10 +306,6 @@ class _Plan:
         cache = self.resolve()
         entry = await cache._read(cache.prefix + self.keys(args, kwargs))
         return MISSING if entry is None else entry.value
-
-
-def _never_decode(data: bytes) -> Any:  # pragma: no cover - replaced by resolve()
-    raise DecodeError("no cache resolved yet", corrupt=False)
 
 
 def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
