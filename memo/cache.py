@@ -211,6 +211,24 @@ class Cache:
         self._stats.deletes += removed
         return removed
 
+    async def keys(self, pattern: str = "*", *, limit: int = 1000) -> list[str]:
+        """Up to ``limit`` stored keys matching a glob ``pattern``, relative to the prefix.
+
+        On Redis this walks the keyspace with SCAN (never KEYS), in no particular order.
+        """
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"pattern={pattern!r}: pass a non-empty glob such as 'user:*'")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigError(f"limit={limit!r}: the most keys to return, an int of at least 1")
+        try:
+            fulls = await self._backend.scan_keys(self.prefix + pattern, limit)
+        except BackendError as exc:
+            self._backend_failed("keys", exc, strict=self._strict_writes)
+            return []
+        cut = len(self.prefix)
+        tag_index = self.prefix + "__tags__:"
+        return sorted(full[cut:] for full in fulls if not full.startswith(tag_index))
+
     async def invalidate_all(self) -> int:
         """Remove every key of this cache's namespace; return how many."""
         return await self.invalidate_pattern("*")
@@ -466,7 +484,7 @@ class Cache:
             raise ConfigError(f"tag={tag!r}: tags are non-empty strings")
         if not _SAFE_TAG_RE.fullmatch(tag):
             tag = "h-" + xxhash.xxh3_128_hexdigest(tag.encode("utf-8", "surrogatepass"))
-        return f"{self.prefix}__tags__:{tag}"
+        return f"{self.prefix}__tags__:{tag}"  # keys() hides this prefix
 
     def _tags_locked(self) -> asyncio.Lock:
         if self._tag_lock is None:

@@ -99,6 +99,23 @@ async def test_character_classes_and_negation(backend: Backend) -> None:
     assert await backend.get("memo:c:z") == b"v"
 
 
+async def test_scan_keys_lists_live_matching_keys_up_to_the_limit(
+    backend: Backend, case: BackendCase, clock: FakeClock
+) -> None:
+    await backend.set_many({f"memo:s:{i}": b"v" for i in range(30)}, 60_000)
+    await backend.set("memo:other:1", b"v", 60_000)
+    await backend.set("memo:s:short", b"v", 100)
+
+    assert sorted(await backend.scan_keys("memo:s:[0-9]*", 100)) == sorted(
+        f"memo:s:{i}" for i in range(30)
+    )
+    some = await backend.scan_keys("memo:s:*", 7)
+    assert len(some) == 7 and all(k.startswith("memo:s:") for k in some)
+    assert await backend.scan_keys("memo:none:*", 10) == []
+    await expire(case, clock, backend, "memo:s:short", 100)
+    assert "memo:s:short" not in await backend.scan_keys("memo:s:*", 100)
+
+
 async def test_clear_removes_everything(backend: Backend) -> None:
     await backend.set_many({"memo:t:a": b"1", "memo:u:b": b"2"}, 60_000)
     await backend.clear()

@@ -224,3 +224,22 @@ async def test_null_cache_misses_every_read_and_drops_every_write() -> None:
     assert (await cache.get_cache_stats())["misses"] == 2
     with pytest.raises(ConfigError):
         await cache.set("k", 1, ttl=-1)
+
+
+async def test_keys_lists_relative_keys_of_this_namespace_without_tag_indexes(
+    clock: FakeClock,
+) -> None:
+    cache = InMemoryCache(namespace="shop", clock=clock)
+    other = InMemoryCache(namespace="blog", clock=clock)
+    other._backend = cache._backend  # one store, two namespaces
+    await cache.set_many({"user:1": 1, "user:2": 2, "order:9": 9})
+    await other.set("user:3", 3)
+    await cache._tag(["team"], cache.prefix + "user:1", 60_000)
+
+    assert ["order:9", "user:1", "user:2"] == await cache.keys()
+    assert ["user:1", "user:2"] == await cache.keys("user:*")
+    assert 1 == len(await cache.keys("user:*", limit=1))
+    with pytest.raises(ConfigError, match="limit=0"):
+        await cache.keys("*", limit=0)
+    with pytest.raises(ConfigError, match="pattern="):
+        await cache.keys("")

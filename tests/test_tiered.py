@@ -51,6 +51,10 @@ class SwitchableRemote(Backend):
         self._check()
         return await self.inner.delete_pattern(pattern)
 
+    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
+        self._check()
+        return await self.inner.scan_keys(pattern, limit)
+
     async def clear(self) -> None:
         self._check()
         await self.inner.clear()

@@ -55,6 +55,10 @@ class Backend(abc.ABC):
         """Remove every key matching a Redis-style glob pattern; return how many."""
 
     @abc.abstractmethod
+    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
+        """Up to ``limit`` live keys matching a Redis-style glob, in no particular order."""
+
+    @abc.abstractmethod
     async def clear(self) -> None:
         """Remove every entry this backend holds."""
 

@@ -141,6 +141,17 @@ class MemoryBackend(Backend):
             self._remove(key)
         return removed
 
+    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
+        match = compile_glob(pattern).fullmatch
+        now = self._clock()
+        found: list[str] = []
+        for key, item in self._data.items():
+            if len(found) >= limit:
+                break
+            if item[1] > now and match(key):
+                found.append(key)
+        return found
+
     async def clear(self) -> None:
         self.clear_local()
 

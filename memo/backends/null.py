@@ -28,6 +28,9 @@ class NullBackend(Backend):
     async def delete_pattern(self, pattern: str) -> int:
         return 0
 
+    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
+        return []
+
     async def clear(self) -> None:
         return None
 

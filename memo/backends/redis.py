@@ -382,6 +382,23 @@ class RedisBackend(Backend):
             if cursor == 0:
                 return removed
 
+    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
+        """SCAN (never KEYS) until ``limit`` keys are found or the keyspace is covered."""
+        found: list[str] = []
+        cursor = 0
+        while True:
+            cursor, keys = await self._run(
+                "SCAN",
+                lambda c, cur=cursor: c.scan(cur, match=pattern, count=_SCAN_COUNT),  # type: ignore[misc]
+                read=True,
+            )
+            for key in keys:
+                found.append(key.decode() if isinstance(key, bytes) else key)
+                if len(found) >= limit:
+                    return found
+            if cursor == 0:
+                return found
+
     async def clear(self) -> None:
         """Remove every memo key (``memo:*``); other keys in the database are left alone."""
         await self.delete_pattern("memo:*")

@@ -186,6 +186,16 @@ class TieredBackend(Backend):
         self._answered()
         return removed
 
+    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
+        """The remote's keys (it holds every entry); during an outage, the memory tier's."""
+        try:
+            found = await self.remote.scan_keys(pattern, limit)
+        except BackendError as exc:
+            self._failed(exc)
+            return await self.memory.scan_keys(pattern, limit)
+        self._answered()
+        return found
+
     async def clear(self) -> None:
         await self.memory.clear()
         try:
