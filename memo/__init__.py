@@ -10,8 +10,9 @@
 
 from memo._codec import register_type
 from memo._decorators import ai_cached, cached, default_cache
-from memo._presets import PRESET_VALUES, aclose_all
+from memo._presets import PRESET_VALUES
 from memo._sentinel import MISSING
+from memo._slots import aclose_all, release_connections
 from memo._switch import bypass, disable, enable
 from memo.ai import AIResponseCache
 from memo.backends import Backend, MemoryBackend, RedisBackend, TieredBackend
@@ -75,4 +76,5 @@ __all__ = [
     "enable",
     "get_preset",
     "register_type",
+    "release_connections",
 ]

@@ -26,29 +26,30 @@ from memo._flight import Flight, computing_here, should_refresh_early
 from memo._keys import AIKeyBuilder, KeyBuilder, make_binder
 from memo._methods import CachedMethod, attach_helpers
 from memo._sentinel import MISSING
+from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
 from memo._switch import SWITCH, is_bypassed
 from memo._ttl import TTL, ttl_to_ms
 from memo._types import CachedFunction
-from memo.cache import Cache, InMemoryCache
+from memo.cache import Cache
 from memo.exceptions import ConfigError, DecodeError, EncodeError
-from memo.stats import FunctionStats
+from memo.stats import CacheStats, FunctionStats
 
 __all__ = ["ai_cached", "cached", "default_cache"]
 
 logger = logging.getLogger("memo")
 
+KeyFunc = Callable[[tuple[Any, ...], dict[str, Any]], str]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_default: Cache | None = None
-
 
 def default_cache() -> Cache:
-    """The cache used by decorators given neither ``cache=`` nor ``preset=``."""
-    global _default
-    if _default is None:
-        _default = InMemoryCache(max_size=10_000)
-    return _default
+    """The cache used by decorators given neither ``cache=`` nor ``preset=``.
+
+    The cache of the preset ``CACHE_PRESET`` names, else an in-memory cache of 10 000
+    entries; built on first use, rebuilt after ``memo.aclose_all()``.
+    """
+    return default_slot().get()
 
 
 # (namespace, function id, version) -> the live function claiming it, to warn about clashes.
@@ -79,9 +80,10 @@ class _Plan:
     def __init__(
         self,
         func: Callable[..., Awaitable[Any]],
-        keys: Callable[[tuple[Any, ...], dict[str, Any]], str],
+        keys: KeyFunc,
         *,
         cache: Cache | None,
+        slot: CacheSlot | None,
         ttl: TTL | None,
         none_ttl: TTL | None,
         cache_none: bool,
@@ -94,6 +96,7 @@ class _Plan:
         method: bool,
         keep_abandoned: bool,
         operation: str | None = None,
+        rekey: Callable[[int], KeyFunc] | None = None,
     ) -> None:
         self.func = func
         self.keys = keys
@@ -115,19 +118,70 @@ class _Plan:
         self.simple = self.stale_ms == 0 and not early_refresh
         self._rand = random.random
         self._warned_encode = False
-        self.cache: Cache = cache if cache is not None else default_cache()
-        self.decode: Callable[[bytes], Any] = self.cache._codec.decode
-        self.decode_local: Callable[[bytes], Any] = self.cache._codec.decode_value
+        # ENABLE_AI_CACHE=false on the bound cache: AI calls run uncached.
+        self.ai_off = False
+        # An AI key builder whose text threshold follows the cache's, once bound.
+        self._rekey = rekey
+        self._rekeyed_for: int | None = None
+        # The cache is bound now when given, else at the first call (slot). The hot
+        # path keeps its own copies of the cache's parts; hooks keep them in step.
+        self.slot = slot
+        self.cache: Cache | None = None
+        self._hooks: list[tuple[Callable[[Cache], None], Callable[[], None]]] = []
+        if cache is not None:
+            self._bind(cache)
 
     def resolve(self) -> Cache:
-        """The cache behind this function."""
-        return self.cache
+        """The cache behind this function, built and bound now if it is not yet."""
+        cache = self.cache
+        if cache is None:
+            assert self.slot is not None  # a plan has a cache or a slot
+            cache = self._bind(self.slot.get())
+        return cache
+
+    def cache_handle(self) -> Any:
+        """What ``fn.cache`` shows: the cache, or a handle that builds it on first use."""
+        if self.slot is None:
+            return self.cache
+        return DeferredCache(self.slot)
+
+    def add_hooks(self, bind: Callable[[Cache], None], unbind: Callable[[], None]) -> None:
+        """Keep a hot path's copies of the cache's parts in step with this plan."""
+        self._hooks.append((bind, unbind))
+        if self.cache is not None:
+            bind(self.cache)
+
+    def _bind(self, cache: Cache) -> Cache:
+        self.cache = cache
+        self.decode: Callable[[bytes], Any] = cache._codec.decode
+        self.decode_local: Callable[[bytes], Any] = cache._codec.decode_value
+        self.ai_off = self.operation is not None and getattr(cache, "ai_enabled", True) is False
+        if self._rekey is not None:
+            threshold = getattr(cache, "text_hash_threshold", 1000)
+            if threshold != self._rekeyed_for:
+                self.keys = self._rekey(threshold)
+                self._rekeyed_for = threshold
+        for bind, _ in self._hooks:
+            bind(cache)
+        if self.slot is not None:
+            self.slot.watch(self, self._unbind)
+        return cache
+
+    def _unbind(self) -> None:
+        self.cache = None
+        for _, unbind in self._hooks:
+            unbind()
 
     # ---------------------------------------------------------------- call paths
 
     async def lookup(self, full: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Everything but a plain memory hit: remote reads, staleness, computing."""
         cache = self.cache
+        if cache is None:  # the first call: build the cache (the key had no prefix yet)
+            cache = self.resolve()
+            full = None
+        if self.ai_off:
+            return await self._bypass(cache, args, kwargs)
         if full is None:
             full = cache.prefix + self.keys(args, kwargs)
         if computing_here(full):
@@ -170,8 +224,10 @@ class _Plan:
         """The path taken under ``memo.disable()`` or ``memo.bypass()``."""
         if not is_bypassed():
             return await self.lookup(None, args, kwargs)
+        return await self._bypass(self.resolve(), args, kwargs)
+
+    async def _bypass(self, cache: Cache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.stats.bypassed += 1
-        cache = self.cache
         cache._stats.bypassed += 1
         return await self.func(*args, **kwargs)
 
@@ -308,26 +364,39 @@ class _Plan:
         return MISSING if entry is None else entry.value
 
 
+def _no_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    return ""
+
+
 def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
-    cache = plan.resolve()
+    # The hot path reads these from its closure. Until the cache is bound (the first
+    # call of a preset or default function) they route every call to plan.lookup,
+    # which binds it; bind/unbind below keep them in step with the plan.
     keys = plan.keys
     fstats = plan.stats
-    cstats = cache._stats
-    prefix = cache.prefix
-    decode_local = plan.decode_local
     lookup = plan.lookup
-    # Only a local tier can be read without awaiting, and only with no stale window may
-    # its own expiry stand in for the freshness check.
-    local_get = cache._local_get if plan.simple else None
+    cstats = CacheStats()
+    prefix = ""
+    decode_local: Callable[[bytes], Any] = bytes
+    local_get: Callable[[str], bytes | None] | None = None
 
-    if plan.operation is not None and getattr(cache, "ai_enabled", True) is False:
-        # ENABLE_AI_CACHE=false: AI calls run uncached, counted as bypassed.
-        async def uncached_ai(*args: Any, **kwargs: Any) -> Any:
-            fstats.bypassed += 1
-            cstats.bypassed += 1
-            return await plan.func(*args, **kwargs)
+    def bind(cache: Cache) -> None:
+        nonlocal keys, cstats, prefix, decode_local, local_get
+        # Under ENABLE_AI_CACHE=false every call goes to lookup, which runs it uncached.
+        keys = _no_key if plan.ai_off else plan.keys
+        cstats = cache._stats
+        prefix = cache.prefix
+        decode_local = plan.decode_local
+        # Only a local tier can be read without awaiting, and only with no stale window
+        # may its own expiry stand in for the freshness check.
+        local_get = cache._local_get if plan.simple and not plan.ai_off else None
 
-        return uncached_ai
+    def unbind() -> None:
+        nonlocal local_get, prefix
+        local_get = None
+        prefix = ""
+
+    plan.add_hooks(bind, unbind)
 
     async def call(*args: Any, **kwargs: Any) -> Any:
         if SWITCH.quiet:
@@ -416,16 +485,17 @@ def _wrap(
     # A class method's class never enters the key, so its helpers take the arguments
     # without it (a placeholder stands in for the skipped first parameter).
     attach_helpers(call, plan, leading=(None,) if is_method else ())
-    call.cache = plan.resolve()  # type: ignore[attr-defined]
+    call.cache = plan.cache_handle()  # type: ignore[attr-defined]
     return call
 
 
 def _common_checks(
-    cache: Cache | None, preset: str | None, jitter: float, lock_wait: float
-) -> Cache | None:
+    cache: Cache | DeferredCache | None, preset: str | None, jitter: float, lock_wait: float
+) -> tuple[Cache | None, CacheSlot | None]:
+    """Check the shared options; return the cache given, or the slot to build one from."""
     if cache is not None and preset is not None:
         raise TypeError("pass either cache= (an instance) or preset= (a name), not both")
-    if cache is not None and not isinstance(cache, Cache):
+    if cache is not None and not isinstance(cache, (Cache, DeferredCache)):
         raise TypeError(
             f"cache={cache!r} is not a memo cache: pass an InMemoryCache, a cache from "
             f"CacheFactory, or preset='name'"
@@ -434,11 +504,11 @@ def _common_checks(
         raise ConfigError(f"jitter={jitter!r}: a fraction of the TTL, 0 <= jitter < 1")
     if not isinstance(lock_wait, (int, float)) or lock_wait <= 0:
         raise ConfigError(f"lock_wait={lock_wait!r}: seconds a waiter waits, more than 0")
-    if preset is not None:
-        from memo._presets import preset_cache
-
-        return preset_cache(preset)
-    return cache
+    if isinstance(cache, DeferredCache):
+        return None, cache._slot  # another function's fn.cache: share its slot
+    if cache is not None:
+        return cache, None
+    return None, preset_slot(preset) if preset is not None else default_slot()
 
 
 @overload
@@ -517,7 +587,7 @@ def cached(
     """
     if callable(ttl) and not isinstance(ttl, (int, float)):
         return cached()(ttl)  # bare @cached
-    resolved = _common_checks(cache, preset, jitter, lock_wait)
+    given, slot = _common_checks(cache, preset, jitter, lock_wait)
     if ttl is not None:
         ttl_to_ms(ttl)
     del lock  # within a process single-flight already serialises computations
@@ -536,7 +606,8 @@ def cached(
         return _Plan(
             func,
             keys,
-            cache=resolved,
+            cache=given,
+            slot=slot,
             ttl=ttl,
             none_ttl=none_ttl,
             cache_none=cache_none,
@@ -590,29 +661,32 @@ def ai_cached(
         text, options: the names of the parameters holding the text and the options.
         Other arguments as for ``cached``.
     """
-    resolved = _common_checks(cache, preset, 0.0, lock_wait)
+    given, slot = _common_checks(cache, preset, 0.0, lock_wait)
     if not isinstance(operation, str) or not operation:
         raise ConfigError(f"operation={operation!r}: name the AI operation, e.g. 'summarize'")
     del lock
 
     def build(func: Callable[..., Any], method: bool) -> _Plan:
-        threshold = text_hash_threshold
-        if threshold is None:
-            threshold = getattr(resolved, "text_hash_threshold", 1000)
-        keys = AIKeyBuilder(
-            func,
-            operation=operation,
-            text_arg=text,
-            options_arg=options,
-            version=version,
-            text_hash_threshold=threshold,
-            ignore=ignore,
-            method=method,
-        )
+        def keys_for(threshold: int) -> AIKeyBuilder:
+            return AIKeyBuilder(
+                func,
+                operation=operation,
+                text_arg=text,
+                options_arg=options,
+                version=version,
+                text_hash_threshold=threshold,
+                ignore=ignore,
+                method=method,
+            )
+
+        # Without an explicit threshold, the key follows the cache's, as
+        # AIResponseCache.build_key does; it is known once the cache is.
+        keys = keys_for(1000 if text_hash_threshold is None else text_hash_threshold)
         return _Plan(
             func,
             keys,
-            cache=resolved,
+            cache=given,
+            slot=slot,
             ttl=ttl,
             none_ttl=None,
             cache_none=cache_none,
@@ -625,6 +699,7 @@ def ai_cached(
             method=method,
             keep_abandoned=True,
             operation=operation,
+            rekey=keys_for if text_hash_threshold is None else None,
         )
 
     def decorate(func: Any) -> Any:

@@ -49,7 +49,7 @@ class CachedMethod:
     def __init__(self, call: Callable[..., Coroutine[Any, Any, Any]], plan: _Plan) -> None:
         self._call = call
         self._memo_plan = plan
-        self.cache = plan.resolve()
+        self.cache = plan.cache_handle()
         functools.update_wrapper(self, plan.func)
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
@@ -104,7 +104,7 @@ class BoundCachedMethod:
 
     @property
     def cache(self) -> Cache:
-        return self._method._memo_plan.resolve()
+        return self._method._memo_plan.cache_handle()  # type: ignore[no-any-return]
 
     def key_for(self, *args: Any, **kwargs: Any) -> str:
         return self._method.key_for(self.__self__, *args, **kwargs)

@@ -1,19 +1,17 @@
-"""Process-wide caches for ``@cached(preset=...)``, one per preset name.
+"""The preset table: the single source of every preset's figures.
 
-The preset table here is the single source of the presets' figures; configuration
-objects are built from it.
+``memo.config`` builds configuration objects from it; ``memo._slots`` builds the
+decorators' process-wide caches from those.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
-from memo.cache import Cache, InMemoryCache, NullCache
 from memo.exceptions import ConfigError
 
-__all__ = ["PRESET_VALUES", "PresetValues", "preset_cache", "preset_values"]
+__all__ = ["PRESET_VALUES", "PresetValues", "preset_values"]
 
 
 @dataclass(frozen=True)
@@ -82,36 +80,3 @@ def preset_values(name: str) -> PresetValues:
         raise ConfigError(
             f"preset={name!r} is not a preset: choose one of {', '.join(PRESET_VALUES)}"
         ) from None
-
-
-_caches: dict[str, Cache] = {}
-
-
-def preset_cache(name: str) -> Cache:
-    """The process-wide cache of preset ``name``, built on first use."""
-    values = preset_values(name)
-    cache = _caches.get(name)
-    if cache is None:
-        cache = _build(values)
-        _caches[name] = cache
-    return cache
-
-
-def _build(values: PresetValues) -> Cache:
-    if not values.enabled:
-        return NullCache(namespace="default")
-    kwargs: dict[str, Any] = {
-        "default_ttl": values.default_ttl,
-        "max_size": values.memory_cache_size,
-        "compression_threshold": values.compression_threshold,
-        "compression_level": values.compression_level,
-    }
-    return InMemoryCache(**kwargs)
-
-
-async def aclose_all() -> None:
-    """Close every cache built for ``preset=`` (call at application shutdown)."""
-    caches = list(_caches.values())
-    _caches.clear()
-    for cache in caches:
-        await cache.aclose()

@@ -25,8 +25,9 @@ class AIResponseCache(GenericRedisCache):
     Args:
         text_hash_threshold: texts longer than this many characters enter keys as a hash.
         operation_ttls: seconds per operation (``{"summarize": 7200, ...}``).
-        ai_enabled: False (``ENABLE_AI_CACHE=false``) makes every AI read miss and every
-            AI write a no-op, counted as ``bypassed``; ``@ai_cached`` calls run uncached.
+        ai_enabled: False makes every AI read miss and every AI write a no-op, counted
+            as ``bypassed``; ``@ai_cached`` calls run uncached. None (the default) reads
+            ``ENABLE_AI_CACHE`` (true unless set to false).
         Other arguments as for ``GenericRedisCache``.
     """
 
@@ -36,7 +37,7 @@ class AIResponseCache(GenericRedisCache):
         *,
         text_hash_threshold: int = 1000,
         operation_ttls: Mapping[str, TTL] | None = None,
-        ai_enabled: bool = True,
+        ai_enabled: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(redis_url, **kwargs)
@@ -50,7 +51,8 @@ class AIResponseCache(GenericRedisCache):
             for op, ttl in (operation_ttls or {}).items()
         }
         self.operation_ttls = {op: ms / 1000 for op, ms in self._operation_ttls_ms.items()}
-        self.ai_enabled = ai_enabled
+        if ai_enabled is not None:
+            self.ai_enabled = ai_enabled  # else ENABLE_AI_CACHE, read by Cache
 
     def operation_ttl_ms(self, operation: str) -> int:
         """The TTL of ``operation`` in milliseconds: its own, else ``default_ttl``."""

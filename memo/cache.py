@@ -20,6 +20,7 @@ import xxhash
 
 from memo._clock import Clock, WallClock
 from memo._codec import Codec, Entry
+from memo._env import env_flag
 from memo._flight import FlightTable
 from memo._glob import compile_glob
 from memo._ttl import TTL, ttl_to_ms
@@ -98,6 +99,9 @@ class Cache:
         self._tag_lock: asyncio.Lock | None = None
         self._logged: set[str] = set()
         self._closed = False
+        # ENABLE_AI_CACHE=false, read when the cache is built: @ai_cached calls run
+        # uncached (counted as bypassed). AIResponseCache also takes it as an argument.
+        self.ai_enabled = env_flag("ENABLE_AI_CACHE", True)
         # fail_on_connection_error=True: explicit writes raise instead of degrading.
         # Decorated calls never raise for the backend's sake, whatever this says.
         self._strict_writes = False

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from memo._env import env_flag
 from memo._presets import PRESET_VALUES, PresetValues, preset_values
 from memo._ttl import MAX_TTL_SECONDS
 from memo._urls import check_redis_url
@@ -30,8 +31,6 @@ __all__ = [
 
 #: Names accepted in CACHE_CUSTOM_CONFIG besides the field names.
 ALIASES = {"l1_cache_size": "memory_cache_size"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
@@ -74,6 +73,7 @@ class CacheConfig:
     max_connections: int = 50
     text_hash_threshold: int | None = None
     operation_ttls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    enable_ai_cache: bool = True
 
     def __post_init__(self) -> None:
         _check_seconds("default_ttl", self.default_ttl, MAX_TTL_SECONDS)
@@ -95,13 +95,18 @@ class CacheConfig:
                 raise ConfigError(f"operation_ttls: {op!r} is not an operation name")
             _check_seconds(f"operation_ttls[{op!r}]", ttl, MAX_TTL_SECONDS)
         object.__setattr__(self, "operation_ttls", MappingProxyType(ttls))
-        for flag in ("enabled", "enable_memory_cache", "fail_on_connection_error", "use_tls"):
+        flags = ("enabled", "enable_memory_cache", "fail_on_connection_error", "use_tls")
+        for flag in (*flags, "enable_ai_cache"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
 
     @property
-    def ai_enabled(self) -> bool:
-        """True when the configuration has AI features."""
+    def has_ai_features(self) -> bool:
+        """True when the configuration has AI features (an AI cache is built from it).
+
+        ``enable_ai_cache=False`` (``ENABLE_AI_CACHE=false``) keeps the features but turns
+        AI caching off: AI-cached calls then run uncached, counted as bypassed.
+        """
         return self.text_hash_threshold is not None
 
     def replace(self, **changes: Any) -> CacheConfig:
@@ -149,15 +154,6 @@ def get_preset(name: str) -> CacheConfig:
     return PRESETS[name]
 
 
-def _parse_bool(name: str, raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r}: use true or false")
-
-
 def parse_custom_config(raw: str) -> dict[str, Any]:
     """The fields of a ``CACHE_CUSTOM_CONFIG`` JSON object, aliases resolved."""
     try:
@@ -197,10 +193,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[str, dict[s
         overrides["redis_url"] = env["CACHE_REDIS_URL"].strip()
     if env.get("CACHE_NAMESPACE"):
         overrides["namespace"] = env["CACHE_NAMESPACE"].strip()
-    ai_flag = env.get("ENABLE_AI_CACHE")
-    if ai_flag and not _parse_bool("ENABLE_AI_CACHE", ai_flag):
-        overrides["text_hash_threshold"] = None
-        overrides["operation_ttls"] = {}
+    if env.get("ENABLE_AI_CACHE", "").strip():
+        overrides["enable_ai_cache"] = env_flag("ENABLE_AI_CACHE", True, env)
     if env.get("CACHE_CUSTOM_CONFIG"):
         overrides.update(parse_custom_config(env["CACHE_CUSTOM_CONFIG"]))
     return preset, overrides

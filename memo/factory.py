@@ -184,11 +184,14 @@ def build_cache(config: CacheConfig, clock: Clock = time.monotonic) -> Cache:
         "max_value_size": config.max_value_size,
         "clock": clock,
     }
-    if config.ai_enabled:
+    if config.has_ai_features:
         return AIResponseCache(
             config.redis_url,
             text_hash_threshold=config.text_hash_threshold or 1000,
             operation_ttls=dict(config.operation_ttls),
+            ai_enabled=config.enable_ai_cache,
             **common,
         )
-    return GenericRedisCache(config.redis_url, **common)
+    cache = GenericRedisCache(config.redis_url, **common)
+    cache.ai_enabled = config.enable_ai_cache
+    return cache

@@ -95,9 +95,12 @@ class GenericRedisCache(Cache):
             raise ConfigError(
                 f"memory_cache_size={memory_cache_size!r}: entries, an int of at least 1"
             )
+        # memory_max_ttl bounds how long a copy of a Redis entry is trusted; a
+        # memory-only cache has nothing to defer to, so its entries get their full TTL.
+        max_ttl_ms = ttl_to_ms(memory_max_ttl, "memory_max_ttl")
         memory = MemoryBackend(
             max_entries=memory_cache_size,
-            max_ttl_ms=ttl_to_ms(memory_max_ttl, "memory_max_ttl"),
+            max_ttl_ms=max_ttl_ms if redis_url is not None else None,
             clock=clock,
         )
         self.redis: RedisBackend | None = None

@@ -1,4 +1,4 @@
-"""Shared fixtures: an injected clock, a fresh in-memory cache, a clean global switch."""
+"""Shared fixtures: an injected clock, a fresh in-memory cache, clean process-wide state."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 import memo
 from memo import InMemoryCache
+from memo._slots import _slots
 from memo.testing import FakeClock
 
 pytest_plugins = ["tests.redis_harness"]
@@ -40,3 +41,24 @@ def _caching_enabled() -> Iterator[None]:
     memo.enable()
     yield
     memo.enable()
+
+
+#: The variables memo reads; a test sets the ones it needs, none leaks in from outside.
+MEMO_ENV = (
+    "CACHE_PRESET",
+    "CACHE_REDIS_URL",
+    "CACHE_NAMESPACE",
+    "ENABLE_AI_CACHE",
+    "CACHE_CUSTOM_CONFIG",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No CACHE_* variable from the machine, and no decorator cache kept between tests
+    (tests that build Redis-backed ones close them with ``memo.aclose_all()``)."""
+    for name in MEMO_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    for slot in _slots.values():
+        slot.detach()

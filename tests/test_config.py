@@ -141,9 +141,11 @@ def test_malformed_custom_config_says_what_is_wrong(raw: str, match: str) -> Non
         config_from_env({"CACHE_CUSTOM_CONFIG": raw})
 
 
-def test_enable_ai_cache_false_removes_ai_features() -> None:
+def test_enable_ai_cache_false_turns_ai_caching_off_but_keeps_the_ai_settings() -> None:
     config = config_from_env({"CACHE_PRESET": "ai-production", "ENABLE_AI_CACHE": "false"})
-    assert config.ai_enabled is False
+    assert config.enable_ai_cache is False
+    assert config.has_ai_features and config.operation_ttls["summarize"] == 14400
+    assert config_from_env({"ENABLE_AI_CACHE": "1"}).enable_ai_cache is True
     with pytest.raises(ConfigError, match="ENABLE_AI_CACHE"):
         config_from_env({"ENABLE_AI_CACHE": "perhaps"})
 
@@ -161,7 +163,7 @@ def test_builder_matches_the_usage_guide() -> None:
         .build({})
     )
     assert config.use_tls is True
-    assert config.ai_enabled
+    assert config.has_ai_features
     assert 43200 == config.operation_ttls["translate"]
 
 

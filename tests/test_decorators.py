@@ -116,7 +116,7 @@ async def test_bare_decorator_caches_with_the_default_cache() -> None:
 
     assert await bare_default_example(1) == await bare_default_example(1)
     assert runs.calls == 1
-    assert bare_default_example.cache is memo.default_cache()
+    assert bare_default_example.cache.resolve() is memo.default_cache()
 
 
 async def test_the_decorated_function_keeps_its_identity() -> None:

@@ -72,6 +72,12 @@ class _ReadBatch:
         self.tasks: set[asyncio.Task[None]] = set()
 
 
+async def release_loop_connections() -> None:
+    """Close the running loop's connections of every Redis backend (see ``release_loop``)."""
+    for backend in list(_LIVE_BACKENDS):
+        await backend.release_loop()
+
+
 def _after_fork_in_child() -> None:
     for backend in list(_LIVE_BACKENDS):
         backend._forget_clients()
@@ -425,6 +431,14 @@ class RedisBackend(Backend):
             return bool(await self._run("PING", lambda c: c.ping(), read=True))
         except BackendError:
             return False
+
+    async def release_loop(self) -> None:
+        """Close the running loop's connections; the backend stays usable and makes new
+        ones on its next command. For code that runs each job in its own event loop
+        (``asyncio.run`` per task), before that loop ends."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
 
     async def aclose(self) -> None:
         clients = list(self._clients.items())

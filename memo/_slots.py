@@ -1,0 +1,171 @@
+"""The caches decorators use when they are not given one: ``preset=`` and the default.
+
+A decorator runs at import, before an application has set its environment, so these
+caches are built at the first call instead: from the preset's figures and the ``CACHE_*``
+variables as they are then. There is one per preset name for the whole process (its Redis
+clients are per event loop inside it). ``aclose_all()`` closes them; the next call builds
+them again from the environment of that moment, which is what tests that change the
+environment between cases need.
+
+The default cache (no ``cache=``, no ``preset=``) is the cache of the preset
+``CACHE_PRESET`` names, or, when it is unset, a private in-memory cache.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from memo._presets import preset_values
+
+if TYPE_CHECKING:
+    from memo.cache import Cache
+
+__all__ = [
+    "CacheSlot",
+    "DeferredCache",
+    "aclose_all",
+    "default_slot",
+    "preset_slot",
+    "release_connections",
+]
+
+#: Entries of the in-memory default cache (no preset, no CACHE_PRESET).
+DEFAULT_MEMORY_ENTRIES = 10_000
+
+
+class CacheSlot:
+    """Where decorated functions find a cache that is built on first use."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name  # a preset name; None for the default cache
+        self.cache: Cache | None = None
+        # Called when the cache is closed, so that functions bound to it bind anew.
+        self._unbinders: weakref.WeakKeyDictionary[Any, Callable[[], None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> Cache:
+        """The slot's cache, built now if it is not built yet."""
+        cache = self.cache
+        if cache is None:
+            cache = self.cache = self._build()
+        return cache
+
+    def watch(self, owner: Any, unbind: Callable[[], None]) -> None:
+        """Call ``unbind`` when this slot's cache is closed (held weakly through ``owner``)."""
+        self._unbinders[owner] = unbind
+
+    def _build(self) -> Cache:
+        if self.name is not None:
+            return _build_preset(self.name)
+        preset = os.environ.get("CACHE_PRESET", "").strip()
+        if preset:
+            return preset_slot(preset).get()
+        from memo.cache import InMemoryCache
+
+        return InMemoryCache(max_size=DEFAULT_MEMORY_ENTRIES)
+
+    def detach(self) -> Cache | None:
+        """Forget the cache (returned, for closing) and unbind the functions using it."""
+        cache, self.cache = self.cache, None
+        for unbind in list(self._unbinders.values()):
+            unbind()
+        self._unbinders.clear()
+        return cache
+
+    def __repr__(self) -> str:
+        what = "the default cache" if self.name is None else f"preset {self.name!r}"
+        state = "built" if self.cache is not None else "not built yet"
+        return f"<cache slot for {what}, {state}>"
+
+
+def _build_preset(name: str) -> Cache:
+    from memo.config import PRESETS, env_overrides
+    from memo.factory import build_cache
+
+    _, overrides = env_overrides()  # the other CACHE_* variables; the name is given
+    return build_cache(PRESETS[name].replace(**overrides))
+
+
+_slots: dict[str | None, CacheSlot] = {}
+
+
+def preset_slot(name: str) -> CacheSlot:
+    """The slot of preset ``name``; an unknown name is a ConfigError listing the valid ones."""
+    slot = _slots.get(name)
+    if slot is None:
+        preset_values(name)
+        slot = _slots[name] = CacheSlot(name)
+    return slot
+
+
+def default_slot() -> CacheSlot:
+    """The slot of the default cache."""
+    slot = _slots.get(None)
+    if slot is None:
+        slot = _slots[None] = CacheSlot(None)
+    return slot
+
+
+def built_caches() -> list[Cache]:
+    """The slot caches built so far."""
+    return [slot.cache for slot in _slots.values() if slot.cache is not None]
+
+
+async def aclose_all() -> None:
+    """Close every cache that ``preset=`` or the default built (at application shutdown).
+
+    Functions using them keep working: their next call builds the cache again.
+    """
+    closing: list[Cache] = []
+    for slot in _slots.values():
+        cache = slot.detach()
+        if cache is not None and all(cache is not c for c in closing):
+            closing.append(cache)  # the default may be a preset's cache: close it once
+    for cache in closing:
+        await cache.aclose()
+
+
+async def release_connections() -> None:
+    """Close this event loop's Redis connections, keeping every cache usable.
+
+    Call it at the end of a job that runs in its own loop (``asyncio.run`` per task):
+    connections belong to the loop that opened them and cannot be closed once it has
+    ended. The caches open new connections in the next loop that uses them.
+    """
+    from memo.backends.redis import release_loop_connections
+
+    await release_loop_connections()
+
+
+class DeferredCache:
+    """``fn.cache`` of a function whose cache is built at the first call.
+
+    Attribute access goes to that cache, building it first if needed, so
+    ``await fn.cache.get_cache_stats()`` works before or after the first call.
+    ``resolve()`` returns the cache itself.
+    """
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: CacheSlot) -> None:
+        self._slot = slot
+
+    def resolve(self) -> Cache:
+        """The cache itself (built now if it is not built yet)."""
+        return self._slot.get()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._slot.get(), name)
+
+    async def __aenter__(self) -> Cache:
+        return await self._slot.get().__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._slot.get().__aexit__(*exc)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<deferred cache: {self._slot!r}>"
