@@ -31,6 +31,7 @@ from memo.exceptions import (
     MemoError,
 )
 from memo.factory import CacheFactory
+from memo.monitoring import Alert, CachePerformanceMonitor
 from memo.redis_cache import GenericRedisCache
 from memo.resilience import CircuitBreaker
 from memo.stats import CacheStats, FunctionStats
@@ -39,6 +40,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AIResponseCache",
+    "Alert",
     "Backend",
     "BackendError",
     "BackendTimeout",
@@ -47,6 +49,7 @@ __all__ = [
     "CacheConfig",
     "CacheConfigBuilder",
     "CacheFactory",
+    "CachePerformanceMonitor",
     "CacheStats",
     "CircuitBreaker",
     "CodecError",

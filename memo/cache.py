@@ -454,23 +454,18 @@ class Cache:
         logger.warning(message, *args)
 
     def _memory_usage(self) -> dict[str, Any]:
-        backend = self._backend
-        if isinstance(backend, MemoryBackend):
-            return {
-                "entries": len(backend),
-                "total_mb": backend.bytes_used / (1024 * 1024),
-                "utilization": backend.utilization(),
-                "max_entries": backend.max_entries,
-            }
-        memory = getattr(backend, "memory", None)
-        if isinstance(memory, MemoryBackend):
-            return {
-                "entries": len(memory),
-                "total_mb": memory.bytes_used / (1024 * 1024),
-                "utilization": memory.utilization(),
-                "max_entries": memory.max_entries,
-            }
-        return {"entries": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
+        memory: Any = self._backend
+        if not isinstance(memory, MemoryBackend):
+            memory = getattr(memory, "memory", None)  # a tiered backend's front tier
+        if not isinstance(memory, MemoryBackend):
+            return {"entries": 0, "bytes": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
+        return {
+            "entries": len(memory),
+            "bytes": memory.bytes_used,
+            "total_mb": memory.bytes_used / (1024 * 1024),
+            "utilization": memory.utilization(),
+            "max_entries": memory.max_entries,
+        }
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; ``aclose()`` waits for it."""

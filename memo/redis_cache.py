@@ -168,6 +168,8 @@ class GenericRedisCache(Cache):
                 "configured": True,
                 "connected": self.redis.connected,
                 "url": self.redis.masked_url,
+                "circuit": self.redis.breaker.state,
+                "latency_ms": self.redis.latency.summary(),
             }
         return out
 

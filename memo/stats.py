@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["CacheStats", "FunctionStats"]
+#: Backend operations a latency window remembers.
+LATENCY_SAMPLES = 512
+
+__all__ = ["CacheStats", "FunctionStats", "LatencyWindow"]
 
 
 @dataclass(slots=True)
@@ -67,3 +71,48 @@ class FunctionStats:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["hit_ratio"] = self.hit_ratio
         return out
+
+
+class LatencyWindow:
+    """Durations of the most recent backend operations (a ring of fixed size).
+
+    Recording is an index store, cheap beside a network round trip; percentiles are
+    computed only when asked for (stats, the performance monitor).
+    """
+
+    __slots__ = ("_next", "_samples", "_size", "total")
+
+    def __init__(self, size: int = LATENCY_SAMPLES) -> None:
+        self._size = size
+        self._samples: list[float] = []
+        self._next = 0
+        self.total = 0  # operations recorded since creation
+
+    def record(self, seconds: float) -> None:
+        if len(self._samples) < self._size:
+            self._samples.append(seconds)
+        else:
+            self._samples[self._next] = seconds
+            self._next = (self._next + 1) % self._size
+        self.total += 1
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q`` quantile (0-1) of the window in seconds; None when it is empty."""
+        if not self._samples:
+            return None
+        ordered = sorted(self._samples)
+        rank = math.ceil(q * len(ordered))  # nearest rank: p95 of 100 is the 95th value
+        return ordered[min(len(ordered), max(rank, 1)) - 1]
+
+    def summary(self) -> dict[str, Any]:
+        """samples, p50_ms, p95_ms and max_ms of the window (None values when empty)."""
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 3)
+
+        return {
+            "samples": len(self._samples),
+            "p50_ms": ms(self.percentile(0.5)),
+            "p95_ms": ms(self.percentile(0.95)),
+            "max_ms": ms(max(self._samples) if self._samples else None),
+        }

@@ -44,6 +44,7 @@ from memo._urls import check_redis_url
 from memo.backends.base import Backend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker, DeadlineWatchdog, run_with_deadline
+from memo.stats import LatencyWindow
 
 __all__ = ["RedisBackend"]
 
@@ -139,6 +140,8 @@ class RedisBackend(Backend):
                 if v is not None
             }
         self.breaker = breaker or CircuitBreaker(clock=clock)
+        self._clock = clock
+        self.latency = LatencyWindow()
         self.connected = False
         # Builds the client of one event loop; the default reads the URL. The seam where
         # Sentinel and Cluster clients (and fakeredis in unit tests) come in.
@@ -197,6 +200,7 @@ class RedisBackend(Backend):
                 f"failures; memo probes it every {self.breaker.reset_timeout:g} s"
             )
         client = self._client()
+        started = self._clock()
         try:
             if sys.version_info >= (3, 11):
                 result = await self._watched_attempt(command, client, read)
@@ -230,6 +234,9 @@ class RedisBackend(Backend):
             raise BackendError(
                 f"Redis {what} failed: {type(exc).__name__}: {self._scrub(str(exc))}"
             ) from exc
+        finally:
+            # Timed-out and failed commands count too: they are what an operator sees.
+            self.latency.record(self._clock() - started)
         self.breaker.record_success()
         self.connected = True
         return result

@@ -1,0 +1,172 @@
+"""``CachePerformanceMonitor``: thresholds over live cache figures, and the alerts they raise.
+
+The monitor reads counters the caches keep anyway; it sends nothing to Redis and starts
+no task, so ``alerts()`` is synchronous and cheap enough for a health endpoint or a
+periodic log line. Without ``caches=`` it watches every cache of the process, including
+caches built after it.
+
+Thresholds (the keys ``configure_thresholds`` takes):
+
+``memory_warning`` / ``memory_critical``
+    bytes held by a cache's memory tier (values as stored, keys and a per-entry
+    overhead included). Only the stronger of the two is raised.
+``hit_ratio_warning``
+    raised when hits / (hits + misses) falls below it, once a cache has served at least
+    ``hit_ratio_min_reads`` reads (a cold cache is not an incident).
+``operation_slow``
+    seconds; raised when the 95th percentile of a cache's recent Redis operations (the
+    last 512, failures and timeouts included) exceeds it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from memo.cache import Cache, live_caches
+from memo.exceptions import ConfigError
+
+__all__ = ["DEFAULT_THRESHOLDS", "Alert", "CachePerformanceMonitor"]
+
+#: Thresholds in force until configured otherwise.
+DEFAULT_THRESHOLDS: Mapping[str, float] = {
+    "memory_warning": 50_000_000,
+    "memory_critical": 100_000_000,
+    "hit_ratio_warning": 0.6,
+    "hit_ratio_min_reads": 100,
+    "operation_slow": 0.1,
+}
+
+_UNITS = {
+    "memory_warning": "bytes",
+    "memory_critical": "bytes",
+    "hit_ratio_warning": "a fraction from 0 to 1",
+    "hit_ratio_min_reads": "reads, a whole number",
+    "operation_slow": "seconds",
+}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One threshold currently crossed by one cache."""
+
+    threshold: str  # the threshold's name, e.g. "memory_critical"
+    level: str  # "warning" or "critical"
+    cache: str  # the cache's repr (no secrets: URLs are masked)
+    value: float  # what was measured
+    limit: float  # the threshold it crossed
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CachePerformanceMonitor:
+    """Checks caches against thresholds; ``alerts()`` lists the ones crossed now.
+
+    Args:
+        caches: the caches to watch; None watches every cache of the process.
+    """
+
+    def __init__(self, caches: Iterable[Any] | None = None) -> None:
+        self._caches = None if caches is None else [_cache_of(c) for c in caches]
+        self._thresholds = dict(DEFAULT_THRESHOLDS)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The thresholds in force (a copy)."""
+        return dict(self._thresholds)
+
+    def configure_thresholds(self, thresholds: Mapping[str, float]) -> None:
+        """Change some thresholds; the others keep their values.
+
+        Raises ConfigError naming an unknown key or a bad value; nothing changes then.
+        """
+        if not isinstance(thresholds, Mapping):
+            raise ConfigError(
+                f"thresholds={thresholds!r}: pass a dict such as {{'hit_ratio_warning': 0.6}}"
+            )
+        merged = dict(self._thresholds)
+        for name, value in thresholds.items():
+            if name not in DEFAULT_THRESHOLDS:
+                raise ConfigError(
+                    f"thresholds: unknown key {name!r}; known: {', '.join(DEFAULT_THRESHOLDS)}"
+                )
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"thresholds[{name!r}]={value!r}: {_UNITS[name]}, above 0")
+            merged[name] = value
+        if merged["hit_ratio_warning"] > 1:
+            raise ConfigError(
+                f"thresholds['hit_ratio_warning']={merged['hit_ratio_warning']!r}: "
+                f"a fraction from 0 to 1"
+            )
+        if merged["memory_critical"] < merged["memory_warning"]:
+            raise ConfigError(
+                f"thresholds: memory_critical ({merged['memory_critical']!r}) is below "
+                f"memory_warning ({merged['memory_warning']!r}); raise it or lower the warning"
+            )
+        self._thresholds = merged
+
+    def caches(self) -> list[Cache]:
+        """The open caches watched now."""
+        caches = live_caches() if self._caches is None else self._caches
+        return [c for c in caches if not c._closed]
+
+    def alerts(self) -> list[Alert]:
+        """Every threshold crossed now, per cache (an empty list when all is well)."""
+        raised: list[Alert] = []
+        for cache in self.caches():
+            raised.extend(self._check(cache))
+        return raised
+
+    def _check(self, cache: Cache) -> list[Alert]:
+        t = self._thresholds
+        name = repr(cache)
+        found: list[Alert] = []
+        used = cache._memory_usage()["bytes"]
+        if used >= t["memory_critical"]:
+            found.append(
+                Alert("memory_critical", "critical", name, used, t["memory_critical"],
+                      f"{name}: memory tier holds {used:,} bytes, at or above "
+                      f"memory_critical {t['memory_critical']:,.0f}")
+            )  # fmt: skip
+        elif used >= t["memory_warning"]:
+            found.append(
+                Alert("memory_warning", "warning", name, used, t["memory_warning"],
+                      f"{name}: memory tier holds {used:,} bytes, at or above "
+                      f"memory_warning {t['memory_warning']:,.0f}")
+            )  # fmt: skip
+        stats = cache._stats
+        reads = stats.hits + stats.misses
+        if reads >= t["hit_ratio_min_reads"] and stats.hit_ratio < t["hit_ratio_warning"]:
+            found.append(
+                Alert("hit_ratio_warning", "warning", name, stats.hit_ratio,
+                      t["hit_ratio_warning"],
+                      f"{name}: hit ratio {stats.hit_ratio:.1%} over {reads:,} reads is "
+                      f"below hit_ratio_warning {t['hit_ratio_warning']:.0%}")
+            )  # fmt: skip
+        redis = getattr(cache, "redis", None)
+        p95 = redis.latency.percentile(0.95) if redis is not None else None
+        if p95 is not None and p95 > t["operation_slow"]:
+            found.append(
+                Alert("operation_slow", "warning", name, p95, t["operation_slow"],
+                      f"{name}: 95% of recent Redis operations took up to {p95 * 1000:.1f} ms, "
+                      f"above operation_slow {t['operation_slow'] * 1000:.0f} ms")
+            )  # fmt: skip
+        return found
+
+    def __repr__(self) -> str:
+        watched = "every cache" if self._caches is None else f"{len(self._caches)} cache(s)"
+        return f"CachePerformanceMonitor({watched}, thresholds={self._thresholds})"
+
+
+def _cache_of(candidate: Any) -> Cache:
+    # A decorated function's fn.cache may be a handle that builds its cache on first use.
+    resolve = getattr(candidate, "resolve", None)
+    cache = resolve() if callable(resolve) and not isinstance(candidate, Cache) else candidate
+    if not isinstance(cache, Cache):
+        raise ConfigError(f"caches: {candidate!r} is not a memo cache")
+    return cache
