@@ -31,6 +31,7 @@ from memo.exceptions import (
     MemoError,
 )
 from memo.factory import CacheFactory
+from memo.interface import CacheInterface
 from memo.monitoring import Alert, CachePerformanceMonitor
 from memo.redis_cache import GenericRedisCache
 from memo.resilience import CircuitBreaker
@@ -49,6 +50,7 @@ __all__ = [
     "CacheConfig",
     "CacheConfigBuilder",
     "CacheFactory",
+    "CacheInterface",
     "CachePerformanceMonitor",
     "CacheStats",
     "CircuitBreaker",

@@ -121,6 +121,16 @@ class Cache:
         return self._backend
 
     @property
+    def compression_threshold(self) -> int:
+        """Values whose encoding exceeds this many bytes are lz4-compressed."""
+        return self._codec.compression_threshold
+
+    @property
+    def compression_level(self) -> int:
+        """lz4 level, 1-9 (7-9 use high-compression mode)."""
+        return self._codec.compression_level
+
+    @property
     def stats(self) -> CacheStats:
         """Live counters (see ``get_cache_stats`` for a snapshot with derived fields)."""
         return self._stats
