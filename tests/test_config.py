@@ -185,3 +185,27 @@ def test_passwords_never_show_in_a_config_repr() -> None:
 )
 def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert masked == mask_url(url)
+
+
+async def test_each_precedence_step_wins_over_the_next() -> None:
+    """compression_level set at every layer; taking away the strongest shows the next."""
+    from memo import CacheFactory
+
+    env = {
+        "CACHE_PRESET": "production",  # level 9
+        "CACHE_REDIS_URL": "redis://from-variable:6379/0",
+        "CACHE_NAMESPACE": "from-variable",
+        "CACHE_CUSTOM_CONFIG": '{"compression_level": 2, "namespace": "from-json"}',
+    }
+    builder = CacheConfigBuilder().with_compression(level=4)
+    built = builder.build(env)
+    explicit = await CacheFactory().create_cache_from_config(built, compression_level=1)
+    assert 1 == explicit.compression_level  # explicit argument > builder
+    await explicit.aclose()
+    assert 4 == built.compression_level  # builder > CACHE_CUSTOM_CONFIG
+    assert 2 == config_from_env(env).compression_level  # CACHE_CUSTOM_CONFIG > variables
+    assert "from-json" == config_from_env(env).namespace
+    no_json = {k: v for k, v in env.items() if k != "CACHE_CUSTOM_CONFIG"}
+    assert "from-variable" == config_from_env(no_json).namespace  # variables > preset
+    assert 9 == config_from_env(no_json).compression_level  # the preset, at the bottom
+    assert "default" == config_from_env({"CACHE_PRESET": "production"}).namespace

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from memo import (
+    PRESETS,
     AIResponseCache,
     BackendUnavailable,
     CacheFactory,
@@ -163,3 +164,30 @@ async def test_an_unknown_config_field_is_named() -> None:
 
     with pytest.raises(ConfigError, match="compresion"):
         await CacheFactory().create_cache_from_config({"compresion_level": 3})
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("with_url", [False, pytest.param(True, marks=pytest.mark.redis)])
+async def test_every_preset_builds_a_working_cache_from_the_environment(
+    name: str, with_url: bool, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.setenv("CACHE_PRESET", name)
+    if with_url:
+        monkeypatch.setenv("CACHE_REDIS_URL", request.getfixturevalue("redis_url"))
+    cache = await CacheFactory().from_env()
+    try:
+        await cache.set("k", {"v": 1})
+        if name == "disabled":
+            assert isinstance(cache, NullCache) and await cache.get("k") is None
+            return
+        assert {"v": 1} == await cache.get("k")
+        assert PRESETS[name].default_ttl * 1000 == cache.default_ttl_ms
+        assert PRESETS[name].compression_level == cache.compression_level
+        assert isinstance(cache, AIResponseCache) == name.startswith("ai-")
+        assert isinstance(cache, GenericRedisCache)
+        assert (cache.redis is not None) == with_url
+        if with_url:
+            assert await cache.redis.ping()  # type: ignore[union-attr]
+            assert ["k"] == await cache.keys()
+    finally:
+        await cache.aclose()
