@@ -243,3 +243,8 @@ async def test_keys_lists_relative_keys_of_this_namespace_without_tag_indexes(
         await cache.keys("*", limit=0)
     with pytest.raises(ConfigError, match="pattern="):
         await cache.keys("")
+
+
+async def test_a_disabled_cache_reports_healthy_and_says_why() -> None:
+    health = await NullCache().health_check()
+    assert "healthy" == health["status"] and "disabled" in health["reason"]
