@@ -164,10 +164,11 @@ class _Plan:
         for bind, _ in self._hooks:
             bind(cache)
         if self.slot is not None:
-            self.slot.watch(self, self._unbind)
+            self.slot.watch(self)
         return cache
 
-    def _unbind(self) -> None:
+    def unbind(self) -> None:
+        """Forget the cache (it was closed); the next call binds the slot's new one."""
         self.cache = None
         for _, unbind in self._hooks:
             unbind()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memo._presets import preset_values
@@ -42,10 +41,9 @@ class CacheSlot:
     def __init__(self, name: str | None) -> None:
         self.name = name  # a preset name; None for the default cache
         self.cache: Cache | None = None
-        # Called when the cache is closed, so that functions bound to it bind anew.
-        self._unbinders: weakref.WeakKeyDictionary[Any, Callable[[], None]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Told when the cache is closed, so that functions bound to it bind anew. Held
+        # weakly: a function defined in a closure and dropped must not be kept alive.
+        self._bound: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def get(self) -> Cache:
         """The slot's cache, built now if it is not built yet."""
@@ -54,9 +52,9 @@ class CacheSlot:
             cache = self.cache = self._build()
         return cache
 
-    def watch(self, owner: Any, unbind: Callable[[], None]) -> None:
-        """Call ``unbind`` when this slot's cache is closed (held weakly through ``owner``)."""
-        self._unbinders[owner] = unbind
+    def watch(self, user: Any) -> None:
+        """Call ``user.unbind()`` when this slot's cache is closed."""
+        self._bound.add(user)
 
     def _build(self) -> Cache:
         if self.name is not None:
@@ -71,9 +69,9 @@ class CacheSlot:
     def detach(self) -> Cache | None:
         """Forget the cache (returned, for closing) and unbind the functions using it."""
         cache, self.cache = self.cache, None
-        for unbind in list(self._unbinders.values()):
-            unbind()
-        self._unbinders.clear()
+        for user in list(self._bound):
+            user.unbind()
+        self._bound.clear()
         return cache
 
     def __repr__(self) -> str:

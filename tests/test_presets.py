@@ -268,3 +268,18 @@ def test_one_preset_cache_serves_calls_from_several_event_loops(
         t.join()
     assert results == [1, 1]
     assert len({id(c) for c in built_caches()}) == 1
+
+
+async def test_a_dropped_function_is_not_kept_alive_by_its_preset_cache() -> None:
+    import gc
+    import weakref
+
+    @cached(ttl=60, preset="minimal")
+    async def temporary(x: int) -> int:
+        return x
+
+    await temporary(1)
+    plan = weakref.ref(temporary._memo_plan)  # type: ignore[attr-defined]
+    del temporary
+    gc.collect()
+    assert plan() is None
