@@ -432,6 +432,11 @@ class RedisBackend(Backend):
         pttl = await self._run("PTTL", lambda c: c.pttl(key), read=True)
         return pttl if pttl > 0 else None
 
+    async def server_info(self) -> dict[str, Any]:
+        """The server's ``INFO`` (every section), under the operation deadline."""
+        info = await self._run("INFO", lambda c: c.info("all"), read=True)
+        return dict(info)
+
     async def ping(self) -> bool:
         """Whether the server answers now. Never raises."""
         try:

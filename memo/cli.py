@@ -1,0 +1,313 @@
+"""``memo``: inspect and invalidate a memo cache from a shell.
+
+The tool builds its cache the way ``CacheFactory.from_env()`` does (``CACHE_PRESET``,
+``CACHE_REDIS_URL``, ``CACHE_NAMESPACE``, ``CACHE_CUSTOM_CONFIG``), with the command-line
+flags winning, but talks to Redis directly (no memory tier) and refuses to fall back to
+memory when Redis is unreachable: an operator asking about Redis wants Redis's answer.
+
+Commands::
+
+    memo health                    probe the cache: write, read back, delete
+    memo stats                     counters, stored keys, Redis server figures
+    memo keys PATTERN [--limit N]  stored keys matching a glob (SCAN, never KEYS)
+    memo get KEY                   the decoded value and its remaining TTL
+    memo invalidate PATTERN        delete matching keys (asks first unless --yes)
+    memo invalidate --tag TAG      delete the entries stored with a tag
+    memo presets                   the preset table
+
+Keys and patterns are relative to the namespace (``memo:{namespace}:`` is added). Add
+``--json`` before the command for one JSON document on stdout.
+
+Exit codes: 0 done (health: healthy); 1 nothing found or nothing done (get: no value;
+keys: no match; invalidate: declined; health: degraded); 2 usage or configuration error;
+3 Redis unreachable or failing (health: unhealthy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, TextIO
+from uuid import UUID
+
+from memo._presets import PRESET_VALUES
+from memo._sentinel import MISSING
+from memo.cache import Cache
+from memo.config import config_from_env
+from memo.exceptions import BackendError, ConfigError
+from memo.factory import build_cache
+
+__all__ = ["main"]
+
+OK, NOT_FOUND, USAGE, UNAVAILABLE = 0, 1, 2, 3
+
+#: Keys counted by ``stats`` and ``invalidate`` before saying "at least".
+COUNT_CAP = 1_000_000
+
+#: Figures of Redis's INFO that ``stats`` shows.
+SERVER_FIGURES = (
+    "redis_version",
+    "uptime_in_seconds",
+    "connected_clients",
+    "used_memory",
+    "used_memory_human",
+    "maxmemory_policy",
+    "keyspace_hits",
+    "keyspace_misses",
+    "evicted_keys",
+    "expired_keys",
+)
+
+_EPILOG = """\
+environment: CACHE_PRESET, CACHE_REDIS_URL, CACHE_NAMESPACE, CACHE_CUSTOM_CONFIG
+exit codes: 0 done; 1 nothing found or declined (health: degraded);
+            2 usage or configuration error; 3 Redis unreachable (health: unhealthy)
+"""
+
+
+class Output:
+    """Where results go: text for people, or one JSON document with --json."""
+
+    def __init__(self, as_json: bool, out: TextIO, err: TextIO) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+
+    def result(self, document: Any, text: str) -> None:
+        if self.as_json:
+            json.dump(document, self.out, indent=2, default=_jsonable, sort_keys=True)
+            self.out.write("\n")
+        else:
+            self.out.write(text.rstrip("\n") + "\n")
+
+    def note(self, message: str) -> None:
+        self.err.write(f"memo: {message}\n")
+
+
+def _jsonable(value: Any) -> Any:
+    """How a decoded value that JSON cannot hold is shown."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (UUID, Decimal)):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, (bytes, bytearray)):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump()
+    return repr(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memo",
+        description="Inspect and invalidate a memo cache.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--preset", help="the preset (default: CACHE_PRESET, else simple)")
+    parser.add_argument("--redis-url", help="the Redis URL (default: CACHE_REDIS_URL)")
+    parser.add_argument("--namespace", help="the namespace (default: CACHE_NAMESPACE)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("health", help="write, read back and delete a probe value")
+    commands.add_parser("stats", help="counters, stored keys and Redis server figures")
+    keys = commands.add_parser("keys", help="stored keys matching a glob pattern")
+    keys.add_argument("pattern", help="a glob relative to the namespace, e.g. 'user:*'")
+    keys.add_argument("--limit", type=int, default=100, help="the most keys to list (100)")
+    get = commands.add_parser("get", help="the decoded value stored under a key")
+    get.add_argument("key", help="a key relative to the namespace")
+    inv = commands.add_parser("invalidate", help="delete keys by pattern or by tag")
+    target = inv.add_mutually_exclusive_group(required=True)
+    target.add_argument("pattern", nargs="?", help="a glob relative to the namespace")
+    target.add_argument("--tag", help="delete the entries stored with this tag")
+    inv.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    commands.add_parser("presets", help="the preset table")
+    return parser
+
+
+def _build(args: argparse.Namespace) -> Cache:
+    env: dict[str, str] | None = None
+    if args.preset is not None:
+        env = {**os.environ, "CACHE_PRESET": args.preset}
+    config = config_from_env(env)
+    changes: dict[str, Any] = {"enable_memory_cache": False, "fail_on_connection_error": True}
+    if args.redis_url is not None:
+        changes["redis_url"] = args.redis_url
+    if args.namespace is not None:
+        changes["namespace"] = args.namespace
+    return build_cache(config.replace(**changes))
+
+
+def _where(cache: Cache) -> str:
+    redis = getattr(cache, "redis", None)
+    place = redis.masked_url if redis is not None else "process memory"
+    return f"{place}, namespace {cache.namespace!r}"
+
+
+async def _health(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    report = await cache.health_check()
+    latency = f" ({report['latency_ms']} ms)" if "latency_ms" in report else ""
+    out.result(report, f"{report['status']}: {report['reason']}{latency}")
+    return {"healthy": OK, "degraded": NOT_FOUND}.get(report["status"], UNAVAILABLE)
+
+
+async def _stats(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    stats = await cache.get_cache_stats()
+    stored = len(await cache.keys("*", limit=COUNT_CAP))
+    stats["stored_keys"] = stored
+    stats["stored_keys_capped"] = stored >= COUNT_CAP
+    redis = getattr(cache, "redis", None)
+    if redis is not None:
+        info = await redis.server_info()
+        stats["server"] = {k: info[k] for k in SERVER_FIGURES if k in info}
+    lines = [
+        f"cache: {_where(cache)}",
+        f"stored keys: {'at least ' * (stored >= COUNT_CAP)}{stored}",
+    ]
+    for name, value in stats.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={v}" for k, v in value.items())
+            lines.append(f"{name}: {inner}")
+        elif name not in ("stored_keys", "stored_keys_capped"):
+            lines.append(f"{name}: {value}")
+    out.result(stats, "\n".join(lines))
+    return OK
+
+
+async def _keys(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ConfigError(f"--limit={args.limit}: list at least 1 key")
+    found = await cache.keys(args.pattern, limit=args.limit)
+    out.result(found, "\n".join(found))
+    if not found and not out.as_json:
+        out.note(f"no key matches {args.pattern!r} in {_where(cache)}")
+    return OK if found else NOT_FOUND
+
+
+async def _get(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    value = await cache.get(args.key, MISSING)
+    if value is MISSING:
+        out.result({"key": args.key, "found": False}, "")
+        out.note(f"no value stored under {args.key!r} in {_where(cache)}")
+        return NOT_FOUND
+    ttl = await cache.ttl(args.key)
+    document = {"key": args.key, "found": True, "ttl": ttl, "value": value}
+    pretty = json.dumps(value, indent=2, default=_jsonable, ensure_ascii=False)
+    ttl_text = "no expiry" if ttl is None else f"{ttl:.1f} s left"
+    out.result(document, f"{pretty}\n({type(value).__name__}, {ttl_text})")
+    return OK
+
+
+async def _invalidate(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    if args.tag is not None:
+        what = f"tag {args.tag!r}"
+        count = len(await cache._tag_members(cache._tag_index_key(args.tag)))
+    else:
+        what = f"pattern {args.pattern!r}"
+        count = len(await cache.keys(args.pattern, limit=COUNT_CAP))
+    if not args.yes:
+        out.err.write(f"Delete {count} key(s) matching {what} in {_where(cache)}? [y/N] ")
+        out.err.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            out.result({"removed": 0, "declined": True}, "nothing deleted")
+            return NOT_FOUND
+    if args.tag is not None:
+        removed = await cache.invalidate_tags(args.tag)
+    else:
+        removed = await cache.invalidate_pattern(args.pattern)
+    out.result({"removed": removed, "declined": False}, f"deleted {removed} key(s)")
+    return OK
+
+
+def _presets(out: Output) -> int:
+    rows: dict[str, Any] = {}
+    lines = [f"{'preset':<16}{'ttl s':>7}{'memory':>8}{'compress':>10}{'level':>7}  AI"]
+    for name, p in PRESET_VALUES.items():
+        ops = dict(p.operation_ttls)
+        rows[name] = {
+            "enabled": p.enabled,
+            "default_ttl": p.default_ttl if p.enabled else None,
+            "memory_cache_size": p.memory_cache_size if p.enabled else None,
+            "compression_threshold": p.compression_threshold if p.enabled else None,
+            "compression_level": p.compression_level if p.enabled else None,
+            "text_hash_threshold": p.text_hash_threshold,
+            "operation_ttls": ops,
+        }
+        if not p.enabled:
+            lines.append(f"{name:<16}{'caching off (NullCache)':>32}")
+            continue
+        ai = "no"
+        if p.ai:
+            ai = f"hash > {p.text_hash_threshold} chars; " + ", ".join(
+                f"{op} {ttl}" for op, ttl in ops.items()
+            )
+        lines.append(
+            f"{name:<16}{p.default_ttl:>7}{p.memory_cache_size:>8}"
+            f"{p.compression_threshold:>10}{p.compression_level:>7}  {ai}"
+        )
+    out.result(rows, "\n".join(lines))
+    return OK
+
+
+_COMMANDS = {
+    "health": _health,
+    "stats": _stats,
+    "keys": _keys,
+    "get": _get,
+    "invalidate": _invalidate,
+}
+
+
+async def _run(args: argparse.Namespace, out: Output) -> int:
+    cache = _build(args)
+    try:
+        if getattr(cache, "redis", None) is None:
+            out.note(f"no Redis URL (CACHE_REDIS_URL or --redis-url): using {_where(cache)}")
+        if args.command != "health":  # a health check reports an outage, it does not fail
+            await cache.connect()
+        return await _COMMANDS[args.command](cache, out, args)
+    finally:
+        await cache.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``memo`` command; return its exit code."""
+    args = _parser().parse_args(argv)
+    out = Output(args.json, sys.stdout, sys.stderr)
+    if args.command == "presets":
+        return _presets(out)
+    try:
+        return asyncio.run(_run(args, out))
+    except ConfigError as exc:
+        out.note(str(exc))
+        return USAGE
+    except BackendError as exc:
+        out.note(str(exc))
+        return UNAVAILABLE
+    except KeyboardInterrupt:
+        out.note("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""The ``memo`` console script, run as a real process against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memo import GenericRedisCache, cached
+from memo.cli import main
+from tests.redis_harness import RedisServer
+
+
+def memo_script() -> str:
+    """The installed console script (``pip install -e .`` puts it beside python)."""
+    beside = Path(sys.executable).with_name("memo")
+    found = str(beside) if beside.exists() else shutil.which("memo")
+    if found is None:
+        pytest.fail("the memo console script is not installed: run pip install -e .")
+    return found
+
+
+def run(
+    *args: str, url: str | None = None, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CACHE_")}
+    if url is not None:
+        environment["CACHE_REDIS_URL"] = url
+    environment.update(env or {})
+    return subprocess.run(
+        [memo_script(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+
+
+async def seed(url: str, namespace: str = "default", **values: Any) -> GenericRedisCache:
+    cache = GenericRedisCache(url, namespace=namespace, enable_memory_cache=False)
+    await cache.set_many(values, ttl=600)
+    return cache
+
+
+async def test_keys_lists_the_matching_relative_keys_and_honours_the_limit(
+    redis_server: RedisServer,
+) -> None:
+    cache = await seed(redis_server.url, **{"user:1": 1, "user:2": 2, "order:1": 3})
+    await cache.aclose()
+
+    listed = run("keys", "user:*", url=redis_server.url)
+    assert 0 == listed.returncode, listed.stderr
+    assert ["user:1", "user:2"] == listed.stdout.split()
+    limited = run("--json", "keys", "*", "--limit", "2", url=redis_server.url)
+    assert 2 == len(json.loads(limited.stdout))
+    nothing = run("keys", "nothing:*", url=redis_server.url)
+    assert (1, "") == (nothing.returncode, nothing.stdout.strip())
+    assert "no key matches" in nothing.stderr
+    other = run("--namespace", "shop", "keys", "*", url=redis_server.url)
+    assert (1, "") == (other.returncode, other.stdout.strip())  # another namespace
+
+
+async def test_get_prints_the_decoded_value_and_says_when_there_is_none(
+    redis_server: RedisServer,
+) -> None:
+    cache = await seed(redis_server.url)
+    await cache.set("session:abc", {"user_id": 123, "tags": {"b", "a"}, "raw": b"\x00"}, ttl=600)
+    await cache.aclose()
+
+    shown = run("get", "session:abc", url=redis_server.url)
+    assert 0 == shown.returncode, shown.stderr
+    assert '"user_id": 123' in shown.stdout and "s left" in shown.stdout
+    document = json.loads(run("--json", "get", "session:abc", url=redis_server.url).stdout)
+    assert {"user_id": 123, "tags": ["a", "b"], "raw": {"base64": "AA=="}} == document["value"]
+    assert 590 < document["ttl"] <= 600
+    missing = run("get", "session:nope", url=redis_server.url)
+    assert 1 == missing.returncode and "no value stored under 'session:nope'" in missing.stderr
+
+
+async def test_invalidate_deletes_what_it_counts_and_asks_first(
+    redis_server: RedisServer,
+) -> None:
+    cache = await seed(redis_server.url, **{f"user:{i}": i for i in range(30)}, keep=1)
+    await cache.aclose()
+    client = redis_server.client()
+    before = client.dbsize()
+
+    declined = run("invalidate", "user:1*", url=redis_server.url, stdin="n\n")
+    assert 1 == declined.returncode
+    assert "Delete 11 key(s) matching pattern 'user:1*'" in declined.stderr
+    assert before == client.dbsize()
+
+    confirmed = run("invalidate", "user:1*", url=redis_server.url, stdin="y\n")
+    assert (0, "deleted 11 key(s)") == (confirmed.returncode, confirmed.stdout.strip())
+    assert before - 11 == client.dbsize()
+
+    forced = run("--json", "invalidate", "user:*", "--yes", url=redis_server.url)
+    removed = json.loads(forced.stdout)["removed"]
+    assert 19 == removed and before - 30 == client.dbsize()
+    assert client.exists("memo:default:keep")
+
+
+async def test_invalidate_by_tag_removes_the_tagged_entries(redis_server: RedisServer) -> None:
+    cache = GenericRedisCache(redis_server.url, enable_memory_cache=False)
+
+    @cached(ttl=600, cache=cache, tags=("user:{uid}",))
+    async def profile(uid: int, part: str) -> str:
+        return f"{uid}:{part}"
+
+    for part in ("a", "b", "c"):
+        await profile(7, part)
+    await profile(8, "a")
+    await cache.aclose()
+
+    out = run("invalidate", "--tag", "user:7", "--yes", url=redis_server.url)
+    assert (0, "deleted 3 key(s)") == (out.returncode, out.stdout.strip())
+    left = run("--json", "keys", "*", url=redis_server.url)
+    assert 1 == len(json.loads(left.stdout))  # user 8's entry (tag indexes are not listed)
+
+
+async def test_stats_and_health_as_json_without_the_password(
+    make_redis_server: Any,
+) -> None:
+    secret = "s3cret-Pa55word"
+    server: RedisServer = make_redis_server(password=secret)
+    cache = await seed(server.url, a=1, b=2)
+    await cache.aclose()
+
+    stats = run("--json", "stats", url=server.url)
+    assert 0 == stats.returncode, stats.stderr
+    document = json.loads(stats.stdout)
+    assert 2 == document["stored_keys"]
+    for field in ("hits", "misses", "hit_ratio", "memory_usage", "redis", "server"):
+        assert field in document
+    assert document["redis"]["connected"] is True
+    assert "used_memory" in document["server"]
+    health = run("--json", "health", url=server.url)
+    assert (0, "healthy") == (health.returncode, json.loads(health.stdout)["status"])
+    for result in (stats, health, run("stats", url=server.url)):
+        assert secret not in result.stdout + result.stderr
+    assert "***" in stats.stdout
+
+
+def test_an_unreachable_redis_exits_3_and_says_where() -> None:
+    down = "redis://127.0.0.1:1/0"
+    health = run("--json", "health", url=down)
+    assert (3, "unhealthy") == (health.returncode, json.loads(health.stdout)["status"])
+    keys = run("keys", "*", url=down)
+    assert 3 == keys.returncode and "127.0.0.1:1" in keys.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--preset", "nope", "stats"], {}, "preset='nope'"),
+        (["stats"], {"CACHE_CUSTOM_CONFIG": "{oops"}, "CACHE_CUSTOM_CONFIG"),
+        (["--redis-url", "http://x:1", "stats"], {}, "http"),
+        (["keys", "*", "--limit", "0"], {}, "--limit"),
+    ],
+)
+def test_configuration_errors_exit_2_naming_the_culprit(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = run(*args, env=env)
+    assert 2 == result.returncode
+    assert named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert 2 == run("invalidate").returncode  # neither a pattern nor --tag
+    assert 2 == run("frobnicate").returncode
+
+
+def test_presets_lists_all_seven_with_their_figures() -> None:
+    result = run("--json", "presets")
+    table = json.loads(result.stdout)
+    assert 0 == result.returncode
+    assert sorted(
+        ["disabled", "minimal", "simple", "development", "production", "ai-development",
+         "ai-production"]
+    ) == sorted(table)  # fmt: skip
+    assert 7200 == table["production"]["default_ttl"]
+    assert 14400 == table["ai-production"]["operation_ttls"]["summarize"]
+    assert table["disabled"]["enabled"] is False
+
+
+def test_without_a_redis_url_it_works_on_memory_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert 0 == main(["health"])
+    captured = capsys.readouterr()
+    assert captured.out.startswith("healthy") and "no Redis URL" in captured.err
