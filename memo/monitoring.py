@@ -127,17 +127,13 @@ class CachePerformanceMonitor:
         name = repr(cache)
         found: list[Alert] = []
         used = cache._memory_usage()["bytes"]
-        if used >= t["memory_critical"]:
+        level = next((lv for lv in ("critical", "warning") if used >= t[f"memory_{lv}"]), None)
+        if level is not None:  # only the stronger of the two
+            limit = t[f"memory_{level}"]
             found.append(
-                Alert("memory_critical", "critical", name, used, t["memory_critical"],
+                Alert(f"memory_{level}", level, name, used, limit,
                       f"{name}: memory tier holds {used:,} bytes, at or above "
-                      f"memory_critical {t['memory_critical']:,.0f}")
-            )  # fmt: skip
-        elif used >= t["memory_warning"]:
-            found.append(
-                Alert("memory_warning", "warning", name, used, t["memory_warning"],
-                      f"{name}: memory tier holds {used:,} bytes, at or above "
-                      f"memory_warning {t['memory_warning']:,.0f}")
+                      f"memory_{level} {limit:,.0f}")
             )  # fmt: skip
         stats = cache._stats
         reads = stats.hits + stats.misses

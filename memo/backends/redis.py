@@ -27,7 +27,8 @@ import os
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -379,10 +380,9 @@ class RedisBackend(Backend):
             removed += await self._run("UNLINK", lambda c, ks=chunk: c.unlink(*ks))  # type: ignore[misc]
         return removed
 
-    async def delete_pattern(self, pattern: str) -> int:
-        """SCAN + UNLINK in batches (never KEYS, which blocks the server); each batch has
-        its own deadline."""
-        removed = 0
+    async def _scan(self, pattern: str) -> AsyncGenerator[list[str], None]:
+        """The keys matching ``pattern``, a SCAN batch at a time (never KEYS, which
+        blocks the server); each batch has its own deadline."""
         cursor = 0
         while True:
             cursor, keys = await self._run(
@@ -391,26 +391,26 @@ class RedisBackend(Backend):
                 read=True,
             )
             if keys:
-                removed += await self.delete_many(keys)
+                yield [k.decode() if isinstance(k, bytes) else k for k in keys]
             if cursor == 0:
-                return removed
+                return
+
+    async def delete_pattern(self, pattern: str) -> int:
+        """SCAN + UNLINK, batch by batch."""
+        removed = 0
+        async for keys in self._scan(pattern):
+            removed += await self.delete_many(keys)
+        return removed
 
     async def scan_keys(self, pattern: str, limit: int) -> list[str]:
-        """SCAN (never KEYS) until ``limit`` keys are found or the keyspace is covered."""
+        """SCAN until ``limit`` keys are found or the keyspace is covered."""
         found: list[str] = []
-        cursor = 0
-        while True:
-            cursor, keys = await self._run(
-                "SCAN",
-                lambda c, cur=cursor: c.scan(cur, match=pattern, count=_SCAN_COUNT),  # type: ignore[misc]
-                read=True,
-            )
-            for key in keys:
-                found.append(key.decode() if isinstance(key, bytes) else key)
+        async with aclosing(self._scan(pattern)) as batches:
+            async for keys in batches:
+                found.extend(keys[: limit - len(found)])
                 if len(found) >= limit:
-                    return found
-            if cursor == 0:
-                return found
+                    break
+        return found
 
     async def clear(self) -> None:
         """Remove every memo key (``memo:*``); other keys in the database are left alone."""
