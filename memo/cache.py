@@ -120,6 +120,12 @@ class Cache:
         """The byte backend behind this cache."""
         return self._backend
 
+    def resolve(self: CacheT) -> CacheT:
+        """This cache. ``fn.cache`` of a ``preset=`` function is a handle whose
+        ``resolve()`` builds and returns its cache, so ``fn.cache.resolve()`` always
+        gives a ``Cache``."""
+        return self
+
     @property
     def compression_threshold(self) -> int:
         """Values whose encoding exceeds this many bytes are lz4-compressed."""

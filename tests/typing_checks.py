@@ -10,7 +10,7 @@ from typing import Any
 
 from typing_extensions import assert_type
 
-from memo import MISSING, ai_cached, cached
+from memo import MISSING, Cache, ai_cached, cached
 from memo._sentinel import MissingType
 
 
@@ -59,3 +59,12 @@ async def checks() -> None:
     assert_type(await service.lookup.peek(3), str | MissingType)
     await service.lookup("3")  # type: ignore[arg-type]
     await service.summarize(text=1, options={})  # type: ignore[arg-type]
+
+
+async def cache_handles_resolve_to_a_cache() -> None:
+    @cached(ttl=60, preset="simple")
+    async def preset_fn(x: int) -> int:
+        return x
+
+    resolved: Cache = preset_fn.cache.resolve()
+    assert resolved is not None
