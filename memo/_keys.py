@@ -581,6 +581,39 @@ def _normalize(v: Any) -> Any:
     return v
 
 
+#: Flat option dicts seen recently -> their encoded node (see _options_node).
+_OPTIONS_NODES: dict[tuple[Any, ...], Any] = {}
+_OPTIONS_NODES_SIZE, _OPTIONS_FAST_ITEMS = 1024, 16
+_OPTION_LEAVES = frozenset({str, int, bool, float, type(None)})
+
+
+def _options_node(options: Any, thr: int) -> Any:
+    """The encoded node of normalized ``options``, remembered for flat dicts.
+
+    Most AI calls pass a small flat dict of scalars, the same few over and over;
+    normalizing and encoding one costs microseconds, a lookup far less. The map's key
+    holds each value's exact type next to it, so ``1``, ``1.0`` and ``True`` never share
+    an entry (``0.0`` and ``-0.0`` may: both normalize to ``0``), and the threshold,
+    which decides how long strings encode.
+    """
+    if type(options) is not dict or len(options) > _OPTIONS_FAST_ITEMS:
+        return _encode("an AI request", "options", normalize_options(options), thr)
+    signature: list[Any] = [thr]
+    for k, v in options.items():
+        t = type(v)
+        if type(k) is not str or t not in _OPTION_LEAVES:
+            return _encode("an AI request", "options", normalize_options(options), thr)
+        signature += (k, t, v)
+    fingerprint = tuple(signature)
+    node = _OPTIONS_NODES.get(fingerprint)
+    if node is None:
+        node = _encode("an AI request", "options", normalize_options(options), thr)
+        if len(_OPTIONS_NODES) >= _OPTIONS_NODES_SIZE:
+            _OPTIONS_NODES.clear()
+        _OPTIONS_NODES[fingerprint] = node
+    return node
+
+
 def _ai_key(
     op: tuple[str, str], version: int, text: Any, options: Any, thr: int, extra: list[Any]
 ) -> str:
@@ -589,7 +622,7 @@ def _ai_key(
         "text",
         _encode("an AI request", "text", text, thr),
         "options",
-        _encode("an AI request", "options", normalize_options(options), thr),
+        _options_node(options, thr),
     ]
     for name, node in sorted(extra, key=itemgetter(0)):
         entries += (name, node)

@@ -552,3 +552,52 @@ def test_fast_map_is_off_for_key_callables_and_mutable_defaults() -> None:
     assert KeyBuilder(f)._fast is None
     assert KeyBuilder(fx.get_user, key=lambda user_id: user_id)._fast is None
     assert KeyBuilder(fx.get_user)._fast is not None
+
+
+_flat_options = st.dictionaries(
+    st.sampled_from(["max_length", "temperature", "style", "model", "top_p", "seed"]),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.floats(allow_nan=False, min_value=-3, max_value=3),
+        st.sampled_from(["news", "brief", "", "x" * 1200]),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_flat_options, _flat_options)
+def test_remembered_flat_options_give_the_keys_a_fresh_derivation_gives(
+    first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    """The fast path for flat option dicts must agree with the full derivation, whatever
+    was remembered before (1, 1.0 and True; 0.0 and -0.0; orders; long strings)."""
+    import memo._keys as keys
+
+    for options in (first, second, dict(reversed(list(first.items()))), first):
+        keys._OPTIONS_NODES.clear()
+        fresh = ai_key(operation="summarize", text="t", options=options)
+        for remembered in (first, second, options):
+            ai_key(operation="summarize", text="t", options=remembered)
+        assert fresh == ai_key(operation="summarize", text="t", options=options)
+    def material(o: dict[str, Any]) -> bytes:
+        return canonical(normalize_options(o), text_hash_threshold=1000)
+
+    same = material(first) == material(second)
+    assert same == (
+        ai_key(operation="s", text="t", options=first)
+        == ai_key(operation="s", text="t", options=second)
+    )
+
+
+def test_remembered_options_keep_types_apart() -> None:
+    variants = [{"n": 1}, {"n": 1.0}, {"n": True}, {"n": "1"}, {"n": 1.5}]
+    found = [ai_key(operation="s", text="t", options=v) for v in variants * 2]
+    assert found[:5] == found[5:]
+    assert found[0] == found[1]  # 1.0 normalizes to 1, as documented
+    assert len(set(found[1:5])) == 4  # True, "1" and 1.5 stay apart
+    assert ai_key(operation="s", text="t", options={"z": 0.0}) == ai_key(
+        operation="s", text="t", options={"z": -0.0}
+    )
