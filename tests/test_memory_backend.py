@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import OrderedDict
 
@@ -139,3 +140,47 @@ def test_bad_bounds_are_refused_with_the_argument_named(arg: str, value: int) ->
 
 def test_repr_shows_fill_levels() -> None:
     assert "entries=0/10" in repr(MemoryBackend(max_entries=10))
+
+
+def test_threads_sharing_a_tier_never_raise_and_keep_its_accounting_exact() -> None:
+    """Event loops in several threads may share a preset cache's memory tier."""
+    import sys
+    import threading
+
+    from memo.backends.memory import ENTRY_OVERHEAD
+
+    tier = MemoryBackend(max_entries=50, max_bytes=20_000)
+    errors: list[BaseException] = []
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(20_000):
+                key, roll = f"memo:t:{rng.randrange(80)}", rng.random()
+                if roll < 0.5:
+                    tier.get_local(key)
+                elif roll < 0.9:
+                    tier.set_local(key, b"x" * rng.randrange(10, 400), 60_000)
+                elif roll < 0.95:
+                    tier.discard(key)
+                elif roll < 0.98:
+                    asyncio.run(tier.scan_keys("memo:t:1*", 10))
+                else:
+                    asyncio.run(tier.delete_pattern("memo:t:7*"))
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert [] == errors
+    assert len(tier) <= 50
+    entries = list(tier._data.items())
+    assert tier.bytes_used == sum(len(k) + len(v) + ENTRY_OVERHEAD for k, (v, _) in entries)

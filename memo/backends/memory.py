@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +21,18 @@ __all__ = ["MemoryBackend"]
 #: deadline float): an estimate, so that many tiny values still respect ``max_bytes``.
 ENTRY_OVERHEAD = 64
 
+_LIVE_TIERS: weakref.WeakSet[MemoryBackend] = weakref.WeakSet()
+
+
+def _new_locks_in_child() -> None:
+    # A lock held by another thread at fork() would stay held forever in the child.
+    for tier in list(_LIVE_TIERS):
+        tier._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
+
 
 class MemoryBackend(Backend):
     """Bytes in this process's memory, bounded by entries and bytes, LRU-evicted.
@@ -27,6 +42,10 @@ class MemoryBackend(Backend):
     otherwise age out through LRU eviction. ``max_ttl_ms`` caps every entry's lifetime (a
     tier in front of Redis uses it so that it never serves a value for long without
     Redis's word on it).
+
+    Safe to share between threads (event loops in several threads): changes to the
+    entries and the byte count happen under a lock, while a hit takes none (a lock
+    would cost a tenth of a hit), and tolerates an entry vanishing under it.
     """
 
     name = "memory"
@@ -51,6 +70,8 @@ class MemoryBackend(Backend):
         # key -> (value, deadline in clock seconds); order = recency, oldest first.
         self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
+        _LIVE_TIERS.add(self)
 
     # ------------------------------------------------------------------ reads
 
@@ -59,9 +80,12 @@ class MemoryBackend(Backend):
         if item is None:
             return None
         if self._clock() >= item[1]:
-            self._remove(key)
+            self.discard(key)
             return None
-        self._data.move_to_end(key)
+        try:  # noqa: SIM105 - suppress() would cost a context manager per hit
+            self._data.move_to_end(key)
+        except KeyError:  # removed by another thread since the get: still a hit
+            pass
         return item[0]
 
     async def get(self, key: str) -> bytes | None:
@@ -76,7 +100,7 @@ class MemoryBackend(Backend):
             return None
         remaining = item[1] - self._clock()
         if remaining <= 0:
-            self._remove(key)
+            self.discard(key)
             return None
         return max(1, math.ceil(remaining * 1000 - 1e-6))
 
@@ -87,15 +111,17 @@ class MemoryBackend(Backend):
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         if self.max_ttl_ms is not None and ttl_ms > self.max_ttl_ms:
             ttl_ms = self.max_ttl_ms
-        self._remove(key)  # never leave an older value readable, even if this one won't fit
         size = len(key) + len(value) + ENTRY_OVERHEAD
-        if size > self.max_bytes:
-            return
-        self._data[key] = (value, self._clock() + ttl_ms / 1000.0)
-        self._bytes += size
-        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
-            old_key, (old_value, _) = self._data.popitem(last=False)
-            self._bytes -= len(old_key) + len(old_value) + ENTRY_OVERHEAD
+        deadline = self._clock() + ttl_ms / 1000.0
+        with self._lock:
+            self._remove(key)  # never leave an older value readable, even if this won't fit
+            if size > self.max_bytes:
+                return
+            self._data[key] = (value, deadline)
+            self._bytes += size
+            while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+                old_key, (old_value, _) = self._data.popitem(last=False)
+                self._bytes -= len(old_key) + len(old_value) + ENTRY_OVERHEAD
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         self.set_local(key, value, ttl_ms)
@@ -105,6 +131,7 @@ class MemoryBackend(Backend):
             self.set_local(key, value, ttl_ms)
 
     def _remove(self, key: str) -> bool:
+        """Remove ``key``; the caller holds the lock."""
         item = self._data.pop(key, None)
         if item is None:
             return False
@@ -113,18 +140,21 @@ class MemoryBackend(Backend):
 
     def discard(self, key: str) -> None:
         """Remove ``key`` if present (sync, for tiers composing this one)."""
-        self._remove(key)
+        with self._lock:
+            self._remove(key)
 
     def clear_local(self) -> None:
         """Remove every entry (sync)."""
-        self._data.clear()
-        self._bytes = 0
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
 
     async def delete(self, key: str) -> bool:
-        item = self._data.get(key)
-        alive = item is not None and self._clock() < item[1]
-        self._remove(key)
-        return alive
+        now = self._clock()
+        with self._lock:
+            item = self._data.get(key)
+            self._remove(key)
+        return item is not None and now < item[1]
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         removed = 0
@@ -136,16 +166,22 @@ class MemoryBackend(Backend):
         match = compile_glob(pattern).fullmatch
         now = self._clock()
         removed = 0
-        for key in [k for k in self._data if match(k)]:
-            removed += self._data[key][1] > now
-            self._remove(key)
+        with self._lock:
+            # list() copies in one step; iterating the dict itself could meet a hit's
+            # move_to_end from another thread ("mutated during iteration").
+            for key in [k for k in list(self._data) if match(k)]:
+                item = self._data.get(key)
+                removed += item is not None and item[1] > now
+                self._remove(key)
         return removed
 
     async def scan_keys(self, pattern: str, limit: int) -> list[str]:
         match = compile_glob(pattern).fullmatch
         now = self._clock()
         found: list[str] = []
-        for key, item in self._data.items():
+        with self._lock:
+            entries = list(self._data.items())
+        for key, item in entries:
             if len(found) >= limit:
                 break
             if item[1] > now and match(key):
