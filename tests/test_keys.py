@@ -582,6 +582,7 @@ def test_remembered_flat_options_give_the_keys_a_fresh_derivation_gives(
         for remembered in (first, second, options):
             ai_key(operation="summarize", text="t", options=remembered)
         assert fresh == ai_key(operation="summarize", text="t", options=options)
+
     def material(o: dict[str, Any]) -> bytes:
         return canonical(normalize_options(o), text_hash_threshold=1000)
 
