@@ -36,6 +36,7 @@ import struct
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any, NamedTuple, TypeVar, overload
 
 import lz4.block
@@ -240,6 +241,78 @@ def _checked_header(data: bytes) -> tuple[int, int, int, int]:
     return flags, created, fresh, compute
 
 
+#: Types whose values nobody can change: a decoded one may be handed out as it is.
+_FROZEN_TYPES = frozenset(
+    {str, int, float, bool, type(None), bytes, Decimal, uuid.UUID}
+    | {dt.datetime, dt.date, dt.time, dt.timedelta}
+)
+#: Memory-tier envelopes whose decoded values are remembered, at most, per codec, and
+#: the largest envelope remembered: at most 4 MiB of envelopes (and their copies).
+_REMEMBERED_VALUES, _REMEMBERED_MAX_BYTES = 4096, 1024
+
+
+def _frozen(value: Any) -> bool:
+    t = type(value)
+    if t in _FROZEN_TYPES:
+        return True
+    if t is tuple or t is frozenset:
+        return all(map(_frozen, value))
+    return False
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _copier(value: Any, depth: int = 3) -> Callable[[Any], Any] | None:
+    """How to hand out an independent copy of ``value`` quickly, if there is a way.
+
+    Frozen values are handed out as they are. Dicts, lists and sets are copied level by
+    level down to their frozen items, for up to ``depth`` levels (``{"roles": ["a"]}``,
+    a list of flat records). Anything else (deeper nesting, registered classes) has no
+    quick way: msgpack decodes it afresh, which is about as cheap.
+    """
+    t = type(value)
+    if _frozen(value):
+        return _same
+    if depth == 0:
+        return None
+    if t is set:
+        return set.copy if all(map(_frozen, value)) else None
+    if t is dict:
+        inner: list[tuple[Any, Callable[[Any], Any]]] = []
+        for k, v in value.items():
+            if not _frozen(k):
+                return None
+            copy = _copier(v, depth - 1)
+            if copy is None:
+                return None
+            if copy is not _same:
+                inner.append((k, copy))
+        if not inner:
+            return dict.copy
+        return partial(_copy_dict, parts=tuple(inner))
+    if t is list:
+        copies = [_copier(v, depth - 1) for v in value]
+        if any(c is None for c in copies):
+            return None
+        if all(c is _same for c in copies):
+            return list.copy
+        return partial(_copy_list, copies=tuple(copies))
+    return None
+
+
+def _copy_dict(template: dict[Any, Any], parts: tuple[tuple[Any, Any], ...]) -> dict[Any, Any]:
+    out = template.copy()
+    for key, copy in parts:
+        out[key] = copy(out[key])
+    return out
+
+
+def _copy_list(template: list[Any], copies: tuple[Any, ...]) -> list[Any]:
+    return [copy(item) for copy, item in zip(copies, template, strict=True)]
+
+
 class Codec:
     """Encodes values into envelopes and decodes them back.
 
@@ -279,6 +352,10 @@ class Codec:
         # never shared: a nested pack from _default, or another thread, takes another.
         self._packers: list[Any] = []
         self._hook = self._ext_hook  # one bound method, not one per decode
+        # Envelope bytes -> (a private decoded copy, how to copy it) for memory-tier
+        # hits: decoding is a pure function of the bytes, so equal bytes may share it.
+        self._remembered: dict[bytes, tuple[Any, Callable[[Any], Any]]] = {}
+        self._seen_once: set[bytes] = set()
 
     def __repr__(self) -> str:
         return (
@@ -418,6 +495,40 @@ class Codec:
             if flags & _COMPRESSED:
                 body = self._decompress(body)
         return self._unpack_body(body)
+
+    def decode_local(self, data: bytes) -> Any:
+        """``decode_value``, remembering small values that can be copied quickly.
+
+        The memory tier hands back the very bytes object it stored, whose hash Python
+        keeps, so finding a remembered value is one dict lookup. What is handed out is
+        always a copy (or a value nobody can change), never the remembered one.
+        """
+        found = self._remembered.get(data)
+        if found is not None:
+            return found[1](found[0])
+        size = len(data)
+        if size > _REMEMBERED_MAX_BYTES or data[3] & _COMPRESSED:
+            # Large or compressed: its copy would cost memory, and decoding dominates.
+            return self.decode_value(data)
+        seen = self._seen_once
+        if data not in seen:
+            # Only a second hit earns examination and a remembered copy. Noting the
+            # first apart keeps a stream of distinct keys (a long tail, or a cache far
+            # larger than this table) from pushing the hot values out.
+            if len(seen) >= _REMEMBERED_VALUES:
+                seen.clear()
+            seen.add(data)
+            return self.decode_value(data)
+        seen.discard(data)
+        value = self.decode_value(data)
+        copy = _copier(value)
+        if len(self._remembered) >= _REMEMBERED_VALUES:
+            self._remembered.clear()
+        if copy is None:  # decoded afresh at each hit, without examining it again
+            self._remembered[data] = (data, self.decode_value)
+        else:
+            self._remembered[data] = (copy(value), copy)
+        return value
 
     def decode_meta(self, data: bytes) -> tuple[int, int, int]:
         """(created_ms, fresh_until_ms, compute_us) of an envelope, its body not decoded.

@@ -154,7 +154,7 @@ class _Plan:
     def _bind(self, cache: Cache) -> Cache:
         self.cache = cache
         self.decode: Callable[[bytes], Any] = cache._codec.decode
-        self.decode_local: Callable[[bytes], Any] = cache._codec.decode_value
+        self.decode_local: Callable[[bytes], Any] = cache._codec.decode_local
         self.ai_off = self.operation is not None and getattr(cache, "ai_enabled", True) is False
         if self._rekey is not None:
             threshold = getattr(cache, "text_hash_threshold", 1000)

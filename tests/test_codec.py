@@ -627,3 +627,54 @@ def test_one_codec_encodes_from_many_threads_at_once() -> None:
     for thread in threads:
         thread.join()
     assert [] == failures
+
+
+def _mutate_everywhere(obj: Any) -> None:
+    """Change every mutable container reachable from ``obj`` (what a careless caller does)."""
+    if isinstance(obj, dict):
+        for v in list(obj.values()):
+            _mutate_everywhere(v)
+        obj["__mutated__"] = True
+    elif isinstance(obj, list):
+        for v in obj:
+            _mutate_everywhere(v)
+        obj.append("__mutated__")
+    elif isinstance(obj, set):
+        obj.add("__mutated__")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _mutate_everywhere(getattr(obj, f.name))
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values)
+def test_memory_hits_are_independent_copies_however_often_they_are_remembered(
+    value: Any,
+) -> None:
+    codec = Codec()
+    data = codec.encode(value, **META)
+    for _ in range(3):
+        out = codec.decode_local(data)
+        assert same(value, out), (value, out)
+        _mutate_everywhere(out)
+    assert same(value, codec.decode_local(bytes(data)))  # equal bytes, another object
+
+
+def test_only_small_quickly_copied_values_are_remembered() -> None:
+    codec = Codec()
+    flat = codec.encode({"id": 1, "tags": ("a",), "roles": ["admin"]}, **META)
+    nested = codec.encode({"a": [{"b": [1]}]}, **META)  # four levels: decoded afresh
+    for data in (flat, nested):
+        codec.decode_local(data)
+        assert data in codec._seen_once and data not in codec._remembered  # only noted
+        codec.decode_local(data)
+    assert codec._remembered[nested][0] is nested  # decoded afresh at each hit
+    assert codec._remembered[flat][0] == {"id": 1, "tags": ("a",), "roles": ["admin"]}
+    first, second = codec.decode_local(flat), codec.decode_local(flat)
+    assert first == second and first is not second and first["roles"] is not second["roles"]
+
+    compressed = codec.encode("x" * 10_000, **META)
+    large = Codec(compression_threshold=10**6).encode(list(range(2000)), **META)
+    for data in (compressed, large, compressed, large):
+        assert codec.decode_local(data) == codec.decode_value(data)
+    assert {flat, nested} == set(codec._remembered) and not codec._seen_once  # never held
