@@ -13,17 +13,7 @@ import pytest
 import memo
 from memo import MISSING, ConfigError, InMemoryCache, KeyDerivationError, ai_cached, cached
 from memo.testing import FakeClock
-
-
-class Counter:
-    """Counts calls of the functions under test."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self) -> int:
-        self.calls += 1
-        return self.calls
+from tests._counting import Counter
 
 
 async def test_a_second_call_is_served_from_the_cache(cache: InMemoryCache) -> None:

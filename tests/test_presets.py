@@ -14,21 +14,13 @@ import memo
 from memo import PRESETS, AIResponseCache, ConfigError, GenericRedisCache, NullCache, cached
 from memo._slots import built_caches, preset_slot
 from memo.redis_cache import RedisBackend
+from tests._counting import Counter
 
 
 @pytest.fixture(autouse=True)
 async def _close_preset_caches() -> AsyncIterator[None]:
     yield
     await memo.aclose_all()
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self) -> int:
-        self.calls += 1
-        return self.calls
 
 
 async def test_decorating_builds_nothing_and_reads_no_environment(
