@@ -83,3 +83,15 @@ __all__ = [
     "register_type",
     "release_connections",
 ]
+
+#: FastAPI helpers, importable from ``memo`` as the usage guide does, loaded on first use
+#: so that ``import memo`` never needs FastAPI (they are not in ``__all__`` for that reason).
+_FASTAPI_NAMES = frozenset({"cache_lifespan", "get_ai_cache_service", "get_web_cache_service"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _FASTAPI_NAMES:
+        from memo.integrations import fastapi
+
+        return getattr(fastapi, name)
+    raise AttributeError(f"module 'memo' has no attribute {name!r}")

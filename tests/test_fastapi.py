@@ -153,3 +153,14 @@ async def test_factory_options_and_an_inner_lifespan() -> None:
     async with running(app) as client:
         assert (await client.get("/ttl")).json() == [120_000, "memo:shop:"]
     assert events == ["start", "stop, cache open: True"]
+
+
+def test_the_dependencies_import_from_memo_itself() -> None:
+    from memo import cache_lifespan as lifespan
+    from memo import get_ai_cache_service, get_web_cache_service
+
+    assert lifespan is cache_lifespan
+    assert get_web_cache_service is memo.integrations.fastapi.get_web_cache_service
+    assert callable(get_ai_cache_service)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        memo.nope  # noqa: B018
