@@ -31,6 +31,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -85,7 +86,7 @@ class Output:
         if self.as_json:
             json.dump(document, self.out, indent=2, default=_jsonable, sort_keys=True)
             self.out.write("\n")
-        else:
+        elif text:
             self.out.write(text.rstrip("\n") + "\n")
 
     def note(self, message: str) -> None:
@@ -154,7 +155,15 @@ def _build(args: argparse.Namespace) -> Cache:
         changes["redis_url"] = args.redis_url
     if args.namespace is not None:
         changes["namespace"] = args.namespace
-    return build_cache(config.replace(**changes))
+    # The tool says itself when it has no Redis URL; the library's own warning about a
+    # memory-only cache would repeat it.
+    library_log = logging.getLogger("memo")
+    level = library_log.level
+    library_log.setLevel(logging.ERROR)
+    try:
+        return build_cache(config.replace(**changes))
+    finally:
+        library_log.setLevel(level)
 
 
 def _where(cache: Cache) -> str:

@@ -197,3 +197,9 @@ def test_without_a_redis_url_it_works_on_memory_and_says_so(
     assert 0 == main(["health"])
     captured = capsys.readouterr()
     assert captured.out.startswith("healthy") and "no Redis URL" in captured.err
+
+
+def test_without_a_redis_url_the_script_says_so_once_and_prints_nothing_on_a_miss() -> None:
+    result = run("get", "absent")
+    assert 1 == result.returncode and "" == result.stdout
+    assert 1 == result.stderr.count("no Redis URL") and "redis_url given" not in result.stderr
