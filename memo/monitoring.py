@@ -43,9 +43,12 @@ _UNITS = {
     "memory_warning": "bytes",
     "memory_critical": "bytes",
     "hit_ratio_warning": "a fraction from 0 to 1",
-    "hit_ratio_min_reads": "reads, a whole number",
+    "hit_ratio_min_reads": "reads",
     "operation_slow": "seconds",
 }
+# Byte and read counts: a fraction here is a mistake (0.8 meant as "80% full"), not a
+# threshold of less than one byte.
+_WHOLE_NUMBERS = frozenset({"memory_warning", "memory_critical", "hit_ratio_min_reads"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,16 @@ class CachePerformanceMonitor:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not ok or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"thresholds[{name!r}]={value!r}: {_UNITS[name]}, above 0")
+            if name in _WHOLE_NUMBERS and value != int(value):
+                raise ConfigError(
+                    f"thresholds[{name!r}]={value!r}: {_UNITS[name]}, a whole number; "
+                    + (
+                        "memory thresholds are byte counts such as 50_000_000 (50 MB), "
+                        "not fractions of the memory tier"
+                        if name.startswith("memory_")
+                        else "pass an int such as 100"
+                    )
+                )
             merged[name] = value
         if merged["hit_ratio_warning"] > 1:
             raise ConfigError(

@@ -40,6 +40,9 @@ def test_the_defaults_are_the_guide_figures_and_configuring_keeps_the_rest() -> 
         ({"operation_slow": 0}, "'operation_slow'"),
         ({"operation_slow": float("nan")}, "'operation_slow'"),
         ({"memory_warning": True}, "'memory_warning'"),
+        ({"memory_warning": 0.8}, "'memory_warning'.*byte counts such as 50_000_000"),
+        ({"memory_critical": 1.5e8 + 0.5}, "'memory_critical'.*whole number"),
+        ({"hit_ratio_min_reads": 10.5}, "'hit_ratio_min_reads'.*whole number"),
         ({"memory_warning": 10, "memory_critical": 5}, "memory_critical.*below"),
     ],
 )
