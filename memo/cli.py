@@ -40,10 +40,9 @@ from typing import Any, TextIO
 from uuid import UUID
 
 from memo._presets import PRESET_VALUES
-from memo._sentinel import MISSING
 from memo.cache import Cache
 from memo.config import config_from_env
-from memo.exceptions import BackendError, ConfigError
+from memo.exceptions import BackendError, ConfigError, DecodeError
 from memo.factory import build_cache
 
 __all__ = ["main"]
@@ -213,16 +212,45 @@ async def _keys(cache: Cache, out: Output, args: argparse.Namespace) -> int:
 
 
 async def _get(cache: Cache, out: Output, args: argparse.Namespace) -> int:
-    value = await cache.get(args.key, MISSING)
-    if value is MISSING:
+    # Straight from the backend, not through cache.get(): an operator looking at a key
+    # must see a stale value or bytes memo cannot read, and looking must change nothing
+    # (a read through the cache deletes corrupt bytes).
+    data = await cache._backend.get(cache._full(args.key))
+    if data is None:
         out.result({"key": args.key, "found": False}, "")
         out.note(f"no value stored under {args.key!r} in {_where(cache)}")
         return NOT_FOUND
     ttl = await cache.ttl(args.key)
-    document = {"key": args.key, "found": True, "ttl": ttl, "value": value}
-    pretty = json.dumps(value, indent=2, default=_jsonable, ensure_ascii=False)
-    ttl_text = "no expiry" if ttl is None else f"{ttl:.1f} s left"
-    out.result(document, f"{pretty}\n({type(value).__name__}, {ttl_text})")
+    try:
+        entry = cache._codec.decode(data)
+    except DecodeError as exc:
+        document = {
+            "key": args.key,
+            "found": True,
+            "decoded": False,
+            "bytes": len(data),
+            "error": str(exc),
+            "ttl": ttl,
+        }
+        out.result(document, f"{len(data)} bytes that memo cannot decode: {exc}")
+        out.note(f"left in place; `memo invalidate {args.key} --yes` deletes it")
+        return NOT_FOUND
+    fresh_for = (entry.fresh_until_ms - cache._wall.now_ms()) / 1000.0
+    document = {
+        "key": args.key,
+        "found": True,
+        "decoded": True,
+        "fresh": fresh_for > 0,
+        "ttl": ttl,
+        "value": entry.value,
+    }
+    pretty = json.dumps(entry.value, indent=2, default=_jsonable, ensure_ascii=False)
+    if fresh_for > 0:
+        age = f"fresh for {fresh_for:.1f} s"
+    else:
+        age = f"stale for {-fresh_for:.1f} s (served only as a stale value)"
+    kept = "no expiry" if ttl is None else f"stored for {ttl:.1f} s more"
+    out.result(document, f"{pretty}\n({type(entry.value).__name__}, {age}, {kept})")
     return OK
 
 

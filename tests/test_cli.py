@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,40 @@ async def test_get_prints_the_decoded_value_and_says_when_there_is_none(
 
     shown = run("get", "session:abc", url=redis_server.url)
     assert 0 == shown.returncode, shown.stderr
-    assert '"user_id": 123' in shown.stdout and "s left" in shown.stdout
+    assert '"user_id": 123' in shown.stdout and "fresh for" in shown.stdout
     document = json.loads(run("--json", "get", "session:abc", url=redis_server.url).stdout)
     assert {"user_id": 123, "tags": ["a", "b"], "raw": {"base64": "AA=="}} == document["value"]
     assert 590 < document["ttl"] <= 600
     missing = run("get", "session:nope", url=redis_server.url)
     assert 1 == missing.returncode and "no value stored under 'session:nope'" in missing.stderr
+
+
+async def test_get_shows_a_stale_value_and_leaves_bytes_it_cannot_decode_in_place(
+    redis_server: RedisServer,
+) -> None:
+    cache = await seed(redis_server.url)
+    now_ms = int(time.time() * 1000)
+    stale = cache._codec.encode("old", created_ms=now_ms - 60_000, fresh_until_ms=now_ms - 5_000)
+    await cache.aclose()
+    client = redis_server.client()
+    client.set("memo:default:report", stale, px=600_000)
+    client.set("memo:default:foreign", b"written by another tool", px=600_000)
+
+    shown = run("get", "report", url=redis_server.url)
+    assert 0 == shown.returncode, shown.stderr
+    assert '"old"' in shown.stdout and "stale for" in shown.stdout
+    document = json.loads(run("--json", "get", "report", url=redis_server.url).stdout)
+    assert (True, False, "old") == (document["found"], document["fresh"], document["value"])
+
+    foreign = run("get", "foreign", url=redis_server.url)
+    assert 1 == foreign.returncode
+    assert "23 bytes that memo cannot decode" in foreign.stdout
+    assert "left in place" in foreign.stderr
+    described = json.loads(run("--json", "get", "foreign", url=redis_server.url).stdout)
+    assert (True, False, 23) == (described["found"], described["decoded"], described["bytes"])
+    # Looking changed nothing: both keys are still there, byte for byte.
+    assert b"written by another tool" == client.get("memo:default:foreign")
+    assert stale == client.get("memo:default:report")
 
 
 async def test_invalidate_deletes_what_it_counts_and_asks_first(
