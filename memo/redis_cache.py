@@ -63,6 +63,9 @@ class GenericRedisCache(Cache):
         max_connections: the pool's size; callers wait (within the deadline) for a
             free connection rather than fail.
         use_tls, ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS settings.
+        invalidation_channel: announce this cache's writes on Redis pub/sub and drop
+            what other processes announce from the memory tier (default True). Turn it
+            off only where no other process keeps a memory tier of the same keys.
         Other arguments as for ``Cache``.
     """
 
@@ -87,6 +90,7 @@ class GenericRedisCache(Cache):
         ssl_keyfile: str | None = None,
         max_value_size: int = 1024 * 1024,
         signing_key: bytes | str | None = None,
+        invalidation_channel: bool = True,
         clock: Clock = time.monotonic,
     ) -> None:
         if redis_url is None:
@@ -120,7 +124,13 @@ class GenericRedisCache(Cache):
                 ssl_keyfile=ssl_keyfile,
                 clock=clock,
             )
-            backend = TieredBackend(memory, self.redis, memory_reads=enable_memory_cache)
+            self.redis.announce = invalidation_channel
+            backend = TieredBackend(
+                memory,
+                self.redis,
+                memory_reads=enable_memory_cache,
+                listen=invalidation_channel,
+            )
         super().__init__(
             backend,
             namespace=namespace,
@@ -132,6 +142,7 @@ class GenericRedisCache(Cache):
             clock=clock,
         )
         self.enable_memory_cache = enable_memory_cache
+        self.invalidation_channel = invalidation_channel
         self.fail_on_connection_error = fail_on_connection_error
         self._strict_writes = fail_on_connection_error
 
@@ -143,11 +154,15 @@ class GenericRedisCache(Cache):
         """
         if self.redis is None:
             return True
-        if await self.redis.ping():
-            return True
         backend = self._backend
+        if await self.redis.ping():
+            if isinstance(backend, TieredBackend):
+                # The memory tier is read only once the invalidation channel is
+                # confirmed; waiting here (briefly) lets the first calls use it.
+                await backend.start_listening(self.redis.connect_timeout)
+            return True
         if isinstance(backend, TieredBackend):
-            backend.remote_down = True
+            backend.mark_remote_down()
         if self.fail_on_connection_error:
             raise BackendUnavailable(
                 f"Redis at {self.redis.masked_url} does not answer: start it, fix "
@@ -170,8 +185,20 @@ class GenericRedisCache(Cache):
                 "url": self.redis.masked_url,
                 "circuit": self.redis.breaker.state,
                 "latency_ms": self.redis.latency.summary(),
+                "invalidation": self._invalidation_stats(),
             }
         return out
+
+    def _invalidation_stats(self) -> dict[str, Any]:
+        backend = self._backend
+        listener = backend.listener if isinstance(backend, TieredBackend) else None
+        assert self.redis is not None
+        return {
+            "channel": self.redis.invalidation_channel if self.invalidation_channel else None,
+            "announcing": self.redis.announce,
+            "listening": listener is not None and listener.trusted,
+            "reconnects": listener.reconnects if listener is not None else 0,
+        }
 
     async def health_check(self) -> dict[str, Any]:
         if self.redis is None:

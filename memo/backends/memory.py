@@ -163,6 +163,10 @@ class MemoryBackend(Backend):
         return removed
 
     async def delete_pattern(self, pattern: str) -> int:
+        return self.discard_pattern(pattern)
+
+    def discard_pattern(self, pattern: str) -> int:
+        """Remove the keys matching a glob (sync); how many of them were still fresh."""
         match = compile_glob(pattern).fullmatch
         now = self._clock()
         removed = 0

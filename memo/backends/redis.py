@@ -23,6 +23,7 @@ per primary and per slot).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -43,16 +44,36 @@ from memo._clock import Clock
 from memo._secrets import mask_url
 from memo._urls import check_redis_url
 from memo.backends.base import Backend
+from memo.backends.invalidation import (
+    encode_keys,
+    encode_pattern,
+    stop_listeners_of_running_loop,
+)
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker, DeadlineWatchdog, run_with_deadline
 from memo.stats import LatencyWindow
 
 __all__ = ["RedisBackend"]
 
+_log = logging.getLogger("memo")
+
 T = TypeVar("T")
 
 _SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500
+
+
+def _database_of(url: str) -> str:
+    """The database number of a Redis URL (path ``/3`` or, for sockets, ``?db=3``)."""
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    if parts.scheme != "unix" and path.isdigit():
+        return path
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "db" and value.isdigit():
+            return value
+    return "0"
 
 
 def _no_retry() -> Retry:
@@ -76,6 +97,7 @@ class _ReadBatch:
 
 async def release_loop_connections() -> None:
     """Close the running loop's connections of every Redis backend (see ``release_loop``)."""
+    await stop_listeners_of_running_loop()
     for backend in list(_LIVE_BACKENDS):
         await backend.release_loop()
 
@@ -144,6 +166,11 @@ class RedisBackend(Backend):
         self._clock = clock
         self.latency = LatencyWindow()
         self.connected = False
+        # Writes are announced on this channel (with this backend's origin, so that its
+        # own memory tier can skip them) when ``announce`` is on; see invalidation.py.
+        self.origin = os.urandom(8)
+        self.invalidation_channel = f"memo:invalidations:{_database_of(url)}"
+        self.announce = False
         # Builds the client of one event loop; the default reads the URL. The seam where
         # Sentinel and Cluster clients (and fakeredis in unit tests) come in.
         self._client_factory = client_factory or self._client_from_url
@@ -354,7 +381,17 @@ class RedisBackend(Backend):
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
-        await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
+        if not self.announce:
+            await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
+            return
+
+        async def set_and_announce(c: aioredis.Redis) -> None:
+            async with c.pipeline(transaction=False) as pipe:
+                pipe.set(key, value, px=ttl_ms)
+                pipe.publish(self.invalidation_channel, encode_keys(self.origin, (key,)))
+                await self._execute_announced(pipe)
+
+        await self._run("SET+PUBLISH", set_and_announce)
 
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
         if ttl_ms <= 0:
@@ -366,19 +403,74 @@ class RedisBackend(Backend):
             async with c.pipeline(transaction=False) as pipe:
                 for key, value in items.items():
                     pipe.set(key, value, px=ttl_ms)
-                await pipe.execute()
+                if not self.announce:
+                    await pipe.execute()
+                    return
+                pipe.publish(self.invalidation_channel, encode_keys(self.origin, list(items)))
+                await self._execute_announced(pipe)
 
         await self._run("SET (pipelined)", pipeline)
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._run("UNLINK", lambda c: c.unlink(key)))
+        return bool(await self._unlink([key], announce=self.announce))
 
     async def delete_many(self, keys: Sequence[str]) -> int:
+        return await self._unlink(keys, announce=self.announce)
+
+    async def _unlink(self, keys: Sequence[str], *, announce: bool) -> int:
+        """UNLINK in chunks; each chunk announced in its own round trip when asked."""
         removed = 0
         for start in range(0, len(keys), _UNLINK_CHUNK):
             chunk = list(keys[start : start + _UNLINK_CHUNK])
-            removed += await self._run("UNLINK", lambda c, ks=chunk: c.unlink(*ks))  # type: ignore[misc]
+            if not announce:
+                removed += await self._run("UNLINK", lambda c, ks=chunk: c.unlink(*ks))  # type: ignore[misc]
+                continue
+
+            async def unlink_and_announce(c: aioredis.Redis, ks: list[str] = chunk) -> int:
+                async with c.pipeline(transaction=False) as pipe:
+                    pipe.unlink(*ks)
+                    pipe.publish(self.invalidation_channel, encode_keys(self.origin, ks))
+                    (count,) = await self._execute_announced(pipe)
+                    return int(count)
+
+            removed += await self._run("UNLINK+PUBLISH", unlink_and_announce)
         return removed
+
+    async def _execute_announced(self, pipe: Any) -> list[Any]:
+        """Run a pipeline ending in PUBLISH; the writes' results. A refused PUBLISH (an
+        ACL without it, say) does not fail the write: announcing stops, once, loudly."""
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        written, published = results[:-1], results[-1]
+        for result in written:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(published, Exception):
+            self._announcing_refused(published)
+        return written
+
+    def _announcing_refused(self, exc: Exception) -> None:
+        if self.announce:
+            self.announce = False
+            _log.warning(
+                "memo: Redis at %s refused PUBLISH on %s (%s): other processes' memory "
+                "tiers will not hear of this process's writes and keep their copies for "
+                "up to memory_max_ttl; allow PUBLISH on that channel, or set "
+                "invalidation_channel=False where memory tiers are not shared",
+                self.masked_url,
+                self.invalidation_channel,
+                self._scrub(f"{type(exc).__name__}: {exc}"),
+            )
+
+    async def _announce_pattern(self, pattern: str) -> None:
+        message = encode_pattern(self.origin, pattern)
+        try:
+            await self._run("PUBLISH", lambda c: c.publish(self.invalidation_channel, message))
+        except BackendUnavailable:
+            raise
+        except BackendTimeout:
+            raise
+        except BackendError as exc:  # the server answered with an error: refused
+            self._announcing_refused(exc)
 
     async def _scan(self, pattern: str) -> AsyncGenerator[list[str], None]:
         """The keys matching ``pattern``, a SCAN batch at a time (never KEYS, which
@@ -396,10 +488,13 @@ class RedisBackend(Backend):
                 return
 
     async def delete_pattern(self, pattern: str) -> int:
-        """SCAN + UNLINK, batch by batch."""
+        """SCAN + UNLINK, batch by batch; then the pattern is announced once, so that
+        other memory tiers also drop copies of keys Redis no longer holds."""
         removed = 0
         async for keys in self._scan(pattern):
-            removed += await self.delete_many(keys)
+            removed += await self._unlink(keys, announce=False)
+        if self.announce:
+            await self._announce_pattern(pattern)
         return removed
 
     async def scan_keys(self, pattern: str, limit: int) -> list[str]:

@@ -11,6 +11,10 @@ trusted again, because other processes may have written the remote meanwhile.
 
 With ``memory_reads=False`` (``enable_memory_cache=False``) the memory tier is an outage
 tier only: untouched while the remote answers.
+
+With ``listen=True`` over a ``RedisBackend``, the memory tier hears what other processes
+write through the invalidation channel (see invalidation.py), and is neither read nor
+filled while that channel cannot vouch for it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from memo.backends.base import Backend
+from memo.backends.invalidation import InvalidationListener
 from memo.backends.memory import MemoryBackend
+from memo.backends.redis import RedisBackend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
 
 __all__ = ["TieredBackend"]
@@ -32,18 +38,52 @@ class TieredBackend(Backend):
     name = "tiered"
 
     def __init__(
-        self, memory: MemoryBackend, remote: Backend, *, memory_reads: bool = True
+        self,
+        memory: MemoryBackend,
+        remote: Backend,
+        *,
+        memory_reads: bool = True,
+        listen: bool = False,
+        heartbeat: float = 1.0,
     ) -> None:
         self.memory = memory
         self.remote = remote
         self.memory_reads = memory_reads
         self.remote_down = False
+        self.listener: InvalidationListener | None = None
+        if listen and memory_reads and isinstance(remote, RedisBackend):
+            self.listener = InvalidationListener(
+                remote,
+                on_keys=self._drop_keys,
+                on_pattern=self._drop_pattern,
+                on_trust=self._trust,
+                heartbeat=heartbeat,
+            )
+        # False while the invalidation channel may have missed a write: memory is then
+        # neither read nor filled (it is flushed before it is trusted again).
+        self._channel_trusted = self.listener is None
+        # Moves with every invalidation heard and every change of trust; a remote read
+        # that began under an older generation may carry a value just invalidated.
+        self._generation = 0
+        self._refresh()
 
-    # -- outage bookkeeping
+    # -- outage and channel bookkeeping
+
+    def _refresh(self) -> None:
+        # One attribute for the synchronous hit path (get_local) to read.
+        self._memory_first = self.memory_reads and self._channel_trusted and not self.remote_down
+        self._serve_memory = self._memory_first or self.remote_down
 
     def _failed(self, exc: BackendError) -> None:
-        if isinstance(exc, _OUTAGE):
+        if isinstance(exc, _OUTAGE) and not self.remote_down:
             self.remote_down = True
+            self._refresh()
+
+    def mark_remote_down(self) -> None:
+        """The remote did not answer a check: serve from memory until it does."""
+        if not self.remote_down:
+            self.remote_down = True
+            self._refresh()
 
     def _answered(self) -> None:
         if self.remote_down:
@@ -51,22 +91,56 @@ class TieredBackend(Backend):
             # processes wrote to the remote meanwhile.
             self.remote_down = False
             self.memory.clear_local()
+            self._refresh()
 
     def _memory_in_use(self) -> bool:
-        return self.memory_reads or self.remote_down
+        return self._serve_memory
+
+    def _fills_memory(self) -> bool:
+        return self.memory_reads and self._channel_trusted
+
+    def _trust(self, trusted: bool) -> None:
+        self._generation += 1
+        self._channel_trusted = trusted
+        self._refresh()
+
+    def _drop_keys(self, keys: list[str]) -> None:
+        self._generation += 1
+        for key in keys:
+            self.memory.discard(key)
+
+    def _drop_pattern(self, pattern: str) -> None:
+        self._generation += 1
+        if pattern == "*":
+            self.memory.clear_local()
+        else:
+            self.memory.discard_pattern(pattern)
+
+    def _listen(self) -> None:
+        if self.listener is not None:
+            self.listener.ensure_running()
+
+    async def start_listening(self, timeout: float) -> bool:
+        """Subscribe now and wait up to ``timeout`` s; True once the channel is trusted
+        (always True without a listener)."""
+        if self.listener is None:
+            return True
+        return await self.listener.wait_trusted(timeout)
 
     # -- reads
 
     def get_local(self, key: str) -> bytes | None:
-        if self.memory_reads or self.remote_down:
+        if self._serve_memory:
             return self.memory.get_local(key)
         return None
 
     async def get(self, key: str) -> bytes | None:
-        if self.memory_reads and not self.remote_down:
+        self._listen()
+        if self._memory_first:
             data = self.memory.get_local(key)
             if data is not None:
                 return data
+        generation = self._generation
         # In an outage the remote is still asked first (its circuit breaker makes that a
         # fast failure while open): that is how its return is noticed.
         try:
@@ -78,7 +152,12 @@ class TieredBackend(Backend):
                 return kept
             raise
         self._answered()
-        if data is not None and ttl_ms is not None and self.memory_reads:
+        if (
+            data is not None
+            and ttl_ms is not None
+            and self._fills_memory()
+            and generation == self._generation
+        ):
             self.memory.set_local(key, data, ttl_ms)
         return data
 
@@ -92,6 +171,7 @@ class TieredBackend(Backend):
         return data, (None if data is None else await self.remote.ttl(key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._listen()
         found: list[bytes | None] = [None] * len(keys)
         wanted: list[int] = []
         for i, key in enumerate(keys):
@@ -131,32 +211,40 @@ class TieredBackend(Backend):
             else:
                 self.memory.discard(key)  # the remote's state is unknown: don't guess
 
+    def _written(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        if self._fills_memory():
+            for key, value in items.items():
+                self.memory.set_local(key, value, ttl_ms)
+        else:
+            for key in items:
+                self.memory.discard(key)  # an older copy must not outlive this write
+
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        self._listen()
         try:
             await self.remote.set(key, value, ttl_ms)
         except BackendError as exc:
             self._write_failed(exc, {key: value}, ttl_ms)
             raise
         self._answered()
-        if self.memory_reads:
-            self.memory.set_local(key, value, ttl_ms)
+        self._written({key: value}, ttl_ms)
 
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        self._listen()
         try:
             await self.remote.set_many(items, ttl_ms)
         except BackendError as exc:
             self._write_failed(exc, items, ttl_ms)
             raise
         self._answered()
-        if self.memory_reads:
-            for key, value in items.items():
-                self.memory.set_local(key, value, ttl_ms)
+        self._written(items, ttl_ms)
 
     async def delete(self, key: str) -> bool:
+        self._listen()
         self.memory.discard(key)
         try:
             removed = await self.remote.delete(key)
@@ -206,6 +294,8 @@ class TieredBackend(Backend):
         self._answered()
 
     async def aclose(self) -> None:
+        if self.listener is not None:
+            await self.listener.aclose()
         await self.memory.aclose()
         await self.remote.aclose()
 

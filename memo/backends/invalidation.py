@@ -1,0 +1,302 @@
+"""The invalidation channel: how a write in one process reaches the memory tiers of others.
+
+Every Redis write memo makes (``SET``, ``UNLINK``, a pattern delete) is followed, in the
+same round trip, by a ``PUBLISH`` on ``memo:invalidations:{db}`` naming the keys or the
+pattern it changed (see ``RedisBackend.announce``). Each memory tier in front of Redis
+listens on that channel and drops what it names.
+
+A listener that may have missed a message must not let its memory tier be trusted, so:
+
+* The tier is bypassed from the moment the channel is lost (an error, or silence past
+  the heartbeat: a paused server sends nothing and reports nothing) until the
+  subscription is confirmed again, and it is flushed before it is trusted again.
+* Every subscription confirmation counts as a reconnect, including one redis-py makes on
+  its own, so no reconnect goes unnoticed.
+* Each message, loss and confirmation moves a generation counter; a read from Redis that
+  began under an older generation does not fill the memory tier (the value it carries
+  may be the one just invalidated).
+
+One listener per memory tier, running as a task of one event loop; a tier used from a
+new loop (after the old one stopped) gets a new listener there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+if TYPE_CHECKING:
+    from memo.backends.redis import RedisBackend
+
+__all__ = ["InvalidationListener", "decode_message", "encode_keys", "encode_pattern"]
+
+logger = logging.getLogger("memo")
+
+_KEYS, _PATTERN = 0, 1
+_LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
+
+
+def encode_keys(origin: bytes, keys: Sequence[str]) -> bytes:
+    return msgpack.packb([origin, _KEYS, list(keys)])  # type: ignore[no-any-return]
+
+
+def encode_pattern(origin: bytes, pattern: str) -> bytes:
+    return msgpack.packb([origin, _PATTERN, pattern])  # type: ignore[no-any-return]
+
+
+def decode_message(data: bytes) -> tuple[bytes, list[str] | None, str | None]:
+    """(origin, keys, pattern) of a message; ValueError for anything else."""
+    try:
+        origin, kind, body = msgpack.unpackb(data)
+    except Exception as exc:  # any garbage on the channel is one error
+        raise ValueError(f"not a memo invalidation message ({type(exc).__name__})") from exc
+    if not isinstance(origin, bytes):
+        raise ValueError("not a memo invalidation message (origin)")
+    if kind == _KEYS and isinstance(body, list) and all(isinstance(k, str) for k in body):
+        return origin, body, None
+    if kind == _PATTERN and isinstance(body, str):
+        return origin, None, body
+    raise ValueError("not a memo invalidation message (kind)")
+
+
+class InvalidationListener:
+    """Listens on the channel of ``redis`` for one memory tier.
+
+    ``on_keys``/``on_pattern`` drop entries; ``on_trust(True)`` is called once the
+    subscription is confirmed (after the tier is flushed), ``on_trust(False)`` as soon as
+    the channel may have missed something.
+    """
+
+    def __init__(
+        self,
+        redis: RedisBackend,
+        *,
+        on_keys: Callable[[list[str]], None],
+        on_pattern: Callable[[str], None],
+        on_trust: Callable[[bool], None],
+        heartbeat: float = 1.0,
+    ) -> None:
+        if heartbeat <= 0:
+            raise ValueError(f"heartbeat={heartbeat!r}: seconds, more than 0")
+        self.redis = redis
+        self.channel = redis.invalidation_channel
+        self.heartbeat = heartbeat
+        self._on_keys = on_keys
+        self._on_pattern = on_pattern
+        self._on_trust = on_trust
+        self._task: asyncio.Task[None] | None = None
+        self._up: asyncio.Event | None = None
+        self.trusted = False
+        self.reconnects = 0  # confirmations after the first: how often the channel came back
+        self.dropped_messages = 0  # undecodable messages (logged once)
+        self._closed = False
+        self._failures = 0  # losses since the last confirmed subscription
+        self._heard = 0.0  # loop time of the last thing read from the channel
+        _LIVE_LISTENERS.add(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ensure_running(self) -> None:
+        """Start listening in the running loop unless a listener runs in a live loop."""
+        task = self._task
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            if loop.is_running() and not loop.is_closed():
+                return
+            # Its loop stopped: it hears nothing, so the tier must not be trusted.
+            self._set_trust(False)
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._up = asyncio.Event()
+        self._task = loop.create_task(self._run(), name=f"memo invalidations {self.channel}")
+
+    async def wait_trusted(self, timeout: float) -> bool:
+        """Start if needed and wait up to ``timeout`` s for the subscription."""
+        self.ensure_running()
+        if self.trusted:
+            return True
+        up = self._up
+        if up is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(up.wait(), timeout)
+        return self.trusted
+
+    async def stop(self) -> None:
+        """Stop listening (the tier is no longer trusted); ``ensure_running`` restarts."""
+        task, self._task = self._task, None
+        self._set_trust(False)
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+        if loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            task.cancel()
+            # Bounded: it ends within a heartbeat even if the cancellation is swallowed.
+            await asyncio.wait({task}, timeout=self.heartbeat + 2.0)
+        else:
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.stop()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's task and socket are not ours."""
+        self._task = None
+        self._set_trust(False)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        self._failures = 0
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                self._set_trust(False)
+                raise
+            except Exception as exc:  # every loss is handled the same way
+                self._set_trust(False)
+                self._failures += 1
+                if self._failures == 1:
+                    logger.warning(
+                        "memo: invalidation channel on %s lost (%s); memory tier bypassed "
+                        "until it is back",
+                        self.redis.masked_url,
+                        self.redis._scrub(f"{type(exc).__name__}: {exc}") or "no answer",
+                    )
+                await asyncio.sleep(min(self.heartbeat, 0.05 * 2 ** min(self._failures, 6)))
+                _raise_if_cancelled()
+
+    async def _listen(self) -> None:
+        """One subscription, until it fails. A reader task reads with no timeout (so a
+        cancellation reaches it cleanly); this task watches it, pings when the channel
+        is quiet and gives up on a silent one, which is how a paused server shows."""
+        redis = self.redis
+        deadline = redis.connect_timeout + redis.operation_timeout
+        loop = asyncio.get_running_loop()
+        pubsub = redis._client().pubsub()
+        reader: asyncio.Task[None] | None = None
+        try:
+            await asyncio.wait_for(pubsub.subscribe(self.channel), deadline)
+            _raise_if_cancelled()
+            self._heard = loop.time()
+            reader = loop.create_task(self._read(pubsub), name=f"memo reader {self.channel}")
+            while True:
+                await asyncio.wait({reader}, timeout=self.heartbeat)
+                _raise_if_cancelled()
+                if reader.done():
+                    reader.result()  # its error is this subscription's end
+                    raise ConnectionError("the subscription ended")
+                silent = loop.time() - self._heard
+                if silent > 2 * self.heartbeat + deadline:
+                    raise TimeoutError(f"no answer for {silent:.1f} s")
+                if silent >= self.heartbeat:
+                    await pubsub.ping()  # only sent here; the reader takes the "pong"
+        finally:
+            self._set_trust(False)
+            await self._dispose(pubsub, reader)
+
+    async def _read(self, pubsub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            self._heard = loop.time()
+            if message is not None:
+                self._handle(message)
+
+    async def _dispose(self, pubsub: Any, reader: asyncio.Task[None] | None) -> None:
+        """Close the subscription's connection first: a reader blocked on it then ends
+        with an error even if a cancellation would not reach it."""
+        connection = pubsub.connection
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=1.0)
+        if reader is not None and reader.done() and not reader.cancelled():
+            reader.exception()  # retrieved: its error was this subscription's end
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pubsub.aclose(), 1.0)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "message":
+            self._received(message["data"])
+        elif kind == "subscribe":
+            # The first confirmation, or a reconnect (redis-py re-subscribes by itself
+            # after reconnecting): whatever was published meanwhile is lost, so flush.
+            if self._up is not None and self._up.is_set():
+                self.reconnects += 1
+            if self._failures:
+                logger.warning("memo: invalidation channel on %s is back", self.redis.masked_url)
+            self._failures = 0
+            self._on_pattern("*")
+            self._set_trust(True)
+            if self._up is not None:
+                self._up.set()
+        # "pong" and anything else: only proof of life, recorded by the caller.
+
+    def _received(self, data: bytes) -> None:
+        try:
+            origin, keys, pattern = decode_message(data)
+        except ValueError as exc:
+            self.dropped_messages += 1
+            if self.dropped_messages == 1:
+                logger.warning("memo: ignored a message on %s: %s", self.channel, exc)
+            return
+        if origin == self.redis.origin:
+            return  # this process's own write: its memory tier is already up to date
+        if keys is not None:
+            self._on_keys(keys)
+        elif pattern is not None:
+            self._on_pattern(pattern)
+
+    def _set_trust(self, trusted: bool) -> None:
+        if trusted != self.trusted:
+            self.trusted = trusted
+        # Called on every change and on every loss, even a repeated one: the tier
+        # counts both to refuse fills that raced them.
+        self._on_trust(trusted)
+
+
+def _raise_if_cancelled() -> None:
+    """Python 3.11's ``wait_for`` (and timeouts inside redis-py) can swallow a
+    cancellation that lands as their inner step completes; the task still counts it, so
+    the listener checks, or ``asyncio.run`` could wait for it forever at shutdown."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
+async def stop_listeners_of_running_loop() -> None:
+    """Stop the listeners running in this loop (before it ends); they restart on use."""
+    loop = asyncio.get_running_loop()
+    for listener in list(_LIVE_LISTENERS):
+        task = listener._task
+        if task is not None and task.get_loop() is loop:
+            await listener.stop()
+
+
+def _after_fork_in_child() -> None:
+    for listener in list(_LIVE_LISTENERS):
+        listener.forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

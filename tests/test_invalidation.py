@@ -1,0 +1,269 @@
+"""The invalidation channel: writes in one process reach the memory tiers of others.
+
+Two caches on one real redis-server stand for two processes: each has its own memory
+tier, its own connections and its own origin, exactly as separate processes would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from memo import Cache, GenericRedisCache
+from memo.backends import MemoryBackend
+from memo.backends.invalidation import decode_message, encode_keys, encode_pattern
+from memo.backends.redis import RedisBackend
+from memo.backends.tiered import TieredBackend
+from tests.redis_harness import RedisServer
+from tests.test_cli import run
+
+
+async def eventually(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Wait for an event that arrives over the network; fail, naming it, if it never does."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + within
+    while not condition():
+        if loop.time() > give_up:
+            pytest.fail(f"never happened: {what}")
+        await asyncio.sleep(0.01)
+
+
+def in_memory(cache: Cache, key: str) -> bool:
+    backend = cache.backend
+    assert isinstance(backend, TieredBackend)
+    return backend.memory.get_local(cache.prefix + key) is not None
+
+
+def tiered(cache: Cache) -> TieredBackend:
+    backend = cache.backend
+    assert isinstance(backend, TieredBackend)
+    return backend
+
+
+@pytest.fixture
+async def two_processes(redis_server: RedisServer) -> AsyncIterator[tuple[Cache, Cache]]:
+    first = GenericRedisCache(redis_server.url)
+    second = GenericRedisCache(redis_server.url)
+    assert await first.connect() and await second.connect()
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
+def test_messages_round_trip_and_garbage_is_refused() -> None:
+    assert (b"o" * 8, ["memo:a", "memo:b"], None) == decode_message(
+        encode_keys(b"o" * 8, ["memo:a", "memo:b"])
+    )
+    pattern = encode_pattern(b"o" * 8, "memo:user:*")
+    assert (b"o" * 8, None, "memo:user:*") == decode_message(pattern)
+    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", encode_keys(b"o", [1])):  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="not a memo invalidation message"):
+            decode_message(garbage)
+
+
+async def test_a_write_in_one_process_drops_the_copy_another_holds(
+    two_processes: tuple[Cache, Cache],
+) -> None:
+    writer, reader = two_processes
+    await writer.set("user:1", {"name": "old"})
+    assert {"name": "old"} == await reader.get("user:1")
+    assert in_memory(reader, "user:1")  # the second process now serves it from memory
+
+    await writer.set("user:1", {"name": "new"})
+    await eventually(lambda: not in_memory(reader, "user:1"), "the reader's copy dropped")
+    assert {"name": "new"} == await reader.get("user:1")
+
+
+async def test_deletes_patterns_and_clear_reach_the_other_memory_tier(
+    two_processes: tuple[Cache, Cache],
+) -> None:
+    writer, reader = two_processes
+    await writer.set_many({"a": 1, "user:1": 1, "user:2": 2, "order:1": 3, "keep": 4})
+    for key in ("a", "user:1", "user:2", "order:1", "keep"):
+        await reader.get(key)
+        assert in_memory(reader, key)
+
+    await writer.delete("a")
+    await eventually(lambda: not in_memory(reader, "a"), "delete reached the reader")
+    await writer.invalidate_pattern("user:*")
+    await eventually(lambda: not in_memory(reader, "user:1"), "pattern reached the reader")
+    assert not in_memory(reader, "user:2")
+    assert in_memory(reader, "order:1") and in_memory(reader, "keep")
+    await writer.clear()
+    await eventually(lambda: not in_memory(reader, "keep"), "clear reached the reader")
+    assert not in_memory(reader, "order:1")
+
+
+async def test_a_process_keeps_its_own_fresh_write_in_memory(
+    two_processes: tuple[Cache, Cache],
+) -> None:
+    writer, reader = two_processes
+    await reader.set("probe", 0)
+    await writer.get("probe")
+    await writer.set("mine", 1)
+    await reader.set("probe", 1)  # published after "mine": once it arrives, so has "mine"
+    await eventually(lambda: not in_memory(writer, "probe"), "the writer heard the reader")
+    assert in_memory(writer, "mine")  # its own announcement did not drop it
+
+
+async def test_a_lost_channel_bypasses_memory_and_flushes_it_before_trusting_it_again(
+    two_processes: tuple[Cache, Cache], redis_server: RedisServer
+) -> None:
+    writer, reader = two_processes
+    await writer.set("k", "v1")
+    assert "v1" == await reader.get("k")
+    assert in_memory(reader, "k")
+    listener = tiered(reader).listener
+    assert listener is not None and listener.trusted
+
+    # What a network blip does to the subscriber's connection.
+    killed = redis_server.client().client_kill_filter(_type="pubsub")
+    assert killed >= 2  # both caches' subscribers
+
+    await eventually(lambda: listener.reconnects >= 1, "the reader resubscribed")
+    assert listener.trusted
+    assert not in_memory(reader, "k")  # flushed: a write may have been missed meanwhile
+    await writer.set("k", "v2")
+    assert "v2" == await reader.get("k")
+    stats = await reader.get_cache_stats()
+    assert stats["redis"]["invalidation"]["listening"] is True
+    assert stats["redis"]["invalidation"]["reconnects"] >= 1
+
+
+async def test_while_the_channel_is_down_memory_is_neither_read_nor_filled(
+    redis_server: RedisServer,
+) -> None:
+    redis = RedisBackend(redis_server.url)
+    redis.announce = True
+    backend = TieredBackend(MemoryBackend(), redis, listen=True, heartbeat=0.2)
+    cache = Cache(backend)
+    try:
+        assert await backend.start_listening(5.0)
+        await cache.set("k", 1)
+        assert in_memory(cache, "k")
+
+        backend._trust(False)  # what the listener does the moment it loses the channel
+        assert backend.get_local(cache.prefix + "k") is None  # the hit path skips memory
+        await cache.set("other", 2)
+        assert not in_memory(cache, "other")  # and writes do not fill it
+        assert 2 == await cache.get("other")  # served by Redis
+        assert not in_memory(cache, "other")
+    finally:
+        await cache.aclose()
+
+
+async def test_a_paused_server_is_noticed_by_its_silence(redis_server: RedisServer) -> None:
+    redis = RedisBackend(redis_server.url, connect_timeout=0.2, operation_timeout=0.2)
+    backend = TieredBackend(MemoryBackend(), redis, listen=True, heartbeat=0.1)
+    cache = Cache(backend)
+    try:
+        assert await backend.start_listening(5.0)
+        listener = backend.listener
+        assert listener is not None
+        redis_server.pause()
+        try:
+            await eventually(lambda: not listener.trusted, "the silent channel distrusted")
+        finally:
+            redis_server.resume()
+        await eventually(lambda: listener.trusted, "the channel trusted again after resume")
+    finally:
+        await cache.aclose()
+
+
+class _HeldRemote(MemoryBackend):
+    """A remote whose reads wait until released, to land an invalidation mid-read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        self.reading.set()
+        await self.release.wait()
+        return await self.get(key), 60_000
+
+
+async def test_a_read_that_raced_an_invalidation_does_not_fill_memory() -> None:
+    remote = _HeldRemote()
+    await remote.set("memo:default:k", b"old bytes", 60_000)
+    backend = TieredBackend(MemoryBackend(), remote)
+    read = asyncio.create_task(backend.get("memo:default:k"))
+    await remote.reading.wait()
+    backend._drop_keys(["memo:default:k"])  # the invalidation arrives during the read
+    remote.release.set()
+    assert b"old bytes" == await read  # the caller still gets what Redis said
+    assert backend.memory.get_local("memo:default:k") is None  # but memory keeps nothing
+
+    remote.reading.clear()
+    assert b"old bytes" == await backend.get("memo:default:k")  # an undisturbed read fills
+    assert b"old bytes" == backend.memory.get_local("memo:default:k")
+
+
+async def test_undecodable_messages_are_counted_and_ignored(
+    two_processes: tuple[Cache, Cache], redis_server: RedisServer
+) -> None:
+    writer, reader = two_processes
+    listener = tiered(reader).listener
+    assert listener is not None
+    await writer.set("k", 1)
+    await reader.get("k")
+    channel = tiered(reader).remote.invalidation_channel  # type: ignore[attr-defined]
+    redis_server.client().publish(channel, b"not msgpack \xc1")
+    await eventually(lambda: listener.dropped_messages == 1, "the garbage counted")
+    assert listener.trusted and in_memory(reader, "k")
+
+
+async def test_a_refused_publish_does_not_fail_writes(
+    make_redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
+    server.client().execute_command("ACL", "SETUSER", "app", "-publish")
+    cache = GenericRedisCache(server.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="memo"):
+            await cache.set("k", 1)
+            await cache.set("k", 2)
+        assert 2 == await cache.get("k")
+        refused = [r for r in caplog.records if "refused PUBLISH" in r.getMessage()]
+        assert 1 == len(refused)  # said once, then announcing stops
+        assert "app-secret" not in caplog.text
+        assert cache.redis is not None and cache.redis.announce is False
+    finally:
+        await cache.aclose()
+
+
+async def test_the_cli_invalidation_reaches_a_running_process(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    try:
+        assert await cache.connect()
+        await cache.set_many({"user:1": 1, "user:2": 2, "order:1": 3})
+        for key in ("user:1", "user:2", "order:1"):
+            await cache.get(key)
+        assert in_memory(cache, "user:1")
+
+        done = await asyncio.to_thread(run, "invalidate", "user:*", "--yes", url=redis_server.url)
+        assert 0 == done.returncode, done.stderr
+        await eventually(lambda: not in_memory(cache, "user:1"), "the CLI's pattern arrived")
+        assert not in_memory(cache, "user:2") and in_memory(cache, "order:1")
+    finally:
+        await cache.aclose()
+
+
+async def test_without_the_channel_nothing_is_published_or_heard(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url, invalidation_channel=False)
+    try:
+        await cache.set("k", 1)
+        assert 0 == redis_server.commandstats().get("publish", 0)
+        assert tiered(cache).listener is None
+        assert in_memory(cache, "k")  # memory is trusted at once: nothing to wait for
+    finally:
+        await cache.aclose()
