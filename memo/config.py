@@ -74,6 +74,7 @@ class CacheConfig:
     text_hash_threshold: int | None = None
     operation_ttls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     enable_ai_cache: bool = True
+    invalidation_channel: bool = True
 
     def __post_init__(self) -> None:
         _check_seconds("default_ttl", self.default_ttl, MAX_TTL_SECONDS)
@@ -96,7 +97,7 @@ class CacheConfig:
             _check_seconds(f"operation_ttls[{op!r}]", ttl, MAX_TTL_SECONDS)
         object.__setattr__(self, "operation_ttls", MappingProxyType(ttls))
         flags = ("enabled", "enable_memory_cache", "fail_on_connection_error", "use_tls")
-        for flag in (*flags, "enable_ai_cache"):
+        for flag in (*flags, "enable_ai_cache", "invalidation_channel"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
 

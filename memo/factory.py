@@ -182,6 +182,7 @@ def build_cache(config: CacheConfig, clock: Clock = time.monotonic) -> Cache:
         "ssl_certfile": config.ssl_certfile,
         "ssl_keyfile": config.ssl_keyfile,
         "max_value_size": config.max_value_size,
+        "invalidation_channel": config.invalidation_channel,
         "clock": clock,
     }
     if config.has_ai_features:

@@ -267,3 +267,21 @@ async def test_without_the_channel_nothing_is_published_or_heard(
         assert in_memory(cache, "k")  # memory is trusted at once: nothing to wait for
     finally:
         await cache.aclose()
+
+
+async def test_the_channel_is_a_configuration_field(redis_server: RedisServer) -> None:
+    from memo import CacheConfig, CacheFactory, ConfigError
+
+    with pytest.raises(ConfigError, match="invalidation_channel='no': must be True or False"):
+        CacheConfig(invalidation_channel="no")  # type: ignore[arg-type]
+    off = await CacheFactory().create_cache_from_config(
+        {"redis_url": redis_server.url, "invalidation_channel": False}
+    )
+    on = await CacheFactory().create_cache_from_config({"redis_url": redis_server.url})
+    try:
+        assert tiered(off).listener is None
+        listener = tiered(on).listener
+        assert listener is not None and listener.trusted  # connect() waited for it
+    finally:
+        await off.aclose()
+        await on.aclose()
