@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -44,6 +44,15 @@ def tiered(cache: Cache) -> TieredBackend:
     return backend
 
 
+async def heard(cache: Cache, write: Awaitable[Any]) -> None:
+    """Run another process's ``write`` and wait until ``cache`` has heard it."""
+    listener = tiered(cache).listener
+    assert listener is not None
+    before = listener.heard
+    await write
+    await eventually(lambda: listener.heard > before, "the announcement heard")
+
+
 @pytest.fixture
 async def two_processes(redis_server: RedisServer) -> AsyncIterator[tuple[Cache, Cache]]:
     first = GenericRedisCache(redis_server.url)
@@ -69,7 +78,7 @@ async def test_a_write_in_one_process_drops_the_copy_another_holds(
     two_processes: tuple[Cache, Cache],
 ) -> None:
     writer, reader = two_processes
-    await writer.set("user:1", {"name": "old"})
+    await heard(reader, writer.set("user:1", {"name": "old"}))
     assert {"name": "old"} == await reader.get("user:1")
     assert in_memory(reader, "user:1")  # the second process now serves it from memory
 
@@ -82,7 +91,9 @@ async def test_deletes_patterns_and_clear_reach_the_other_memory_tier(
     two_processes: tuple[Cache, Cache],
 ) -> None:
     writer, reader = two_processes
-    await writer.set_many({"a": 1, "user:1": 1, "user:2": 2, "order:1": 3, "keep": 4})
+    await heard(
+        reader, writer.set_many({"a": 1, "user:1": 1, "user:2": 2, "order:1": 3, "keep": 4})
+    )
     for key in ("a", "user:1", "user:2", "order:1", "keep"):
         await reader.get(key)
         assert in_memory(reader, key)
@@ -102,11 +113,9 @@ async def test_a_process_keeps_its_own_fresh_write_in_memory(
     two_processes: tuple[Cache, Cache],
 ) -> None:
     writer, reader = two_processes
-    await reader.set("probe", 0)
-    await writer.get("probe")
     await writer.set("mine", 1)
-    await reader.set("probe", 1)  # published after "mine": once it arrives, so has "mine"
-    await eventually(lambda: not in_memory(writer, "probe"), "the writer heard the reader")
+    # Published after "mine": once the writer hears it, it has had its own message too.
+    await heard(writer, reader.set("probe", 1))
     assert in_memory(writer, "mine")  # its own announcement did not drop it
 
 
@@ -114,7 +123,7 @@ async def test_a_lost_channel_bypasses_memory_and_flushes_it_before_trusting_it_
     two_processes: tuple[Cache, Cache], redis_server: RedisServer
 ) -> None:
     writer, reader = two_processes
-    await writer.set("k", "v1")
+    await heard(reader, writer.set("k", "v1"))
     assert "v1" == await reader.get("k")
     assert in_memory(reader, "k")
     listener = tiered(reader).listener
@@ -210,7 +219,7 @@ async def test_undecodable_messages_are_counted_and_ignored(
     writer, reader = two_processes
     listener = tiered(reader).listener
     assert listener is not None
-    await writer.set("k", 1)
+    await heard(reader, writer.set("k", 1))
     await reader.get("k")
     channel = tiered(reader).remote.invalidation_channel  # type: ignore[attr-defined]
     redis_server.client().publish(channel, b"not msgpack \xc1")
@@ -285,3 +294,37 @@ async def test_the_channel_is_a_configuration_field(redis_server: RedisServer) -
     finally:
         await off.aclose()
         await on.aclose()
+
+
+async def test_an_announcement_for_another_key_does_not_stop_a_fill() -> None:
+    remote = _HeldRemote()
+    await remote.set("memo:default:k", b"bytes", 60_000)
+    backend = TieredBackend(MemoryBackend(), remote)
+    read = asyncio.create_task(backend.get("memo:default:k"))
+    await remote.reading.wait()
+    backend._drop_keys(["memo:default:other"])
+    remote.release.set()
+    assert b"bytes" == await read
+    assert b"bytes" == backend.memory.get_local("memo:default:k")
+
+
+async def test_writes_use_one_script_call_and_fall_back_when_scripts_are_refused(
+    make_redis_server: Any,
+) -> None:
+    server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
+    cache = GenericRedisCache(server.url)
+    try:
+        await cache.set("k", 1)
+        await cache.delete("k")
+        before = server.commandstats()  # (commands run by scripts count too)
+        assert (1, 2) == (before["set"], before["publish"])
+        assert before["evalsha"] >= 2  # (the first call of each script also met NOSCRIPT)
+
+        server.client().execute_command("ACL", "SETUSER", "app", "-evalsha", "-script")
+        await cache.set("k", 2)  # refused as a script: pipelined instead
+        await cache.set("k", 3)
+        assert 3 == await cache.get("k")
+        after = server.commandstats()
+        assert (3, 4) == (after["set"], after["publish"])
+    finally:
+        await cache.aclose()

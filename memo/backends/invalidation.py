@@ -96,6 +96,7 @@ class InvalidationListener:
         self.trusted = False
         self.reconnects = 0  # confirmations after the first: how often the channel came back
         self.dropped_messages = 0  # undecodable messages (logged once)
+        self.heard = 0  # announcements of other processes applied to the memory tier
         self._closed = False
         self._failures = 0  # losses since the last confirmed subscription
         self._heard = 0.0  # loop time of the last thing read from the channel
@@ -262,6 +263,7 @@ class InvalidationListener:
             return
         if origin == self.redis.origin:
             return  # this process's own write: its memory tier is already up to date
+        self.heard += 1
         if keys is not None:
             self._on_keys(keys)
         elif pattern is not None:

@@ -30,6 +30,7 @@ from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
 __all__ = ["TieredBackend"]
 
 _OUTAGE = (BackendUnavailable, BackendTimeout)
+_REMEMBERED_INVALIDATIONS = 10_000  # keys whose last announcement is remembered
 
 
 class TieredBackend(Backend):
@@ -62,9 +63,13 @@ class TieredBackend(Backend):
         # False while the invalidation channel may have missed a write: memory is then
         # neither read nor filled (it is flushed before it is trusted again).
         self._channel_trusted = self.listener is None
-        # Moves with every invalidation heard and every change of trust; a remote read
-        # that began under an older generation may carry a value just invalidated.
+        # A remote read that raced an invalidation must not fill memory: the value it
+        # carries may be the one just replaced. _generation moves with every change of
+        # trust and every pattern heard (any key may be concerned); _invalidated[key]
+        # is the _sequence number of the last announcement naming key.
         self._generation = 0
+        self._sequence = 0
+        self._invalidated: dict[str, int] = {}
         self._refresh()
 
     # -- outage and channel bookkeeping
@@ -105,8 +110,12 @@ class TieredBackend(Backend):
         self._refresh()
 
     def _drop_keys(self, keys: list[str]) -> None:
-        self._generation += 1
+        self._sequence += 1
+        if len(self._invalidated) > _REMEMBERED_INVALIDATIONS:
+            self._invalidated.clear()
+            self._generation += 1  # forgetting is safe only if every read in flight fails
         for key in keys:
+            self._invalidated[key] = self._sequence
             self.memory.discard(key)
 
     def _drop_pattern(self, pattern: str) -> None:
@@ -140,7 +149,7 @@ class TieredBackend(Backend):
             data = self.memory.get_local(key)
             if data is not None:
                 return data
-        generation = self._generation
+        generation, sequence = self._generation, self._sequence
         # In an outage the remote is still asked first (its circuit breaker makes that a
         # fast failure while open): that is how its return is noticed.
         try:
@@ -157,6 +166,7 @@ class TieredBackend(Backend):
             and ttl_ms is not None
             and self._fills_memory()
             and generation == self._generation
+            and self._invalidated.get(key, 0) <= sequence
         ):
             self.memory.set_local(key, data, ttl_ms)
         return data
