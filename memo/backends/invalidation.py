@@ -127,7 +127,7 @@ class InvalidationListener:
         up = self._up
         if up is None:
             return False
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # not yet TimeoutError on 3.10
             await asyncio.wait_for(up.wait(), timeout)
         return self.trusted
 
