@@ -328,3 +328,21 @@ async def test_writes_use_one_script_call_and_fall_back_when_scripts_are_refused
         assert (3, 4) == (after["set"], after["publish"])
     finally:
         await cache.aclose()
+
+
+async def test_a_restarted_server_is_resubscribed_and_the_stale_tier_flushed(
+    two_processes: tuple[Cache, Cache], redis_server: RedisServer
+) -> None:
+    writer, reader = two_processes
+    await heard(reader, writer.set("k", "before"))
+    assert "before" == await reader.get("k")
+    assert in_memory(reader, "k")
+    listener = tiered(reader).listener
+    assert listener is not None
+
+    redis_server.kill()
+    await eventually(lambda: not listener.trusted, "the lost channel distrusted")
+    redis_server.restart()  # an empty server: what the reader holds is now stale
+    await eventually(lambda: listener.trusted, "the channel back after the restart")
+    assert not in_memory(reader, "k")
+    assert await reader.get("k") is None  # from the new server, not the old copy
