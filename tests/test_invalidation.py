@@ -63,13 +63,14 @@ async def two_processes(redis_server: RedisServer) -> AsyncIterator[tuple[Cache,
     await second.aclose()
 
 
-def test_messages_round_trip_and_garbage_is_refused() -> None:
-    assert (b"o" * 8, ["memo:a", "memo:b"], None) == decode_message(
-        encode_keys(b"o" * 8, ["memo:a", "memo:b"])
-    )
-    pattern = encode_pattern(b"o" * 8, "memo:user:*")
-    assert (b"o" * 8, None, "memo:user:*") == decode_message(pattern)
-    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", encode_keys(b"o", [1])):  # type: ignore[list-item]
+def test_messages_round_trip_as_ascii_and_garbage_is_refused() -> None:
+    keys = encode_keys("ab12", ["memo:a", "memo:é"])
+    assert keys.isascii()  # a decode_responses=True client can read it as text
+    assert ("ab12", ["memo:a", "memo:é"], None) == decode_message(keys)
+    assert ("ab12", ["memo:a", "memo:é"], None) == decode_message(keys.decode())
+    pattern = encode_pattern("ab12", "memo:user:*")
+    assert ("ab12", None, "memo:user:*") == decode_message(pattern)
+    for garbage in (b"", b"\xc1", b"[1,2,3]", b"[1,0,[]]", b'["o",0,[1]]', b'["o",2,"x"]'):
         with pytest.raises(ValueError, match="not a memo invalidation message"):
             decode_message(garbage)
 
@@ -184,17 +185,27 @@ async def test_a_paused_server_is_noticed_by_its_silence(redis_server: RedisServ
 
 
 class _HeldRemote(MemoryBackend):
-    """A remote whose reads wait until released, to land an invalidation mid-read."""
+    """A remote whose reads (and, if asked, writes) take effect at once but answer only
+    when released: a reply still on its way while other things happen."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hold_writes: bool = False) -> None:
         super().__init__()
         self.reading = asyncio.Event()
+        self.writing = asyncio.Event()
         self.release = asyncio.Event()
+        self.hold_writes = hold_writes
 
     async def get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        data = await self.get(key)
         self.reading.set()
         await self.release.wait()
-        return await self.get(key), 60_000
+        return data, 60_000
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        await super().set(key, value, ttl_ms)
+        if self.hold_writes:
+            self.writing.set()
+            await self.release.wait()
 
 
 async def test_a_read_that_raced_an_invalidation_does_not_fill_memory() -> None:
@@ -346,3 +357,109 @@ async def test_a_restarted_server_is_resubscribed_and_the_stale_tier_flushed(
     await eventually(lambda: listener.trusted, "the channel back after the restart")
     assert not in_memory(reader, "k")
     assert await reader.get("k") is None  # from the new server, not the old copy
+
+
+async def test_a_read_that_raced_this_process_own_delete_does_not_fill_memory() -> None:
+    remote = _HeldRemote()
+    await remote.set("memo:default:k", b"old", 60_000)
+    backend = TieredBackend(MemoryBackend(), remote)
+    read = asyncio.create_task(backend.get("memo:default:k"))
+    await remote.reading.wait()  # Redis has answered "old"; the reply is on its way
+    assert await backend.delete("memo:default:k")
+    remote.release.set()
+    assert b"old" == await read
+    assert backend.memory.get_local("memo:default:k") is None  # not refilled after the delete
+
+
+async def test_a_write_overtaken_by_another_process_does_not_fill_memory() -> None:
+    remote = _HeldRemote(hold_writes=True)
+    backend = TieredBackend(MemoryBackend(), remote)
+    write = asyncio.create_task(backend.set("memo:default:k", b"mine", 60_000))
+    await remote.writing.wait()  # applied in Redis; the reply is on its way
+    remote.set_local("memo:default:k", b"theirs", 60_000)  # another process overwrites
+    backend._drop_keys(["memo:default:k"])  # and its announcement arrives first
+    remote.release.set()
+    await write
+    assert backend.memory.get_local("memo:default:k") is None  # "mine" is not kept
+
+
+async def test_two_writes_of_one_key_in_flight_leave_memory_empty() -> None:
+    remote = _HeldRemote(hold_writes=True)
+    backend = TieredBackend(MemoryBackend(), remote)
+    first = asyncio.create_task(backend.set("memo:default:k", b"one", 60_000))
+    await remote.writing.wait()
+    second = asyncio.create_task(backend.set("memo:default:k", b"two", 60_000))
+    await asyncio.sleep(0)
+    remote.release.set()
+    await asyncio.gather(first, second)
+    # Which reached Redis last is not known here, so neither is trusted to memory.
+    assert backend.memory.get_local("memo:default:k") is None
+    await backend.set("memo:default:k", b"three", 60_000)  # alone, a write fills as usual
+    assert b"three" == backend.memory.get_local("memo:default:k")
+
+
+async def test_a_pattern_delete_that_fails_late_has_announced_what_it_deleted(
+    two_processes: tuple[Cache, Cache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memo.exceptions import BackendTimeout
+
+    writer, reader = two_processes
+    await heard(reader, writer.set_many({f"user:{i}": i for i in range(5)}))
+    for i in range(5):
+        await reader.get(f"user:{i}")
+    assert in_memory(reader, "user:3")
+
+    async def times_out(pattern: str) -> None:
+        raise BackendTimeout("Redis PUBLISH did not finish within 0.5 s")
+
+    assert writer.redis is not None
+    monkeypatch.setattr(writer.redis, "_announce_pattern", times_out)
+    assert 5 == await writer.invalidate_pattern("user:*")  # the deletes stand
+    await eventually(lambda: not in_memory(reader, "user:3"), "the batch's keys announced")
+    assert not any(in_memory(reader, f"user:{i}") for i in range(5))
+
+
+async def test_a_listener_on_a_decoding_client_still_hears(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    decoding = RedisBackend(
+        redis_server.url,
+        client_factory=lambda: aioredis.Redis.from_url(redis_server.url, decode_responses=True),
+    )
+    backend = TieredBackend(MemoryBackend(), decoding, listen=True, heartbeat=0.2)
+    reader = Cache(backend)
+    writer = GenericRedisCache(redis_server.url)
+    try:
+        assert await backend.start_listening(5.0)
+        listener = backend.listener
+        assert listener is not None
+        await writer.set("k", 1)
+        await eventually(lambda: listener.heard >= 1, "the decoded announcement heard")
+        assert 0 == listener.reconnects and 0 == listener.dropped_messages
+    finally:
+        await reader.aclose()
+        await writer.aclose()
+
+
+def _write_in_child(cache: Cache) -> None:
+    asyncio.run(cache.set("k", "from the child"))
+
+
+def test_forked_siblings_hear_each_other(redis_server: RedisServer) -> None:
+    import multiprocessing
+
+    cache = GenericRedisCache(redis_server.url)  # built before the fork, as with --preload
+
+    async def parent() -> None:
+        assert await cache.connect()
+        await cache.set("k", "from the parent")
+        assert in_memory(cache, "k")
+        child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(cache,))
+        child.start()
+        await asyncio.to_thread(child.join, 30)
+        assert 0 == child.exitcode
+        await eventually(lambda: not in_memory(cache, "k"), "the child's write heard")
+        assert "from the child" == await cache.get("k")
+        await cache.aclose()
+
+    asyncio.run(parent())

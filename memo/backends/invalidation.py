@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
-
-import msgpack
 
 if TYPE_CHECKING:
     from memo.backends.redis import RedisBackend
 
-__all__ = ["InvalidationListener", "decode_message", "encode_keys", "encode_pattern"]
+__all__ = [
+    "InvalidationListener",
+    "decode_message",
+    "encode_keys",
+    "encode_pattern",
+    "new_origin",
+]
 
 logger = logging.getLogger("memo")
 
@@ -43,21 +48,31 @@ _KEYS, _PATTERN = 0, 1
 _LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
 
 
-def encode_keys(origin: bytes, keys: Sequence[str]) -> bytes:
-    return msgpack.packb([origin, _KEYS, list(keys)])  # type: ignore[no-any-return]
+# Messages are ASCII JSON, not msgpack: a client built with decode_responses=True (the
+# client_factory seam allows one) decodes every pub/sub payload as UTF-8, and would fail
+# on binary ones. Keys are str; the origin is a hex string.
 
 
-def encode_pattern(origin: bytes, pattern: str) -> bytes:
-    return msgpack.packb([origin, _PATTERN, pattern])  # type: ignore[no-any-return]
+def new_origin() -> str:
+    """A random id for one backend in one process (made again after a fork)."""
+    return os.urandom(8).hex()
 
 
-def decode_message(data: bytes) -> tuple[bytes, list[str] | None, str | None]:
+def encode_keys(origin: str, keys: Sequence[str]) -> bytes:
+    return json.dumps([origin, _KEYS, list(keys)], separators=(",", ":")).encode("ascii")
+
+
+def encode_pattern(origin: str, pattern: str) -> bytes:
+    return json.dumps([origin, _PATTERN, pattern], separators=(",", ":")).encode("ascii")
+
+
+def decode_message(data: bytes | str) -> tuple[str, list[str] | None, str | None]:
     """(origin, keys, pattern) of a message; ValueError for anything else."""
     try:
-        origin, kind, body = msgpack.unpackb(data)
-    except Exception as exc:  # any garbage on the channel is one error
+        origin, kind, body = json.loads(data)
+    except (ValueError, TypeError) as exc:  # bad JSON, bad UTF-8, or not three items
         raise ValueError(f"not a memo invalidation message ({type(exc).__name__})") from exc
-    if not isinstance(origin, bytes):
+    if not isinstance(origin, str):
         raise ValueError("not a memo invalidation message (origin)")
     if kind == _KEYS and isinstance(body, list) and all(isinstance(k, str) for k in body):
         return origin, body, None
@@ -127,8 +142,8 @@ class InvalidationListener:
         up = self._up
         if up is None:
             return False
-        with contextlib.suppress(asyncio.TimeoutError):  # not yet TimeoutError on 3.10
-            await asyncio.wait_for(up.wait(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await _within(up.wait(), timeout, "the first subscription")
         return self.trusted
 
     async def stop(self) -> None:
@@ -193,7 +208,7 @@ class InvalidationListener:
         pubsub = redis._client().pubsub()
         reader: asyncio.Task[None] | None = None
         try:
-            await asyncio.wait_for(pubsub.subscribe(self.channel), deadline)
+            await _within(pubsub.subscribe(self.channel), deadline, "SUBSCRIBE")
             _raise_if_cancelled()
             self._heard = loop.time()
             reader = loop.create_task(self._read(pubsub), name=f"memo reader {self.channel}")
@@ -233,7 +248,7 @@ class InvalidationListener:
         if reader is not None and reader.done() and not reader.cancelled():
             reader.exception()  # retrieved: its error was this subscription's end
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(pubsub.aclose(), 1.0)
+            await _within(pubsub.aclose(), 1.0, "closing the subscription")
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -275,6 +290,22 @@ class InvalidationListener:
         # Called on every change and on every loss, even a repeated one: the tier
         # counts both to refuse fills that raced them.
         self._on_trust(trusted)
+
+
+async def _within(awaitable: Awaitable[Any], seconds: float, what: str) -> None:
+    """Await under a deadline without ``asyncio.wait_for``, which on Python 3.10 and
+    3.11 can swallow a cancellation of the caller (then ``asyncio.run`` could wait
+    forever for this task at shutdown); ``asyncio.wait`` never does."""
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=seconds)
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+    if not done:
+        inner.cancel()
+        raise TimeoutError(f"{what} took over {seconds:g} s")
+    inner.result()
 
 
 def _raise_if_cancelled() -> None:

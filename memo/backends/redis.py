@@ -48,6 +48,7 @@ from memo.backends.base import Backend
 from memo.backends.invalidation import (
     encode_keys,
     encode_pattern,
+    new_origin,
     stop_listeners_of_running_loop,
 )
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
@@ -192,7 +193,7 @@ class RedisBackend(Backend):
         self.connected = False
         # Writes are announced on this channel (with this backend's origin, so that its
         # own memory tier can skip them) when ``announce`` is on; see invalidation.py.
-        self.origin = os.urandom(8)
+        self.origin = new_origin()
         self.invalidation_channel = f"memo:invalidations:{_database_of(url)}"
         self.announce = False
         self._scripts = True  # until the server refuses EVALSHA
@@ -216,6 +217,9 @@ class RedisBackend(Backend):
     def _forget_clients(self) -> None:
         """In a forked child: never write to the parent's sockets, make new ones."""
         self._pid = os.getpid()
+        # Siblings forked from one parent must not take each other's announcements
+        # for their own.
+        self.origin = new_origin()
         self._clients = weakref.WeakKeyDictionary()
         self._batches = weakref.WeakKeyDictionary()
         self._watchdogs = weakref.WeakKeyDictionary()
@@ -529,9 +533,7 @@ class RedisBackend(Backend):
         message = encode_pattern(self.origin, pattern)
         try:
             await self._run("PUBLISH", lambda c: c.publish(self.invalidation_channel, message))
-        except BackendUnavailable:
-            raise
-        except BackendTimeout:
+        except (BackendUnavailable, BackendTimeout):
             raise
         except BackendError as exc:  # the server answered with an error: refused
             self._announcing_refused(exc)
@@ -552,13 +554,23 @@ class RedisBackend(Backend):
                 return
 
     async def delete_pattern(self, pattern: str) -> int:
-        """SCAN + UNLINK, batch by batch; then the pattern is announced once, so that
-        other memory tiers also drop copies of keys Redis no longer holds."""
+        """SCAN + UNLINK, batch by batch, each batch announced with its keys (so that a
+        failure half-way leaves no deleted key unannounced); then the pattern itself,
+        for copies of keys Redis no longer held. That last announcement is best effort:
+        every deletion is already announced, so its failure is logged, not raised."""
         removed = 0
         async for keys in self._scan(pattern):
-            removed += await self._unlink(keys, announce=False)
+            removed += await self._unlink(keys, announce=self.announce)
         if self.announce:
-            await self._announce_pattern(pattern)
+            try:
+                await self._announce_pattern(pattern)
+            except BackendError as exc:
+                _log.warning(
+                    "memo: could not announce pattern %r on %s (%s)",
+                    pattern,
+                    self.invalidation_channel,
+                    exc,
+                )
         return removed
 
     async def scan_keys(self, pattern: str, limit: int) -> list[str]:

@@ -19,7 +19,7 @@ filled while that channel cannot vouch for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from memo.backends.base import Backend
 from memo.backends.invalidation import InvalidationListener
@@ -70,6 +70,7 @@ class TieredBackend(Backend):
         self._generation = 0
         self._sequence = 0
         self._invalidated: dict[str, int] = {}
+        self._writing: dict[str, int] = {}  # this process's writes in flight, per key
         self._refresh()
 
     # -- outage and channel bookkeeping
@@ -109,13 +110,19 @@ class TieredBackend(Backend):
         self._channel_trusted = trusted
         self._refresh()
 
-    def _drop_keys(self, keys: list[str]) -> None:
+    def _mark(self, keys: Iterable[str]) -> int:
+        """Reads of ``keys`` under way must not fill memory; the mark's number."""
         self._sequence += 1
         if len(self._invalidated) > _REMEMBERED_INVALIDATIONS:
             self._invalidated.clear()
             self._generation += 1  # forgetting is safe only if every read in flight fails
         for key in keys:
             self._invalidated[key] = self._sequence
+        return self._sequence
+
+    def _drop_keys(self, keys: list[str]) -> None:
+        self._mark(keys)
+        for key in keys:
             self.memory.discard(key)
 
     def _drop_pattern(self, pattern: str) -> None:
@@ -167,6 +174,7 @@ class TieredBackend(Backend):
             and self._fills_memory()
             and generation == self._generation
             and self._invalidated.get(key, 0) <= sequence
+            and key not in self._writing
         ):
             self.memory.set_local(key, data, ttl_ms)
         return data
@@ -221,66 +229,110 @@ class TieredBackend(Backend):
             else:
                 self.memory.discard(key)  # the remote's state is unknown: don't guess
 
-    def _written(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
-        if self._fills_memory():
-            for key, value in items.items():
-                self.memory.set_local(key, value, ttl_ms)
-        else:
-            for key in items:
-                self.memory.discard(key)  # an older copy must not outlive this write
+    # A write races the reads and writes of the same keys in this process as surely as
+    # those of other processes: a read whose GET ran before this write's SET (or UNLINK)
+    # may come back after it, and two writes of one key may reach Redis in either order.
+    # So a write marks its keys when it starts and again when it ends (reads begun
+    # before the second mark do not fill memory), and fills memory itself only if
+    # nothing else marked the key in between: no announcement from another process, no
+    # other write from this one, no pattern, no change of trust.
+
+    def _begin_write(self, keys: Iterable[str]) -> tuple[int, int]:
+        mark = self._mark(keys)
+        writing = self._writing
+        for key in keys:
+            writing[key] = writing.get(key, 0) + 1
+        return mark, self._generation
+
+    def _end_write(self, keys: Iterable[str], begun: tuple[int, int]) -> set[str]:
+        """Close a write; the keys it may copy into memory."""
+        mark, generation = begun
+        writing, invalidated = self._writing, self._invalidated
+        alone = generation == self._generation and self._fills_memory()
+        fillable = set()
+        for key in keys:
+            if alone and invalidated.get(key) == mark and writing.get(key) == 1:
+                fillable.add(key)
+            left = writing.get(key, 1) - 1
+            if left:
+                writing[key] = left
+            else:
+                writing.pop(key, None)
+        self._mark(keys)
+        return fillable
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
-        if ttl_ms <= 0:
-            raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
-        self._listen()
-        try:
-            await self.remote.set(key, value, ttl_ms)
-        except BackendError as exc:
-            self._write_failed(exc, {key: value}, ttl_ms)
-            raise
-        self._answered()
-        self._written({key: value}, ttl_ms)
+        await self._store({key: value}, ttl_ms, one=True)
 
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        await self._store(items, ttl_ms, one=False)
+
+    async def _store(self, items: Mapping[str, bytes], ttl_ms: int, *, one: bool) -> None:
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         self._listen()
+        begun = self._begin_write(items)
         try:
-            await self.remote.set_many(items, ttl_ms)
+            if one:
+                ((key, value),) = items.items()
+                await self.remote.set(key, value, ttl_ms)
+            else:
+                await self.remote.set_many(items, ttl_ms)
         except BackendError as exc:
+            self._end_write(items, begun)
             self._write_failed(exc, items, ttl_ms)
             raise
+        except BaseException:
+            self._end_write(items, begun)
+            for key in items:
+                self.memory.discard(key)  # cancelled: Redis may or may not have it
+            raise
+        fillable = self._end_write(items, begun)
         self._answered()
-        self._written(items, ttl_ms)
+        for key, value in items.items():
+            if key in fillable:
+                self.memory.set_local(key, value, ttl_ms)
+            else:
+                self.memory.discard(key)  # an older copy must not outlive this write
 
     async def delete(self, key: str) -> bool:
-        self._listen()
-        self.memory.discard(key)
-        try:
-            removed = await self.remote.delete(key)
-        except BackendError as exc:
-            self._failed(exc)
-            raise
-        self._answered()
-        return removed
+        return bool(await self._delete([key], many=False))
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        await self.memory.delete_many(keys)
+        return await self._delete(keys, many=True)
+
+    async def _delete(self, keys: Sequence[str], *, many: bool) -> int:
+        self._listen()
+        begun = self._begin_write(keys)
+        for key in keys:
+            self.memory.discard(key)
         try:
-            removed = await self.remote.delete_many(keys)
+            if many:
+                removed = await self.remote.delete_many(keys)
+            else:
+                removed = int(await self.remote.delete(keys[0]))
         except BackendError as exc:
             self._failed(exc)
             raise
+        finally:
+            self._end_write(keys, begun)
+            for key in keys:
+                self.memory.discard(key)  # a read that raced the delete may have filled it
         self._answered()
         return removed
 
     async def delete_pattern(self, pattern: str) -> int:
+        self._listen()
+        self._generation += 1  # no read under way may fill memory with what this removes
         await self.memory.delete_pattern(pattern)
         try:
             removed = await self.remote.delete_pattern(pattern)
         except BackendError as exc:
             self._failed(exc)
             raise
+        finally:
+            self._generation += 1
+            self.memory.discard_pattern(pattern)
         self._answered()
         return removed
 
@@ -295,12 +347,17 @@ class TieredBackend(Backend):
         return found
 
     async def clear(self) -> None:
+        self._listen()
+        self._generation += 1
         await self.memory.clear()
         try:
             await self.remote.clear()
         except BackendError as exc:
             self._failed(exc)
             raise
+        finally:
+            self._generation += 1
+            self.memory.clear_local()
         self._answered()
 
     async def aclose(self) -> None:
