@@ -108,7 +108,9 @@ def test_when_redis_is_required_a_missing_server_fails_the_run(tmp_path: Path) -
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
 def test_a_forked_child_makes_its_own_connections(redis_server: RedisServer) -> None:
-    backend = RedisBackend(redis_server.url)
+    # A generous deadline: the child of a large test process, on a loaded machine, may
+    # take a while to make its first connection; what is checked is which sockets it uses.
+    backend = RedisBackend(redis_server.url, operation_timeout=5.0, connect_timeout=5.0)
 
     async def use() -> bytes | None:
         await backend.set("memo:f:k", b"parent", 60_000)
