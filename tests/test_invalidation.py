@@ -463,3 +463,22 @@ def test_forked_siblings_hear_each_other(redis_server: RedisServer) -> None:
         await cache.aclose()
 
     asyncio.run(parent())
+
+
+async def test_a_refused_subscribe_leaves_a_working_cache_that_reads_redis(
+    make_redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
+    server.client().execute_command("ACL", "SETUSER", "app", "resetchannels")
+    cache = GenericRedisCache(server.url, connect_timeout=0.3)
+    try:
+        with caplog.at_level(logging.WARNING, logger="memo"):
+            assert await cache.connect()  # Redis answers; only the channel is refused
+            await cache.set("k", 1)
+            assert 1 == await cache.get("k")
+        assert not in_memory(cache, "k")  # never trusted, so never filled
+        lost = [r.getMessage() for r in caplog.records if "channel" in r.getMessage()]
+        assert lost and "invalidation_channel=False" in lost[0]
+        assert "app-secret" not in caplog.text
+    finally:
+        await cache.aclose()

@@ -190,10 +190,12 @@ class InvalidationListener:
                 self._failures += 1
                 if self._failures == 1:
                     logger.warning(
-                        "memo: invalidation channel on %s lost (%s); memory tier bypassed "
-                        "until it is back",
+                        "memo: invalidation channel %s on %s lost (%s); the memory tier "
+                        "is bypassed until it is back (if the server refuses SUBSCRIBE, "
+                        "allow that channel, or set invalidation_channel=False)",
+                        self.channel,
                         self.redis.masked_url,
-                        self.redis._scrub(f"{type(exc).__name__}: {exc}") or "no answer",
+                        self.redis._scrub(f"{type(exc).__name__}: {exc}"),
                     )
                 await asyncio.sleep(min(self.heartbeat, 0.05 * 2 ** min(self._failures, 6)))
                 _raise_if_cancelled()
