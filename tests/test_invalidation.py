@@ -15,7 +15,12 @@ import pytest
 
 from memo import Cache, GenericRedisCache
 from memo.backends import MemoryBackend
-from memo.backends.invalidation import decode_message, encode_keys, encode_pattern
+from memo.backends.invalidation import (
+    InvalidationListener,
+    decode_message,
+    encode_keys,
+    encode_pattern,
+)
 from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
 from tests.redis_harness import RedisServer
@@ -51,6 +56,18 @@ async def heard(cache: Cache, write: Awaitable[Any]) -> None:
     before = listener.heard
     await write
     await eventually(lambda: listener.heard > before, "the announcement heard")
+
+
+async def holding_a_copy(
+    writer: Cache, reader: Cache, key: str, value: Any
+) -> InvalidationListener:
+    """``writer`` stores ``value``; ``reader`` hears it, reads it and holds a memory copy."""
+    await heard(reader, writer.set(key, value))
+    assert value == await reader.get(key)
+    assert in_memory(reader, key)
+    listener = tiered(reader).listener
+    assert listener is not None and listener.trusted
+    return listener
 
 
 @pytest.fixture
@@ -124,11 +141,7 @@ async def test_a_lost_channel_bypasses_memory_and_flushes_it_before_trusting_it_
     two_processes: tuple[Cache, Cache], redis_server: RedisServer
 ) -> None:
     writer, reader = two_processes
-    await heard(reader, writer.set("k", "v1"))
-    assert "v1" == await reader.get("k")
-    assert in_memory(reader, "k")
-    listener = tiered(reader).listener
-    assert listener is not None and listener.trusted
+    listener = await holding_a_copy(writer, reader, "k", "v1")
 
     # What a network blip does to the subscriber's connection.
     killed = redis_server.client().client_kill_filter(_type="pubsub")
@@ -208,20 +221,23 @@ class _HeldRemote(MemoryBackend):
             await self.release.wait()
 
 
-async def test_a_read_that_raced_an_invalidation_does_not_fill_memory() -> None:
+@pytest.mark.parametrize(
+    ("announced", "filled"),
+    [("memo:default:k", False), ("memo:default:other", True)],
+    ids=["its-own-key", "another-key"],
+)
+async def test_a_read_fills_memory_unless_its_key_was_announced_meanwhile(
+    announced: str, filled: bool
+) -> None:
     remote = _HeldRemote()
-    await remote.set("memo:default:k", b"old bytes", 60_000)
+    await remote.set("memo:default:k", b"bytes", 60_000)
     backend = TieredBackend(MemoryBackend(), remote)
     read = asyncio.create_task(backend.get("memo:default:k"))
-    await remote.reading.wait()
-    backend._drop_keys(["memo:default:k"])  # the invalidation arrives during the read
+    await remote.reading.wait()  # Redis has answered; the reply is on its way
+    backend._drop_keys([announced])  # an announcement arrives first
     remote.release.set()
-    assert b"old bytes" == await read  # the caller still gets what Redis said
-    assert backend.memory.get_local("memo:default:k") is None  # but memory keeps nothing
-
-    remote.reading.clear()
-    assert b"old bytes" == await backend.get("memo:default:k")  # an undisturbed read fills
-    assert b"old bytes" == backend.memory.get_local("memo:default:k")
+    assert b"bytes" == await read  # the caller always gets what Redis said
+    assert filled == (backend.memory.get_local("memo:default:k") is not None)
 
 
 async def test_undecodable_messages_are_counted_and_ignored(
@@ -307,18 +323,6 @@ async def test_the_channel_is_a_configuration_field(redis_server: RedisServer) -
         await on.aclose()
 
 
-async def test_an_announcement_for_another_key_does_not_stop_a_fill() -> None:
-    remote = _HeldRemote()
-    await remote.set("memo:default:k", b"bytes", 60_000)
-    backend = TieredBackend(MemoryBackend(), remote)
-    read = asyncio.create_task(backend.get("memo:default:k"))
-    await remote.reading.wait()
-    backend._drop_keys(["memo:default:other"])
-    remote.release.set()
-    assert b"bytes" == await read
-    assert b"bytes" == backend.memory.get_local("memo:default:k")
-
-
 async def test_writes_use_one_script_call_and_fall_back_when_scripts_are_refused(
     make_redis_server: Any,
 ) -> None:
@@ -345,11 +349,7 @@ async def test_a_restarted_server_is_resubscribed_and_the_stale_tier_flushed(
     two_processes: tuple[Cache, Cache], redis_server: RedisServer
 ) -> None:
     writer, reader = two_processes
-    await heard(reader, writer.set("k", "before"))
-    assert "before" == await reader.get("k")
-    assert in_memory(reader, "k")
-    listener = tiered(reader).listener
-    assert listener is not None
+    listener = await holding_a_copy(writer, reader, "k", "before")
 
     redis_server.kill()
     await eventually(lambda: not listener.trusted, "the lost channel distrusted")
