@@ -213,7 +213,17 @@ class GenericRedisCache(Cache):
                 + ("" if self.fail_on_connection_error else "; serving from memory"),
                 "backend": self._backend.name,
             }
-        return await super().health_check()
+        result = await super().health_check()
+        backend = self._backend
+        listener = backend.listener if isinstance(backend, TieredBackend) else None
+        if result["status"] == "healthy" and listener is not None and not listener.trusted:
+            # Correct but slower: every read goes to Redis until the channel is back.
+            result["status"] = "degraded"
+            result["reason"] = (
+                f"invalidation channel {listener.channel} is not subscribed; the memory "
+                f"tier is bypassed and reads go to Redis"
+            )
+        return result
 
     def __repr__(self) -> str:
         where = self.redis.masked_url if self.redis is not None else "memory only"

@@ -477,6 +477,9 @@ async def test_a_refused_subscribe_leaves_a_working_cache_that_reads_redis(
             await cache.set("k", 1)
             assert 1 == await cache.get("k")
         assert not in_memory(cache, "k")  # never trusted, so never filled
+        health = await cache.health_check()
+        assert "degraded" == health["status"]
+        assert "memory tier is bypassed" in health["reason"]
         lost = [r.getMessage() for r in caplog.records if "channel" in r.getMessage()]
         assert lost and "invalidation_channel=False" in lost[0]
         assert "app-secret" not in caplog.text

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
@@ -123,9 +124,13 @@ def test_a_forked_child_makes_its_own_connections(redis_server: RedisServer) -> 
         if pid == 0:  # the child: a new loop, and it must not reuse the parent's sockets
             try:
                 child_loop = asyncio.new_event_loop()
-                ok = child_loop.run_until_complete(backend.get("memo:f:k")) == b"parent"
-                os._exit(0 if ok and backend._pid == os.getpid() else 1)
+                got = child_loop.run_until_complete(backend.get("memo:f:k"))
+                ok = got == b"parent" and backend._pid == os.getpid()
+                if not ok:  # said on the test's captured stderr
+                    print(f"child read {got!r}; backend pid {backend._pid}", file=sys.stderr)
+                os._exit(0 if ok else 1)
             except BaseException:
+                traceback.print_exc()
                 os._exit(2)
         _, status = os.waitpid(pid, 0)
         assert 0 == os.waitstatus_to_exitcode(status)

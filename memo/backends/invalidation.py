@@ -46,6 +46,7 @@ logger = logging.getLogger("memo")
 
 _KEYS, _PATTERN = 0, 1
 _LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
+_INHERITED_FROM_PARENT: list[Any] = []  # in a forked child: the parent's listener tasks
 
 
 # Messages are ASCII JSON, not msgpack: a client built with decode_responses=True (the
@@ -171,7 +172,11 @@ class InvalidationListener:
         await self.stop()
 
     def forget_after_fork(self) -> None:
-        """In a forked child: the parent's task and socket are not ours."""
+        """In a forked child: the parent's task and socket are not ours. The task is
+        kept, never run: collected here, it would close the parent's socket (see
+        ``RedisBackend._forget_clients``)."""
+        if self._task is not None:
+            _INHERITED_FROM_PARENT.append(self._task)
         self._task = None
         self._set_trust(False)
 

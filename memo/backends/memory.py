@@ -8,12 +8,15 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from memo._clock import Clock
 from memo._glob import compile_glob
 from memo.backends.base import Backend
 from memo.exceptions import ConfigError
+
+T = TypeVar("T")
 
 __all__ = ["MemoryBackend"]
 
@@ -165,15 +168,27 @@ class MemoryBackend(Backend):
     async def delete_pattern(self, pattern: str) -> int:
         return self.discard_pattern(pattern)
 
+    @staticmethod
+    def _snapshot(view: Iterable[T]) -> list[T]:
+        """A copy of the entries' keys or items, taken under the lock by the caller.
+
+        Hits take no lock and move keys to the end; a copy is one C-level pass, but
+        the garbage collector can run Python code (and so switch threads) during it,
+        and the OrderedDict then reports "mutated during iteration". Copy again.
+        """
+        while True:
+            try:
+                return list(view)
+            except RuntimeError:
+                continue
+
     def discard_pattern(self, pattern: str) -> int:
         """Remove the keys matching a glob (sync); how many of them were still fresh."""
         match = compile_glob(pattern).fullmatch
         now = self._clock()
         removed = 0
         with self._lock:
-            # list() copies in one step; iterating the dict itself could meet a hit's
-            # move_to_end from another thread ("mutated during iteration").
-            for key in [k for k in list(self._data) if match(k)]:
+            for key in [k for k in self._snapshot(self._data) if match(k)]:
                 item = self._data.get(key)
                 removed += item is not None and item[1] > now
                 self._remove(key)
@@ -184,7 +199,7 @@ class MemoryBackend(Backend):
         now = self._clock()
         found: list[str] = []
         with self._lock:
-            entries = list(self._data.items())
+            entries = self._snapshot(self._data.items())
         for key, item in entries:
             if len(found) >= limit:
                 break

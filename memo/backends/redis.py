@@ -106,6 +106,9 @@ def _no_retry() -> Retry:
 
 
 _LIVE_BACKENDS: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
+# In a forked child, what belonged to the parent: kept alive, never used (see
+# RedisBackend._forget_clients).
+_INHERITED_FROM_PARENT: list[Any] = []
 
 
 class _ReadBatch:
@@ -215,7 +218,15 @@ class RedisBackend(Backend):
     # ------------------------------------------------------------------ plumbing
 
     def _forget_clients(self) -> None:
-        """In a forked child: never write to the parent's sockets, make new ones."""
+        """In a forked child: never write to the parent's sockets, make new ones.
+
+        The parent's clients are kept, unused, rather than dropped: collected in the
+        child while a loop runs, a connection closes its transport, which removes the
+        socket from the parent's epoll set (shared with the child across the fork) and
+        leaves the parent waiting forever for that socket's replies.
+        """
+        for per_loop in (self._clients, self._batches, self._watchdogs):
+            _INHERITED_FROM_PARENT.extend(per_loop.values())
         self._pid = os.getpid()
         # Siblings forked from one parent must not take each other's announcements
         # for their own.
