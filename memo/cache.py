@@ -27,6 +27,7 @@ from memo._ttl import TTL, ttl_to_ms
 from memo.backends.base import Backend
 from memo.backends.memory import MemoryBackend
 from memo.backends.null import NullBackend
+from memo.backends.tiered import TieredBackend
 from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
 from memo.stats import CacheStats
 
@@ -111,6 +112,15 @@ class Cache:
         self._remote: Backend | None = (
             None if isinstance(backend, (MemoryBackend, NullBackend)) else backend
         )
+        if isinstance(backend, TieredBackend):
+            method = weakref.WeakMethod(self._announced_elsewhere)
+
+            def announced(keys: list[str] | None, pattern: str | None) -> None:
+                bound = method()  # weak: the backend must not keep its cache alive
+                if bound is not None:
+                    bound(keys, pattern)
+
+            backend.on_announced = announced
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ public API
@@ -443,6 +453,15 @@ class Cache:
         if now_ms is not None and entry.fresh_until_ms <= now_ms:
             return None
         return entry
+
+    def _announced_elsewhere(self, keys: list[str] | None, pattern: str | None) -> None:
+        """Another process wrote or deleted these: a computation of them under way here
+        began before that, so its result is returned to its callers but not stored."""
+        if keys is not None:
+            for key in keys:
+                self._flights.invalidate(key)
+        elif pattern is not None:
+            self._flights.invalidate_matching(compile_glob(pattern))
 
     def _discard_local(self, full: str) -> None:
         backend = self._backend

@@ -485,3 +485,32 @@ async def test_a_refused_subscribe_leaves_a_working_cache_that_reads_redis(
         assert "app-secret" not in caplog.text
     finally:
         await cache.aclose()
+
+
+async def test_a_computation_under_way_when_another_process_writes_does_not_store(
+    two_processes: tuple[Cache, Cache],
+) -> None:
+    from memo import cached
+
+    first, second = two_processes
+    started, release = asyncio.Event(), asyncio.Event()
+    runs = 0
+
+    @cached(ttl=60, cache=second)
+    async def report(day: int) -> str:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await release.wait()
+        return f"computed from old data, run {runs}"
+
+    key = report.key_for(1)
+    computing = asyncio.create_task(report(1))
+    await started.wait()
+    # Meanwhile another process replaces the data the computation read.
+    await heard(second, first.set(key, "fresh"))
+    release.set()
+    assert "computed from old data, run 1" == await computing  # its caller still gets it
+    assert "fresh" == await first.get(key)  # but it did not overwrite the fresh value
+    assert "fresh" == await report(1)
+    assert 1 == runs

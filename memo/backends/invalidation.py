@@ -85,7 +85,8 @@ def decode_message(data: bytes | str) -> tuple[str, list[str] | None, str | None
 class InvalidationListener:
     """Listens on the channel of ``redis`` for one memory tier.
 
-    ``on_keys``/``on_pattern`` drop entries; ``on_trust(True)`` is called once the
+    ``on_keys``/``on_pattern`` drop what another process announced; ``on_flush`` drops
+    everything (a subscription was confirmed); ``on_trust(True)`` is called once the
     subscription is confirmed (after the tier is flushed), ``on_trust(False)`` as soon as
     the channel may have missed something.
     """
@@ -96,6 +97,7 @@ class InvalidationListener:
         *,
         on_keys: Callable[[list[str]], None],
         on_pattern: Callable[[str], None],
+        on_flush: Callable[[], None],
         on_trust: Callable[[bool], None],
         heartbeat: float = 1.0,
     ) -> None:
@@ -106,6 +108,7 @@ class InvalidationListener:
         self.heartbeat = heartbeat
         self._on_keys = on_keys
         self._on_pattern = on_pattern
+        self._on_flush = on_flush
         self._on_trust = on_trust
         self._task: asyncio.Task[None] | None = None
         self._up: asyncio.Event | None = None
@@ -269,7 +272,7 @@ class InvalidationListener:
             if self._failures:
                 logger.warning("memo: invalidation channel on %s is back", self.redis.masked_url)
             self._failures = 0
-            self._on_pattern("*")
+            self._on_flush()
             self._set_trust(True)
             if self._up is not None:
                 self._up.set()

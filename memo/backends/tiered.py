@@ -19,7 +19,7 @@ filled while that channel cannot vouch for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from memo.backends.base import Backend
 from memo.backends.invalidation import InvalidationListener
@@ -52,11 +52,15 @@ class TieredBackend(Backend):
         self.memory_reads = memory_reads
         self.remote_down = False
         self.listener: InvalidationListener | None = None
+        # Told of other processes' announcements (keys, or a pattern), so that the cache
+        # can keep computations already under way from storing what was just replaced.
+        self.on_announced: Callable[[list[str] | None, str | None], None] | None = None
         if listen and memory_reads and isinstance(remote, RedisBackend):
             self.listener = InvalidationListener(
                 remote,
                 on_keys=self._drop_keys,
                 on_pattern=self._drop_pattern,
+                on_flush=self._flush,
                 on_trust=self._trust,
                 heartbeat=heartbeat,
             )
@@ -121,16 +125,24 @@ class TieredBackend(Backend):
         return self._sequence
 
     def _drop_keys(self, keys: list[str]) -> None:
+        """Another process announced writes of ``keys``."""
         self._mark(keys)
         for key in keys:
             self.memory.discard(key)
+        if self.on_announced is not None:
+            self.on_announced(keys, None)
 
     def _drop_pattern(self, pattern: str) -> None:
+        """Another process announced a pattern delete."""
         self._generation += 1
-        if pattern == "*":
-            self.memory.clear_local()
-        else:
-            self.memory.discard_pattern(pattern)
+        self.memory.discard_pattern(pattern)
+        if self.on_announced is not None:
+            self.on_announced(None, pattern)
+
+    def _flush(self) -> None:
+        """The channel was (re)subscribed: announcements may have been missed."""
+        self._generation += 1
+        self.memory.clear_local()
 
     def _listen(self) -> None:
         if self.listener is not None:
