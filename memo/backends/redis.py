@@ -69,11 +69,13 @@ _UNLINK_CHUNK = 500
 # cost 91 µs a write (median) over memo's unannounced SET; as a script, 23 to 41 µs in
 # two runs (benchmarks/redis_writes.py). PUBLISH goes through pcall, so that a server refusing it
 # (an ACL) still applies the write and says so in the reply.
+# Both reply {what the write returned, 'OK' or PUBLISH's error}; the channel and the
+# message are the last two arguments.
 _SET_AND_ANNOUNCE = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local sent = redis.pcall('PUBLISH', ARGV[3], ARGV[4])
-if type(sent) == 'table' and sent.err then return sent.err end
-return 'OK'
+if type(sent) == 'table' and sent.err then return {1, sent.err} end
+return {1, 'OK'}
 """
 _UNLINK_AND_ANNOUNCE = """
 local removed = redis.call('UNLINK', unpack(KEYS))
@@ -425,20 +427,12 @@ class RedisBackend(Backend):
             await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
             return
 
-        async def set_and_announce(c: aioredis.Redis) -> None:
-            message = encode_keys(self.origin, (key,))
-            if self._scripts:
-                args = (value, ttl_ms, self.invalidation_channel, message)
-                status = await self._script(c, _SET_AND_ANNOUNCE, (key,), args)
-                if status is not None:
-                    self._published(status)
-                    return
-            async with c.pipeline(transaction=False) as pipe:
-                pipe.set(key, value, px=ttl_ms)
-                pipe.publish(self.invalidation_channel, encode_keys(self.origin, (key,)))
-                await self._execute_announced(pipe)
-
-        await self._run("SET+PUBLISH", set_and_announce)
+        await self._run(
+            "SET+PUBLISH",
+            lambda c: self._write_and_announce(
+                c, _SET_AND_ANNOUNCE, [key], (value, ttl_ms), lambda p: p.set(key, value, px=ttl_ms)
+            ),
+        )
 
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
         if ttl_ms <= 0:
@@ -473,23 +467,39 @@ class RedisBackend(Backend):
                 removed += await self._run("UNLINK", lambda c, ks=chunk: c.unlink(*ks))  # type: ignore[misc]
                 continue
 
-            async def unlink_and_announce(c: aioredis.Redis, ks: list[str] = chunk) -> int:
-                message = encode_keys(self.origin, ks)
-                if self._scripts:
-                    args = (self.invalidation_channel, message)
-                    reply = await self._script(c, _UNLINK_AND_ANNOUNCE, ks, args)
-                    if reply is not None:
-                        count, status = reply
-                        self._published(status)
-                        return int(count)
-                async with c.pipeline(transaction=False) as pipe:
-                    pipe.unlink(*ks)
-                    pipe.publish(self.invalidation_channel, encode_keys(self.origin, ks))
-                    (count,) = await self._execute_announced(pipe)
-                    return int(count)
-
-            removed += await self._run("UNLINK+PUBLISH", unlink_and_announce)
+            removed += int(
+                await self._run(
+                    "UNLINK+PUBLISH",
+                    lambda c, ks=chunk: self._write_and_announce(  # type: ignore[misc]
+                        c, _UNLINK_AND_ANNOUNCE, ks, (), lambda p: p.unlink(*ks)
+                    ),
+                )
+            )
         return removed
+
+    async def _write_and_announce(
+        self,
+        c: aioredis.Redis,
+        script: str,
+        keys: list[str],
+        args: tuple[Any, ...],
+        write: Callable[[Any], object],
+    ) -> Any:
+        """One write of ``keys`` and its announcement: one EVALSHA of ``script``, or,
+        where scripts are refused, ``write`` and PUBLISH pipelined. The write's reply."""
+        message = encode_keys(self.origin, keys)
+        if self._scripts:
+            reply = await self._script(c, script, keys, (*args, self.invalidation_channel, message))
+            if reply is not None:
+                result, status = reply
+                if status not in (b"OK", "OK"):
+                    self._announcing_refused(ResponseError(_text(status)))
+                return result
+        async with c.pipeline(transaction=False) as pipe:
+            write(pipe)
+            pipe.publish(self.invalidation_channel, message)
+            (result,) = await self._execute_announced(pipe)
+            return result
 
     async def _script(
         self, c: aioredis.Redis, script: str, keys: Sequence[str], args: Sequence[Any]
@@ -510,10 +520,6 @@ class RedisBackend(Backend):
             self._scripts = False
             _log.info("memo: scripts refused by Redis at %s; pipelining", self.masked_url)
             return None
-
-    def _published(self, status: Any) -> None:
-        if status not in (b"OK", "OK"):
-            self._announcing_refused(ResponseError(_text(status)))
 
     async def _execute_announced(self, pipe: Any) -> list[Any]:
         """Run a pipeline ending in PUBLISH; the writes' results. A refused PUBLISH (an
@@ -540,15 +546,6 @@ class RedisBackend(Backend):
                 self._scrub(f"{type(exc).__name__}: {exc}"),
             )
 
-    async def _announce_pattern(self, pattern: str) -> None:
-        message = encode_pattern(self.origin, pattern)
-        try:
-            await self._run("PUBLISH", lambda c: c.publish(self.invalidation_channel, message))
-        except (BackendUnavailable, BackendTimeout):
-            raise
-        except BackendError as exc:  # the server answered with an error: refused
-            self._announcing_refused(exc)
-
     async def _scan(self, pattern: str) -> AsyncGenerator[list[str], None]:
         """The keys matching ``pattern``, a SCAN batch at a time (never KEYS, which
         blocks the server); each batch has its own deadline."""
@@ -573,15 +570,13 @@ class RedisBackend(Backend):
         async for keys in self._scan(pattern):
             removed += await self._unlink(keys, announce=self.announce)
         if self.announce:
+            message = encode_pattern(self.origin, pattern)
             try:
-                await self._announce_pattern(pattern)
-            except BackendError as exc:
-                _log.warning(
-                    "memo: could not announce pattern %r on %s (%s)",
-                    pattern,
-                    self.invalidation_channel,
-                    exc,
-                )
+                await self._run("PUBLISH", lambda c: c.publish(self.invalidation_channel, message))
+            except (BackendUnavailable, BackendTimeout) as exc:
+                _log.warning("memo: could not announce pattern %r (%s)", pattern, exc)
+            except BackendError as exc:  # the server answered with an error: refused
+                self._announcing_refused(exc)
         return removed
 
     async def scan_keys(self, pattern: str, limit: int) -> list[str]:
