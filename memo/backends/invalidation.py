@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from memo._fork import in_forked_child, keep_from_parent
+
 if TYPE_CHECKING:
     from memo.backends.redis import RedisBackend
 
@@ -46,7 +48,6 @@ logger = logging.getLogger("memo")
 
 _KEYS, _PATTERN = 0, 1
 _LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
-_INHERITED_FROM_PARENT: list[Any] = []  # in a forked child: the parent's listener tasks
 
 
 # Messages are ASCII JSON, not msgpack: a client built with decode_responses=True (the
@@ -175,11 +176,9 @@ class InvalidationListener:
         await self.stop()
 
     def forget_after_fork(self) -> None:
-        """In a forked child: the parent's task and socket are not ours. The task is
-        kept, never run: collected here, it would close the parent's socket (see
-        ``RedisBackend._forget_clients``)."""
+        """In a forked child: the parent's task and socket are not ours (see memo._fork)."""
         if self._task is not None:
-            _INHERITED_FROM_PARENT.append(self._task)
+            keep_from_parent([self._task])
         self._task = None
         self._set_trust(False)
 
@@ -341,5 +340,4 @@ def _after_fork_in_child() -> None:
         listener.forget_after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+in_forked_child(_after_fork_in_child)

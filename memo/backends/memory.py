@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import weakref
@@ -12,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from memo._clock import Clock
+from memo._fork import in_forked_child
 from memo._glob import compile_glob
 from memo.backends.base import Backend
 from memo.exceptions import ConfigError
@@ -33,8 +33,7 @@ def _new_locks_in_child() -> None:
         tier._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_locks_in_child)
+in_forked_child(_new_locks_in_child)
 
 
 class MemoryBackend(Backend):

@@ -42,6 +42,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, RedisError, Respo
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memo._clock import Clock
+from memo._fork import in_forked_child, keep_from_parent
 from memo._secrets import mask_url
 from memo._urls import check_redis_url
 from memo.backends.base import Backend
@@ -108,9 +109,6 @@ def _no_retry() -> Retry:
 
 
 _LIVE_BACKENDS: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
-# In a forked child, what belonged to the parent: kept alive, never used (see
-# RedisBackend._forget_clients).
-_INHERITED_FROM_PARENT: list[Any] = []
 
 
 class _ReadBatch:
@@ -137,9 +135,8 @@ def _after_fork_in_child() -> None:
         backend._forget_clients()
 
 
-if hasattr(os, "register_at_fork"):
-    # Checked once per fork rather than with a getpid() call on every command.
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# Checked once per fork rather than with a getpid() call on every command.
+in_forked_child(_after_fork_in_child)
 
 
 class RedisBackend(Backend):
@@ -220,15 +217,10 @@ class RedisBackend(Backend):
     # ------------------------------------------------------------------ plumbing
 
     def _forget_clients(self) -> None:
-        """In a forked child: never write to the parent's sockets, make new ones.
-
-        The parent's clients are kept, unused, rather than dropped: collected in the
-        child while a loop runs, a connection closes its transport, which removes the
-        socket from the parent's epoll set (shared with the child across the fork) and
-        leaves the parent waiting forever for that socket's replies.
-        """
+        """In a forked child: never write to the parent's sockets, nor drop them (see
+        memo._fork); make new ones."""
         for per_loop in (self._clients, self._batches, self._watchdogs):
-            _INHERITED_FROM_PARENT.extend(per_loop.values())
+            keep_from_parent(per_loop.values())
         self._pid = os.getpid()
         # Siblings forked from one parent must not take each other's announcements
         # for their own.
