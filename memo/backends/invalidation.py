@@ -1,7 +1,7 @@
 """The invalidation channel: how a write in one process reaches the memory tiers of others.
 
-Every Redis write memo makes (``SET``, ``UNLINK``, a pattern delete) is followed, in the
-same round trip, by a ``PUBLISH`` on ``memo:invalidations:{db}`` naming the keys or the
+Every Redis write memo makes (``SET``, ``UNLINK``, a pattern delete) goes with a
+``PUBLISH`` on ``memo:invalidations:{db}``, in the same command, naming the keys or the
 pattern it changed (see ``RedisBackend.announce``). Each memory tier in front of Redis
 listens on that channel and drops what it names.
 
@@ -12,9 +12,8 @@ A listener that may have missed a message must not let its memory tier be truste
   subscription is confirmed again, and it is flushed before it is trusted again.
 * Every subscription confirmation counts as a reconnect, including one redis-py makes on
   its own, so no reconnect goes unnoticed.
-* Each message, loss and confirmation moves a generation counter; a read from Redis that
-  began under an older generation does not fill the memory tier (the value it carries
-  may be the one just invalidated).
+* The tier is told of every message, loss and confirmation, and refuses to fill memory
+  from a Redis read that any of them overtook (see ``TieredBackend``).
 
 One listener per memory tier, running as a task of one event loop; a tier used from a
 new loop (after the old one stopped) gets a new listener there.
@@ -119,7 +118,7 @@ class InvalidationListener:
         self.heard = 0  # announcements of other processes applied to the memory tier
         self._closed = False
         self._failures = 0  # losses since the last confirmed subscription
-        self._heard = 0.0  # loop time of the last thing read from the channel
+        self._last_read = 0.0  # loop time of the last thing read from the channel
         _LIVE_LISTENERS.add(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -190,11 +189,9 @@ class InvalidationListener:
             try:
                 await self._listen()
             except asyncio.CancelledError:
-                self._set_trust(False)
                 raise
-            except Exception as exc:  # every loss is handled the same way
-                self._set_trust(False)
-                self._failures += 1
+            except Exception as exc:  # every loss is handled the same way (and _listen
+                self._failures += 1  # has already withdrawn the trust)
                 if self._failures == 1:
                     logger.warning(
                         "memo: invalidation channel %s on %s lost (%s); the memory tier "
@@ -219,7 +216,7 @@ class InvalidationListener:
         try:
             await _within(pubsub.subscribe(self.channel), deadline, "SUBSCRIBE")
             _raise_if_cancelled()
-            self._heard = loop.time()
+            self._last_read = loop.time()
             reader = loop.create_task(self._read(pubsub), name=f"memo reader {self.channel}")
             while True:
                 await asyncio.wait({reader}, timeout=self.heartbeat)
@@ -227,7 +224,7 @@ class InvalidationListener:
                 if reader.done():
                     reader.result()  # its error is this subscription's end
                     raise ConnectionError("the subscription ended")
-                silent = loop.time() - self._heard
+                silent = loop.time() - self._last_read
                 if silent > 2 * self.heartbeat + deadline:
                     raise TimeoutError(f"no answer for {silent:.1f} s")
                 if silent >= self.heartbeat:
@@ -240,7 +237,7 @@ class InvalidationListener:
         loop = asyncio.get_running_loop()
         while True:
             message = await pubsub.get_message(timeout=None)
-            self._heard = loop.time()
+            self._last_read = loop.time()
             if message is not None:
                 self._handle(message)
 
@@ -294,10 +291,9 @@ class InvalidationListener:
             self._on_pattern(pattern)
 
     def _set_trust(self, trusted: bool) -> None:
-        if trusted != self.trusted:
-            self.trusted = trusted
-        # Called on every change and on every loss, even a repeated one: the tier
-        # counts both to refuse fills that raced them.
+        self.trusted = trusted
+        # Told on every call, a repeated loss included: the tier counts each one to
+        # refuse fills that raced it.
         self._on_trust(trusted)
 
 

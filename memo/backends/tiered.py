@@ -19,7 +19,8 @@ filled while that channel cannot vouch for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from memo.backends.base import Backend
 from memo.backends.invalidation import InvalidationListener
@@ -28,6 +29,8 @@ from memo.backends.redis import RedisBackend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
 
 __all__ = ["TieredBackend"]
+
+T = TypeVar("T")
 
 _OUTAGE = (BackendUnavailable, BackendTimeout)
 _REMEMBERED_INVALIDATIONS = 10_000  # keys whose last announcement is remembered
@@ -85,9 +88,8 @@ class TieredBackend(Backend):
         self._serve_memory = self._memory_first or self.remote_down
 
     def _failed(self, exc: BackendError) -> None:
-        if isinstance(exc, _OUTAGE) and not self.remote_down:
-            self.remote_down = True
-            self._refresh()
+        if isinstance(exc, _OUTAGE):
+            self.mark_remote_down()
 
     def mark_remote_down(self) -> None:
         """The remote did not answer a check: serve from memory until it does."""
@@ -102,9 +104,6 @@ class TieredBackend(Backend):
             self.remote_down = False
             self.memory.clear_local()
             self._refresh()
-
-    def _memory_in_use(self) -> bool:
-        return self._serve_memory
 
     def _fills_memory(self) -> bool:
         return self.memory_reads and self._channel_trusted
@@ -205,7 +204,7 @@ class TieredBackend(Backend):
         found: list[bytes | None] = [None] * len(keys)
         wanted: list[int] = []
         for i, key in enumerate(keys):
-            data = self.memory.get_local(key) if self._memory_in_use() else None
+            data = self.memory.get_local(key) if self._serve_memory else None
             if data is None:
                 wanted.append(i)
             else:
@@ -285,21 +284,21 @@ class TieredBackend(Backend):
         self._listen()
         begun = self._begin_write(items)
         try:
-            if one:
-                ((key, value),) = items.items()
-                await self.remote.set(key, value, ttl_ms)
-            else:
-                await self.remote.set_many(items, ttl_ms)
+            try:
+                if one:
+                    ((key, value),) = items.items()
+                    await self.remote.set(key, value, ttl_ms)
+                else:
+                    await self.remote.set_many(items, ttl_ms)
+            finally:
+                fillable = self._end_write(items, begun)
         except BackendError as exc:
-            self._end_write(items, begun)
             self._write_failed(exc, items, ttl_ms)
             raise
         except BaseException:
-            self._end_write(items, begun)
             for key in items:
                 self.memory.discard(key)  # cancelled: Redis may or may not have it
             raise
-        fillable = self._end_write(items, begun)
         self._answered()
         for key, value in items.items():
             if key in fillable:
@@ -334,19 +333,27 @@ class TieredBackend(Backend):
         return removed
 
     async def delete_pattern(self, pattern: str) -> int:
+        return await self._remove_matching(
+            lambda: self.memory.discard_pattern(pattern), self.remote.delete_pattern(pattern)
+        )
+
+    async def _remove_matching(self, drop_local: Callable[[], object], remote: Awaitable[T]) -> T:
+        """Remove many keys from both tiers. No read under way, nor one racing the remote
+        removal, may fill memory with what it removes: the generation moves before and
+        after, and memory is emptied of them again once the remote is done."""
         self._listen()
-        self._generation += 1  # no read under way may fill memory with what this removes
-        await self.memory.delete_pattern(pattern)
+        self._generation += 1
+        drop_local()
         try:
-            removed = await self.remote.delete_pattern(pattern)
+            result = await remote
         except BackendError as exc:
             self._failed(exc)
             raise
         finally:
             self._generation += 1
-            self.memory.discard_pattern(pattern)
+            drop_local()
         self._answered()
-        return removed
+        return result
 
     async def scan_keys(self, pattern: str, limit: int) -> list[str]:
         """The remote's keys (it holds every entry); during an outage, the memory tier's."""
@@ -359,18 +366,7 @@ class TieredBackend(Backend):
         return found
 
     async def clear(self) -> None:
-        self._listen()
-        self._generation += 1
-        await self.memory.clear()
-        try:
-            await self.remote.clear()
-        except BackendError as exc:
-            self._failed(exc)
-            raise
-        finally:
-            self._generation += 1
-            self.memory.clear_local()
-        self._answered()
+        await self._remove_matching(self.memory.clear_local, self.remote.clear())
 
     async def aclose(self) -> None:
         if self.listener is not None:
