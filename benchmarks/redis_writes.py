@@ -78,13 +78,15 @@ async def main(args: argparse.Namespace) -> None:
     async def raw_set(i: int) -> object:
         return await raw.set(f"bench:raw:{i}", payload, px=600_000)
 
+    def writes_to(cache: GenericRedisCache) -> Callable[[int], Awaitable[object]]:
+        return lambda i: cache.set(f"k{i}", VALUE, ttl=600)
+
+    raw_row = {"raw redis-py SET": raw_set}
+    announced_row = {"memo set, announced": writes_to(announced)}
+
     print(f"Redis writes at {mask_url(args.redis)}: {args.rounds} rounds x {args.batch} writes")
     alone = await interleaved(
-        {
-            "raw redis-py SET": raw_set,
-            "memo set, channel off": lambda i: silent.set(f"k{i}", VALUE, ttl=600),
-            "memo set, announced": lambda i: announced.set(f"k{i}", VALUE, ttl=600),
-        },
+        {**raw_row, "memo set, channel off": writes_to(silent), **announced_row},
         args.rounds,
         args.batch,
     )
@@ -99,11 +101,7 @@ async def main(args: argparse.Namespace) -> None:
     tiered = GenericRedisCache(args.redis, namespace="bench_tier")
     await tiered.connect()
     heard = await interleaved(
-        {
-            "raw redis-py SET": raw_set,
-            "memo set, announced": lambda i: announced.set(f"k{i}", VALUE, ttl=600),
-            "memo set, memory tier, listening": lambda i: tiered.set(f"k{i}", VALUE, ttl=600),
-        },
+        {**raw_row, **announced_row, "memo set, memory tier, listening": writes_to(tiered)},
         args.rounds,
         args.batch,
     )
