@@ -67,8 +67,8 @@ _UNLINK_CHUNK = 500
 
 
 # A write and the PUBLISH announcing it, as one command. Pipelined instead, announcing
-# cost 91 µs a write (median) over memo's unannounced SET; as a script, 23 to 41 µs in
-# two runs (benchmarks/redis_writes.py). PUBLISH goes through pcall, so that a server refusing it
+# cost 91 µs a write (median) over memo's unannounced SET; as a script, 23 to 46 µs in
+# three runs (benchmarks/redis_writes.py). PUBLISH goes through pcall, so that a server refusing it
 # (an ACL) still applies the write and says so in the reply.
 # Both reply {what the write returned, 'OK' or PUBLISH's error}; the channel and the
 # message are the last two arguments.
