@@ -1,0 +1,45 @@
+"""The one place arguments are checked: whole numbers, seconds and flags.
+
+Every check names the argument as the user spelled it, the value given and what is
+allowed, and raises ``ConfigError``. ``bool`` is refused wherever a number is meant:
+``True`` is an ``int`` to Python, but ``memory_cache_size=True`` is a mistake.
+"""
+
+from __future__ import annotations
+
+import math
+
+from memo.exceptions import ConfigError
+
+__all__ = ["check_bool", "check_int", "check_seconds"]
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` when it is an int (not a bool) from ``low`` to ``high`` inclusive."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"{name}={value!r}: must be a whole number {allowed}")
+    if value < low or (high is not None and value > high):
+        allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"{name}={value!r} is out of range: must be a whole number {allowed}")
+    return value
+
+
+def check_seconds(name: str, value: object, high: float, *, allow_zero: bool = False) -> float:
+    """``value`` as float seconds: a finite int or float (not a bool), more than 0 (or at
+    least 0 with ``allow_zero``) and at most ``high``."""
+    low = "at least 0" if allow_zero else "more than 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={value!r}: must be seconds (an int or float), {low}")
+    seconds = float(value)
+    too_low = seconds < 0 if allow_zero else seconds <= 0
+    if not math.isfinite(seconds) or too_low or seconds > high:
+        raise ConfigError(f"{name}={value!r} is out of range: seconds, {low} and at most {high:g}")
+    return seconds
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` when it is True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r}: must be True or False")
+    return value

@@ -1,0 +1,211 @@
+"""The package's seams, read from its source with ``ast``.
+
+Three rules a maintainer would otherwise enforce by review:
+
+* no import cycle between memo's modules, counting imports made only for type checking
+  and imports deferred into functions (a cycle hidden in a function is still a cycle);
+* no module uses another module's ``_private`` names: not by importing them, and not by
+  reaching into an object for an underscored attribute that its own module does not
+  define;
+* no module over 500 lines, except those listed below with their reason.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "memo"
+MAX_LINES = 500
+
+#: Modules allowed past MAX_LINES, each with the reason it is not split.
+LONG_MODULES: dict[str, str] = {}
+
+#: Underscored attributes of objects memo does not own, used on purpose.
+FOREIGN_PRIVATE_OK = {
+    "_asdict",  # namedtuple's public API, underscored to avoid field clashes
+    "_replace",
+    "_fields",
+    "_field_defaults",
+    "_make",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text(), str(path)) for name, path in _modules().items()}
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _imports(module: str, tree: ast.Module, known: set[str]) -> Iterator[tuple[str, str, int]]:
+    """(imported memo module, name imported from it or "", line) for every import."""
+    is_package = _modules()[module].name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "memo":
+                    yield alias.name, "", node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve(module, is_package, node)
+            if source.split(".")[0] != "memo":
+                continue
+            for alias in node.names:
+                # `from memo.backends import redis` imports a module, not a name.
+                sub = f"{source}.{alias.name}"
+                if sub in known:
+                    yield sub, "", node.lineno
+                else:
+                    yield source, alias.name, node.lineno
+
+
+def _graph() -> dict[str, set[str]]:
+    trees = _trees()
+    known = set(trees)
+    graph: dict[str, set[str]] = {name: set() for name in trees}
+    for name, tree in trees.items():
+        for target, _, _ in _imports(name, tree, known):
+            if target in known and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+
+    def visit(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _own_private_names(tree: ast.Module) -> set[str]:
+    """Underscored names a module defines: functions, classes, attributes, slots."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ entries, setattr/getattr names
+    return {n for n in names if _is_private(n)}
+
+
+def _private_reaches() -> list[str]:
+    trees = _trees()
+    known = set(trees)
+    found: list[str] = []
+    for name, tree in trees.items():
+        for target, imported, line in _imports(name, tree, known):
+            if imported and _is_private(imported) and target != name:
+                found.append(f"{name}:{line} imports {target}.{imported}")
+        own = _own_private_names(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not _is_private(node.attr):
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            if node.attr in own or node.attr in FOREIGN_PRIVATE_OK:
+                continue
+            found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+    return found
+
+
+def test_no_import_cycles_between_modules() -> None:
+    assert [] == _cycles(_graph())
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    assert [] == _private_reaches()
+
+
+def test_no_module_is_longer_than_the_limit_without_a_stated_reason() -> None:
+    long = {
+        name: len(path.read_text().splitlines())
+        for name, path in _modules().items()
+        if len(path.read_text().splitlines()) > MAX_LINES
+    }
+    assert {} == {name: n for name, n in long.items() if name not in LONG_MODULES}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import memo.b\n", [["memo.a", "memo.b"]]),
+        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from memo.b import X\n",
+         [["memo.a", "memo.b"]]),
+        ("def f():\n    from memo import b\n", [["memo.a", "memo.b"]]),
+        ("import os\n", []),
+    ],
+)
+def test_the_cycle_finder_sees_plain_type_checking_and_deferred_imports(
+    source: str, expected: list[list[str]]
+) -> None:
+    tree = ast.parse(source)
+    graph = {"memo.a": set(), "memo.b": {"memo.a"}}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            graph["memo.a"] |= {a.name for a in node.names if a.name.startswith("memo.")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("memo"):
+            for alias in node.names:
+                mod = node.module if node.module != "memo" else f"memo.{alias.name}"
+                graph["memo.a"].add(mod or "")
+    assert expected == _cycles(graph)
