@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ def test_all_is_sorted_and_every_name_imports() -> None:
         assert getattr(memo, name) is not None, name
 
 
+@pytest.mark.slow
 def test_importing_memo_does_no_io_and_builds_no_cache() -> None:
     code = "import memo, memo._slots as s; print(s._slots, s.built_caches())"
     out = subprocess.run(
@@ -64,6 +66,7 @@ def _tool(name: str) -> list[str]:
     return [sys.executable, "-m", name]
 
 
+@pytest.mark.slow
 def test_ruff_finds_nothing() -> None:
     out = subprocess.run(
         [*_tool("ruff"), "check", "memo", "tests", "examples", "benchmarks"],
@@ -74,6 +77,18 @@ def test_ruff_finds_nothing() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow
+def test_the_tree_is_formatted_as_ruff_format_writes_it() -> None:
+    out = subprocess.run(
+        [*_tool("ruff"), "format", "--check", "memo", "tests", "examples", "benchmarks"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.slow
 def test_mypy_strict_passes_on_the_package_and_the_typing_checks() -> None:
     """tests/typing_checks.py proves decorated signatures survive (ParamSpec)."""
     out = subprocess.run(
@@ -83,3 +98,112 @@ def test_mypy_strict_passes_on_the_package_and_the_typing_checks() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+INSTALL = 'python -m pip install -q -e ".[test]"'
+
+WRONG_CALL = """\
+from memo import cached
+
+
+@cached(ttl=60)
+async def f(user_id: int) -> dict[str, int]:
+    return {"user_id": user_id}
+
+
+async def main() -> None:
+    await f("not an int")
+"""
+
+
+def _outside_environment() -> dict[str, str]:
+    """The environment of a user's shell: nothing points Python or mypy at the clone."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
+
+
+@pytest.mark.slow
+def test_mypy_outside_the_clone_sees_the_installed_signature_and_flags_a_wrong_argument(
+    tmp_path: Path,
+) -> None:
+    """An installed memo is visible to mypy anywhere, and a decorated function keeps its
+    parameter types: a str passed for an int is the one error reported."""
+    env = _outside_environment()
+    where = subprocess.run(
+        [sys.executable, "-c", "import memo; print(memo.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    if where.returncode != 0:
+        pytest.fail(
+            f"memo is not importable outside the clone: run the README's install command, "
+            f"{INSTALL}, in {ROOT}\n{where.stderr}"
+        )
+    imported = Path(where.stdout.strip()).resolve()
+    if not imported.is_relative_to(ROOT):
+        pytest.fail(
+            f"memo imports from {imported}, not from this clone: run the README's install "
+            f"command, {INSTALL}, in {ROOT}"
+        )
+    _tool("mypy")
+    source = tmp_path / "wrong_call.py"
+    source.write_text(WRONG_CALL)
+    call_line = WRONG_CALL.splitlines().index('    await f("not an int")') + 1
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", source.name],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+
+    errors = [line for line in out.stdout.splitlines() if ": error: " in line]
+    assert 1 == len(errors), out.stdout + out.stderr
+    assert errors[0].startswith(f"{source.name}:{call_line}: error: "), errors[0]
+    assert "[arg-type]" in errors[0] and '"str"' in errors[0] and '"int"' in errors[0], errors[0]
+
+
+def _importers(importtime: str, packages: set[str]) -> list[str]:
+    """Each import of one of ``packages`` made from outside it, with the chain that made it.
+
+    ``-X importtime`` prints a module after the modules it imported, indented one level
+    deeper than its importer: the importer is the next line indented less.
+    """
+    rows: list[tuple[int, str]] = []
+    for line in importtime.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        field = line.rsplit("|", 1)[1]
+        name = field.strip()
+        if name and name != "imported package":
+            rows.append((len(field) - len(field.lstrip()), name))
+    found = []
+    for index, (depth, name) in enumerate(rows):
+        if name.split(".")[0] not in packages:
+            continue
+        chain = [name]
+        for outer_depth, outer in rows[index + 1 :]:
+            if outer_depth < depth:
+                chain.append(outer)
+                depth = outer_depth
+        if len(chain) > 1 and chain[1].split(".")[0] in packages:
+            continue  # a submodule the package imported itself
+        found.append(" <- ".join(chain))
+    return found
+
+
+@pytest.mark.slow
+def test_importing_memo_loads_neither_redis_nor_fastapi() -> None:
+    """A memory-only user pays for no Redis client and no web framework at import."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import memo"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_outside_environment(),
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = _importers(out.stderr, {"redis", "fastapi"})
+    assert [] == loaded, "imported by `import memo`:\n" + "\n".join(loaded)
