@@ -50,6 +50,7 @@ async def seed(url: str, namespace: str = "default", **values: Any) -> GenericRe
     return cache
 
 
+@pytest.mark.slow
 async def test_keys_lists_the_matching_relative_keys_and_honours_the_limit(
     redis_server: RedisServer,
 ) -> None:
@@ -68,6 +69,7 @@ async def test_keys_lists_the_matching_relative_keys_and_honours_the_limit(
     assert (1, "") == (other.returncode, other.stdout.strip())  # another namespace
 
 
+@pytest.mark.slow
 async def test_get_prints_the_decoded_value_and_says_when_there_is_none(
     redis_server: RedisServer,
 ) -> None:
@@ -85,6 +87,7 @@ async def test_get_prints_the_decoded_value_and_says_when_there_is_none(
     assert 1 == missing.returncode and "no value stored under 'session:nope'" in missing.stderr
 
 
+@pytest.mark.slow
 async def test_get_shows_a_stale_value_and_leaves_bytes_it_cannot_decode_in_place(
     redis_server: RedisServer,
 ) -> None:
@@ -113,6 +116,7 @@ async def test_get_shows_a_stale_value_and_leaves_bytes_it_cannot_decode_in_plac
     assert stale == client.get("memo:default:report")
 
 
+@pytest.mark.slow
 async def test_invalidate_deletes_what_it_counts_and_asks_first(
     redis_server: RedisServer,
 ) -> None:
@@ -136,6 +140,7 @@ async def test_invalidate_deletes_what_it_counts_and_asks_first(
     assert client.exists("memo:default:keep")
 
 
+@pytest.mark.slow
 async def test_invalidate_by_tag_removes_the_tagged_entries(redis_server: RedisServer) -> None:
     cache = GenericRedisCache(redis_server.url, enable_memory_cache=False)
 
@@ -154,6 +159,7 @@ async def test_invalidate_by_tag_removes_the_tagged_entries(redis_server: RedisS
     assert 1 == len(json.loads(left.stdout))  # user 8's entry (tag indexes are not listed)
 
 
+@pytest.mark.slow
 async def test_stats_and_health_as_json_without_the_password(
     make_redis_server: Any,
 ) -> None:
@@ -177,6 +183,7 @@ async def test_stats_and_health_as_json_without_the_password(
     assert "***" in stats.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_redis_exits_3_and_says_where() -> None:
     down = "redis://127.0.0.1:1/0"
     health = run("--json", "health", url=down)
@@ -185,6 +192,7 @@ def test_an_unreachable_redis_exits_3_and_says_where() -> None:
     assert 3 == keys.returncode and "127.0.0.1:1" in keys.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
@@ -202,11 +210,13 @@ def test_configuration_errors_exit_2_naming_the_culprit(
     assert named in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2() -> None:
     assert 2 == run("invalidate").returncode  # neither a pattern nor --tag
     assert 2 == run("frobnicate").returncode
 
 
+@pytest.mark.slow
 def test_presets_lists_all_seven_with_their_figures() -> None:
     result = run("--json", "presets")
     table = json.loads(result.stdout)
@@ -228,6 +238,7 @@ def test_without_a_redis_url_it_works_on_memory_and_says_so(
     assert captured.out.startswith("healthy") and "no Redis URL" in captured.err
 
 
+@pytest.mark.slow
 def test_without_a_redis_url_the_script_says_so_once_and_prints_nothing_on_a_miss() -> None:
     result = run("get", "absent")
     assert 1 == result.returncode and "" == result.stdout

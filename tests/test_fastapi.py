@@ -47,6 +47,7 @@ def redis_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return url
 
 
+@pytest.mark.slow
 def test_without_fastapi_the_error_names_the_extra() -> None:
     code = (
         "import sys; sys.modules['fastapi'] = None\n"

@@ -105,7 +105,11 @@ async def test_the_watchdog_cancels_only_what_overran_its_deadline() -> None:
 async def test_an_outside_cancellation_stays_a_cancellation() -> None:
     watchdog = DeadlineWatchdog(asyncio.get_running_loop())
     task = asyncio.create_task(_watched(watchdog, 5, 5))
-    await asyncio.sleep(0.01)
+    for _ in range(100):  # let the task start and come under watch before cancelling it
+        if task in watchdog._watched:
+            break
+        await asyncio.sleep(0)
+    assert task in watchdog._watched
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
