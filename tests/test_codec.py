@@ -157,6 +157,7 @@ values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values, st.sampled_from([0, 10**12]))
 def test_every_value_round_trips_exactly_compressed_or_not(value: Any, threshold: int) -> None:
@@ -646,6 +647,7 @@ def _mutate_everywhere(obj: Any) -> None:
             _mutate_everywhere(getattr(obj, f.name))
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values)
 def test_memory_hits_are_independent_copies_however_often_they_are_remembered(

@@ -451,6 +451,7 @@ def _write_in_child(cache: Cache) -> None:
     asyncio.run(cache.set("k", "from the child"))
 
 
+@pytest.mark.slow
 def test_forked_siblings_hear_each_other(redis_server: RedisServer) -> None:
     import multiprocessing
 

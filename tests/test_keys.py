@@ -259,6 +259,7 @@ def test_key_shapes_and_patterns() -> None:
     assert len(digest(b"")) == 32
 
 
+@pytest.mark.slow
 def test_same_calls_give_same_keys_in_other_processes() -> None:
     here = fx.derive_all()  # includes a set of strings, whose iteration order the seed moves
     code = "import json, tests._keyfixtures as f; print(json.dumps(f.derive_all()))"
@@ -409,6 +410,7 @@ def twins(value: Any) -> list[Any]:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(VALUES, max_size=3).map(tuple), min_size=1, max_size=6))
 def test_distinct_arguments_never_share_a_key(calls: list[tuple[Any, ...]]) -> None:
@@ -425,6 +427,7 @@ def test_distinct_arguments_never_share_a_key(calls: list[tuple[Any, ...]]) -> N
             assert seen.setdefault(key, structure(args)) == structure(args), args
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     name=st.text(min_size=1, max_size=20),
@@ -465,6 +468,7 @@ def python_binding(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return tuple(bound.arguments.items())
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     func=st.sampled_from([*SIGNATURES, sig_method]),
@@ -567,6 +571,7 @@ _flat_options = st.dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(_flat_options, _flat_options)
 def test_remembered_flat_options_give_the_keys_a_fresh_derivation_gives(

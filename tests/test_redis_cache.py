@@ -154,10 +154,11 @@ async def test_a_paused_server_bounds_every_call_and_an_open_breaker_sends_nothi
 async def test_the_breaker_probes_and_closes_once_the_server_answers(
     redis_server: RedisServer,
 ) -> None:
+    clock = FakeClock()
     backend = RedisBackend(
         redis_server.url,
         operation_timeout=0.2,
-        breaker=CircuitBreaker(failure_threshold=2, reset_timeout=0.2),
+        breaker=CircuitBreaker(failure_threshold=2, reset_timeout=0.2, clock=clock),
     )
     await backend.set("memo:t:k", b"v", 60_000)
     redis_server.kill()
@@ -166,7 +167,8 @@ async def test_the_breaker_probes_and_closes_once_the_server_answers(
             await backend.get("memo:t:k")
     assert "open" == backend.breaker.state
     redis_server.restart()
-    await asyncio.sleep(0.25)
+    assert await backend.ping() is False  # still open: no probe before reset_timeout
+    clock.advance(0.2)
     assert await backend.ping()
     assert "closed" == backend.breaker.state
     await backend.aclose()
@@ -262,9 +264,14 @@ async def test_a_short_ttl_expires_in_both_tiers_on_the_real_clock(
     cache = GenericRedisCache(redis_server.url)
     await cache.set("k", "v", ttl=0.3)
     assert "v" == await cache.get("k")  # from memory
-    await asyncio.sleep(0.45)
-    assert await cache.get("k") is None
-    assert not redis_server.client().exists(cache.prefix + "k")
+    for _ in range(500):  # each tier on its own real clock: wait until both let it go
+        served = await cache.get("k")
+        in_redis = bool(redis_server.client().exists(cache.prefix + "k"))
+        if served is None and not in_redis:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail(f"the entry never expired: served {served!r}, in Redis {in_redis}")
     await cache.aclose()
 
 
@@ -273,17 +280,17 @@ async def test_a_cache_built_while_redis_is_down_works_in_memory_then_uses_redis
 ) -> None:
     url = redis_server.url
     redis_server.kill()
-    cache = GenericRedisCache(url, enable_memory_cache=False, operation_timeout=0.3)
+    clock = FakeClock()
+    cache = GenericRedisCache(url, enable_memory_cache=False, operation_timeout=0.3, clock=clock)
     assert await cache.connect() is False
     assert cache.redis is not None
-    cache.redis.breaker.reset_timeout = 0.1
     await cache.set("during", "outage value")
     assert "outage value" == await cache.get("during")
     assert await cache.delete("during") is False  # the delete could not reach Redis
     assert (await cache.get_cache_stats())["errors"] >= 2
 
     redis_server.restart()
-    await asyncio.sleep(0.15)
+    clock.advance(cache.redis.breaker.reset_timeout)  # the breaker may probe again
     assert await cache.connect()
     await cache.set("after", "in redis")
     assert redis_server.client().exists(cache.prefix + "after")
