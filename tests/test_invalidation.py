@@ -15,12 +15,8 @@ import pytest
 
 from memo import Cache, GenericRedisCache
 from memo.backends import MemoryBackend
-from memo.backends.invalidation import (
-    InvalidationListener,
-    decode_message,
-    encode_keys,
-    encode_pattern,
-)
+from memo.backends._messages import decode_message, encode_keys, encode_pattern
+from memo.backends.invalidation import InvalidationListener
 from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
 from tests.redis_harness import RedisServer
@@ -160,8 +156,7 @@ async def test_a_lost_channel_bypasses_memory_and_flushes_it_before_trusting_it_
 async def test_while_the_channel_is_down_memory_is_neither_read_nor_filled(
     redis_server: RedisServer,
 ) -> None:
-    redis = RedisBackend(redis_server.url)
-    redis.announce = True
+    redis = RedisBackend.from_url(redis_server.url)
     backend = TieredBackend(MemoryBackend(), redis, listen=True, heartbeat=0.2)
     cache = Cache(backend)
     try:
@@ -180,7 +175,7 @@ async def test_while_the_channel_is_down_memory_is_neither_read_nor_filled(
 
 
 async def test_a_paused_server_is_noticed_by_its_silence(redis_server: RedisServer) -> None:
-    redis = RedisBackend(redis_server.url, connect_timeout=0.2, operation_timeout=0.2)
+    redis = RedisBackend.from_url(redis_server.url, connect_timeout=0.2, operation_timeout=0.2)
     backend = TieredBackend(MemoryBackend(), redis, listen=True, heartbeat=0.1)
     cache = Cache(backend)
     try:
@@ -428,7 +423,7 @@ async def test_a_pattern_delete_that_fails_late_has_announced_what_it_deleted(
 async def test_a_listener_on_a_decoding_client_still_hears(redis_server: RedisServer) -> None:
     import redis.asyncio as aioredis
 
-    decoding = RedisBackend(
+    decoding = RedisBackend.from_url(
         redis_server.url,
         client_factory=lambda: aioredis.Redis.from_url(redis_server.url, decode_responses=True),
     )

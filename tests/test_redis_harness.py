@@ -37,7 +37,7 @@ def test_commandstats_count_what_the_server_ran(redis_server: RedisServer) -> No
 async def test_a_thousand_concurrent_reads_on_a_pool_of_ten_never_raise(
     redis_server: RedisServer,
 ) -> None:
-    backend = RedisBackend(redis_server.url, max_connections=10, operation_timeout=5)
+    backend = RedisBackend.from_url(redis_server.url, max_connections=10, operation_timeout=5)
     await backend.set_many({f"memo:c:{i}": b"v" for i in range(1000)}, 60_000)
     results = await asyncio.gather(
         *(backend.get(f"memo:c:{i}") for i in range(1000)), return_exceptions=True
@@ -107,27 +107,43 @@ def test_when_redis_is_required_a_missing_server_fails_the_run(tmp_path: Path) -
     assert "MEMO_REQUIRE_REDIS=1 but redis-server not found" in out.stdout
 
 
+async def _read_with_client(backend: RedisBackend, key: str) -> tuple[bytes | None, object]:
+    return await backend.get(key), backend.client()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
 def test_a_forked_child_makes_its_own_connections(redis_server: RedisServer) -> None:
     # A generous deadline: the child of a large test process, on a loaded machine, may
     # take a while to make its first connection; what is checked is which sockets it uses.
-    backend = RedisBackend(redis_server.url, operation_timeout=5.0, connect_timeout=5.0)
+    backend = RedisBackend.from_url(redis_server.url, operation_timeout=5.0, connect_timeout=5.0)
 
-    async def use() -> bytes | None:
+    async def use() -> tuple[bytes | None, object]:
         await backend.set("memo:f:k", b"parent", 60_000)
-        return await backend.get("memo:f:k")
+        return await backend.get("memo:f:k"), backend.client()
 
     loop = asyncio.new_event_loop()
     try:
-        assert b"parent" == loop.run_until_complete(use())
+        got, parent_client = loop.run_until_complete(use())
+        assert b"parent" == got
+        parent_origin = backend.origin
         pid = os.fork()
         if pid == 0:  # the child: a new loop, and it must not reuse the parent's sockets
             try:
                 child_loop = asyncio.new_event_loop()
-                got = child_loop.run_until_complete(backend.get("memo:f:k"))
-                ok = got == b"parent" and backend._pid == os.getpid()
+                got, child_client = child_loop.run_until_complete(
+                    _read_with_client(backend, "memo:f:k")
+                )
+                ok = (
+                    got == b"parent"
+                    and child_client is not parent_client
+                    and backend.origin != parent_origin
+                )
                 if not ok:  # said on the test's captured stderr
-                    print(f"child read {got!r}; backend pid {backend._pid}", file=sys.stderr)
+                    print(
+                        f"child read {got!r}; own client {child_client is not parent_client}; "
+                        f"own origin {backend.origin != parent_origin}",
+                        file=sys.stderr,
+                    )
                 os._exit(0 if ok else 1)
             except BaseException:
                 traceback.print_exc()

@@ -2,8 +2,8 @@
 
 Every Redis write memo makes (``SET``, ``UNLINK``, a pattern delete) goes with a
 ``PUBLISH`` on ``memo:invalidations:{db}``, in the same command, naming the keys or the
-pattern it changed (see ``RedisBackend.announce``). Each memory tier in front of Redis
-listens on that channel and drops what it names.
+pattern it changed (see ``_announce.py``; the messages are in ``_messages.py``). Each
+memory tier in front of Redis listens on that channel and drops what it names.
 
 A listener that may have missed a message must not let its memory tier be trusted, so:
 
@@ -23,63 +23,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from memo._fork import in_forked_child, keep_from_parent
+from memo.backends._messages import decode_message
 
-if TYPE_CHECKING:
-    from memo.backends.redis import RedisBackend
-
-__all__ = [
-    "InvalidationListener",
-    "decode_message",
-    "encode_keys",
-    "encode_pattern",
-    "new_origin",
-]
+__all__ = ["ChannelSource", "InvalidationListener", "stop_listeners_of_running_loop"]
 
 logger = logging.getLogger("memo")
 
-_KEYS, _PATTERN = 0, 1
 _LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
 
 
-# Messages are ASCII JSON, not msgpack: a client built with decode_responses=True (the
-# client_factory seam allows one) decodes every pub/sub payload as UTF-8, and would fail
-# on binary ones. Keys are str; the origin is a hex string.
+class PubSubClient(Protocol):
+    """What the listener needs of a redis-py client."""
+
+    def pubsub(self) -> Any: ...
 
 
-def new_origin() -> str:
-    """A random id for one backend in one process (made again after a fork)."""
-    return os.urandom(8).hex()
+class ChannelSource(Protocol):
+    """The Redis side of a listener: a server, its channel and this process's origin.
 
+    ``RedisBackend`` is one; the listener uses nothing else of it.
+    """
 
-def encode_keys(origin: str, keys: Sequence[str]) -> bytes:
-    return json.dumps([origin, _KEYS, list(keys)], separators=(",", ":")).encode("ascii")
+    @property
+    def invalidation_channel(self) -> str:
+        """The pub/sub channel writes are announced on."""
+        ...
 
+    @property
+    def origin(self) -> str:
+        """This process's id in announcements (its own are skipped)."""
+        ...
 
-def encode_pattern(origin: str, pattern: str) -> bytes:
-    return json.dumps([origin, _PATTERN, pattern], separators=(",", ":")).encode("ascii")
+    @property
+    def masked_url(self) -> str:
+        """The server's URL, fit for logs."""
+        ...
 
+    @property
+    def connect_timeout(self) -> float: ...
 
-def decode_message(data: bytes | str) -> tuple[str, list[str] | None, str | None]:
-    """(origin, keys, pattern) of a message; ValueError for anything else."""
-    try:
-        origin, kind, body = json.loads(data)
-    except (ValueError, TypeError) as exc:  # bad JSON, bad UTF-8, or not three items
-        raise ValueError(f"not a memo invalidation message ({type(exc).__name__})") from exc
-    if not isinstance(origin, str):
-        raise ValueError("not a memo invalidation message (origin)")
-    if kind == _KEYS and isinstance(body, list) and all(isinstance(k, str) for k in body):
-        return origin, body, None
-    if kind == _PATTERN and isinstance(body, str):
-        return origin, None, body
-    raise ValueError("not a memo invalidation message (kind)")
+    @property
+    def operation_timeout(self) -> float: ...
+
+    def client(self) -> PubSubClient:
+        """The client of the running event loop."""
+        ...
+
+    def scrub(self, text: str) -> str:
+        """``text`` with any secret of the connection replaced by ``***``."""
+        ...
 
 
 class InvalidationListener:
@@ -93,7 +91,7 @@ class InvalidationListener:
 
     def __init__(
         self,
-        redis: RedisBackend,
+        redis: ChannelSource,
         *,
         on_keys: Callable[[list[str]], None],
         on_pattern: Callable[[str], None],
@@ -199,7 +197,7 @@ class InvalidationListener:
                         "allow that channel, or set invalidation_channel=False)",
                         self.channel,
                         self.redis.masked_url,
-                        self.redis._scrub(f"{type(exc).__name__}: {exc}"),
+                        self.redis.scrub(f"{type(exc).__name__}: {exc}"),
                     )
                 await asyncio.sleep(min(self.heartbeat, 0.05 * 2 ** min(self._failures, 6)))
                 _raise_if_cancelled()
@@ -211,7 +209,7 @@ class InvalidationListener:
         redis = self.redis
         deadline = redis.connect_timeout + redis.operation_timeout
         loop = asyncio.get_running_loop()
-        pubsub = redis._client().pubsub()
+        pubsub = redis.client().pubsub()
         reader: asyncio.Task[None] | None = None
         try:
             await _within(pubsub.subscribe(self.channel), deadline, "SUBSCRIBE")

@@ -1,0 +1,396 @@
+"""The Redis connection boundary: a URL parsed once, and the options around it.
+
+``RedisURL.parse`` is the one place a Redis URL is read. It accepts what redis-py's
+``from_url`` would understand *and* memo allows, and refuses the rest when the URL is
+given, naming the argument, the bad part and the way out: a typo must not surface later
+as a ``TypeError`` from inside redis-py on every call. Nothing here imports redis-py.
+
+Passwords never leave this module except through ``client_url``, which exists to be
+handed to redis-py: reprs, ``str()``, ``masked`` and every error show ``***`` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
+
+from memo._validate import check_bool, check_int, check_seconds
+from memo.exceptions import ConfigError
+
+__all__ = ["REDIS_SCHEMES", "RedisOptions", "RedisURL"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_DEFAULT_PORT = 6379
+_EXAMPLES = "redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
+
+#: Query parameters memo passes on to redis-py, each with what a valid value looks like.
+_PASSED_ON = {
+    "client_name": "a name shown by CLIENT LIST",
+    "health_check_interval": "whole seconds, 0 or more",
+    "socket_keepalive": "true or false",
+    "ssl_check_hostname": "true or false (rediss:// only)",
+}
+_CREDENTIALS = ("username", "password")
+#: Query parameters redis-py understands but memo sets itself: where to say it instead.
+_MEMO_SETS = {
+    "socket_connect_timeout": "pass connect_timeout= to memo",
+    "socket_timeout": "memo bounds every command by operation_timeout=",
+    "timeout": "memo waits for a pooled connection within operation_timeout=",
+    "max_connections": "pass max_connections= to memo",
+    "retry_on_timeout": "memo retries reads once, within operation_timeout=",
+    "protocol": "memo speaks RESP2, redis-py's default",
+}
+_ACCEPTED = ("db", *_CREDENTIALS, *_PASSED_ON)
+_SECRET_WORDS = ("pass", "pwd", "token", "secret", "auth", "key")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _looks_secret(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
+def _mask_raw(url: str) -> str:
+    """``url`` as given, with anything that may be a secret replaced by ``***``; for
+    errors about URLs that did not parse. Everything before the last ``@`` is taken as
+    credentials, so a password holding an unencoded ``/``, ``?`` or ``#`` is hidden too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url else url
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        hidden = "***" if any(c in user for c in "/?#") else (f"{user}:***" if colon else user)
+        rest = f"{hidden}@{rest}"
+    base, question, query = rest.partition("?")
+    query, hash_, _ = query.partition("#")
+    if question:
+        pairs = []
+        for piece in query.split("&"):
+            name, eq, _ = piece.partition("=")
+            pairs.append(f"{name}=***" if eq and _looks_secret(unquote_plus(name)) else piece)
+        base += "?" + "&".join(pairs)
+    if hash_ or "#" in base:
+        base = base.partition("#")[0] + "#***"
+    return f"{scheme}://{base}"
+
+
+def _flag(value: str) -> str | None:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return "true"
+    if lowered in _FALSE:
+        return "false"
+    return None
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """A Redis URL, validated: ``redis://``, ``rediss://`` (TLS) or ``unix://``.
+
+    ``host`` and ``port`` are None for a unix socket, ``socket_path`` None otherwise.
+    ``database`` comes from the path (``redis://host/3``) or ``?db=3`` (the only way
+    for a socket). ``options`` are the other query parameters memo passes on to
+    redis-py, normalized. Build one with ``RedisURL.parse``.
+    """
+
+    scheme: str
+    host: str | None = None
+    port: int | None = None
+    database: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    socket_path: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, url: str, argument: str = "redis_url") -> RedisURL:
+        """Read and check ``url``.
+
+        Raises:
+            ConfigError: naming ``argument``, the URL with its secrets masked, the part
+                that is wrong and how to write it.
+        """
+        if not isinstance(url, str):
+            raise ConfigError(
+                f"{argument}: a Redis URL is a str such as {_EXAMPLES}, not a {type(url).__name__}"
+            )
+        return _Parser(url, argument).parse()
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "rediss"
+
+    def with_tls(self) -> RedisURL:
+        """This URL over TLS (``rediss://``); a unix socket cannot be."""
+        if self.scheme == "unix":
+            raise ConfigError(
+                f"use_tls=True with redis_url={self.masked!r}: a unix socket has no TLS; "
+                f"use rediss://host:port, or drop use_tls"
+            )
+        return dataclasses.replace(self, scheme="rediss")
+
+    @property
+    def masked(self) -> str:
+        """The URL to show: its password (and any secret-looking value) as ``***``."""
+        return self._render(masked=True)
+
+    @property
+    def client_url(self) -> str:
+        """The URL to hand to redis-py, password included: never log or show it."""
+        return self._render(masked=False)
+
+    def _render(self, *, masked: bool) -> str:
+        auth = ""
+        if self.username or self.password:
+            auth = quote(self.username or "", safe="")
+            if self.password:
+                auth += ":" + ("***" if masked else quote(self.password, safe=""))
+            auth += "@"
+        query = [(name, value) for name, value in self.options]
+        if self.socket_path is not None:
+            if self.database:
+                query.insert(0, ("db", str(self.database)))
+            where = quote(self.socket_path, safe="/")
+        else:
+            host = self.host or "localhost"
+            host = f"[{host}]" if ":" in host else host
+            where = f"{host}:{self.port or _DEFAULT_PORT}/{self.database}"
+        shown = "&".join(
+            f"{name}={'***' if masked and _looks_secret(name) else quote(value, safe='')}"
+            for name, value in query
+        )
+        return f"{self.scheme}://{auth}{where}" + (f"?{shown}" if shown else "")
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"RedisURL({self.masked!r})"
+
+
+class _Parser:
+    """One parse of one URL, so that every error names it the same way."""
+
+    def __init__(self, url: str, argument: str) -> None:
+        self.url = url
+        self.argument = argument
+
+    def fail(self, problem: str, fix: str) -> ConfigError:
+        return ConfigError(f"{self.argument}={_mask_raw(self.url)!r}: {problem}; {fix}")
+
+    def parse(self) -> RedisURL:
+        scheme, sep, _ = self.url.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme not in REDIS_SCHEMES:
+            shown = scheme if sep else "none"
+            raise self.fail(f"scheme {shown!r} is not a Redis URL", f"use {_EXAMPLES}")
+        try:
+            parts = urlsplit(self.url)
+        except ValueError as exc:  # unbalanced [ ] around an IPv6 host
+            raise self.fail(f"it does not parse ({exc})", f"write it as {_EXAMPLES}") from None
+        # An "@" past the host is a password character that needed percent-encoding
+        # (its "/", "?" or "#" cut the URL short); nothing past that point can be trusted.
+        if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+            raise self.fail(
+                "'@' after the host",
+                "percent-encode '/', '?', '#' and '@' in a user name or password "
+                "(urllib.parse.quote(password, safe=''))",
+            )
+        if parts.fragment or self.url.endswith("#"):
+            raise self.fail(
+                "a '#fragment' means nothing to Redis",
+                "remove it, or percent-encode '#' in a password as %23",
+            )
+        query = self.query(parts.query)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        for name, given in (("username", username), ("password", password)):
+            if name in query and given is not None:
+                raise self.fail(
+                    f"{name} given both before the host and as ?{name}=", "give it once"
+                )
+        username = query.pop("username", None) or username
+        password = query.pop("password", None) or password
+        database = self.database(query.pop("db", None), parts.path, scheme)
+        if "ssl_check_hostname" in query and scheme != "rediss":
+            raise self.fail(
+                "ssl_check_hostname is a TLS setting", "use rediss:// for a TLS connection"
+            )
+        options = tuple(sorted(query.items()))
+        host_port = parts.netloc.rpartition("@")[2]
+        if scheme == "unix":
+            if host_port:
+                raise self.fail(
+                    f"host {host_port!r} in a unix:// URL",
+                    "a socket path is absolute, after three slashes: unix:///path/to/redis.sock",
+                )
+            if not parts.path or parts.path == "/":
+                raise self.fail("no socket path", "write unix:///path/to/redis.sock")
+            return RedisURL(
+                scheme,
+                database=database,
+                username=username,
+                password=password,
+                socket_path=unquote(parts.path),
+                options=options,
+            )
+        return RedisURL(
+            scheme,
+            host=parts.hostname or "localhost",
+            port=self.port(host_port),
+            database=database,
+            username=username,
+            password=password,
+            options=options,
+        )
+
+    def port(self, host_port: str) -> int:
+        _, bracket, after = host_port.rpartition("]")
+        text = after if bracket else host_port
+        _, colon, port = text.rpartition(":")
+        if not colon or port == "":
+            return _DEFAULT_PORT
+        if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise self.fail(
+                f"port {port!r} is not a number from 1 to 65535",
+                "write host:port, e.g. redis://localhost:6379/0",
+            )
+        return int(port)
+
+    def database(self, from_query: str | None, path: str, scheme: str) -> int:
+        from_path: str | None = None
+        if scheme != "unix" and path not in ("", "/"):
+            from_path = path[1:]
+            if not (from_path.isascii() and from_path.isdigit()):
+                raise self.fail(
+                    f"path {path!r} is not a database number",
+                    "the path of a redis:// URL is the database: /0, /1 …, e.g. "
+                    "redis://localhost:6379/3",
+                )
+        for text in (from_query, from_path):
+            if text is not None and not (text.isascii() and text.isdigit()):
+                raise self.fail(
+                    f"db={text!r} is not a database number",
+                    "write ?db=0, ?db=1 …, a whole number of 0 or more",
+                )
+        if from_query is not None and from_path is not None and int(from_query) != int(from_path):
+            raise self.fail(
+                f"database given twice, /{from_path} and ?db={from_query}", "give it once"
+            )
+        chosen = from_query if from_query is not None else from_path
+        return int(chosen) if chosen is not None else 0
+
+    def query(self, text: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for piece in text.split("&"):
+            if not piece:
+                continue
+            raw_name, eq, raw_value = piece.partition("=")
+            name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+            if name in _MEMO_SETS:
+                raise self.fail(f"memo sets {name} itself", _MEMO_SETS[name])
+            if name not in _ACCEPTED:
+                raise self.fail(
+                    f"unknown query parameter {name!r}",
+                    f"memo accepts {', '.join(_ACCEPTED)}",
+                )
+            if name in found:
+                raise self.fail(f"{name} given twice", "give it once")
+            if not eq or value == "":
+                raise self.fail(f"{name} has no value", f"write {name}=<value>, or leave it out")
+            found[name] = self.option(name, value)
+        return found
+
+    def option(self, name: str, value: str) -> str:
+        shown = "***" if _looks_secret(name) else repr(value)
+        if name in ("health_check_interval",) and not (value.isascii() and value.isdigit()):
+            raise self.fail(f"{name}={shown} is not a whole number", _PASSED_ON[name])
+        if name in ("socket_keepalive", "ssl_check_hostname"):
+            flag = _flag(value)
+            if flag is None:
+                raise self.fail(f"{name}={shown} is not true or false", _PASSED_ON[name])
+            return flag
+        return value
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """How memo connects to Redis, validated on construction.
+
+    Args:
+        url: the parsed URL (``RedisOptions.from_url`` parses one).
+        connect_timeout: seconds to open a connection.
+        operation_timeout: seconds for a whole command: pool wait, retry and I/O.
+        max_connections: the pool's size; callers wait (within the deadline) for a
+            free connection rather than fail.
+        use_tls: connect with TLS even though the URL says ``redis://``.
+        ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS files (used on TLS connections).
+        invalidation_channel: announce writes on Redis pub/sub and let memory tiers
+            listen for other processes' writes.
+    """
+
+    url: RedisURL
+    connect_timeout: float = 1.0
+    operation_timeout: float = 0.5
+    max_connections: int = 50
+    use_tls: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    invalidation_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, RedisURL):
+            raise ConfigError(
+                f"url: a RedisURL, not a {type(self.url).__name__}; build the options "
+                f"with RedisOptions.from_url(url, ...) to parse a str"
+            )
+        for name in ("connect_timeout", "operation_timeout"):
+            object.__setattr__(self, name, check_seconds(name, getattr(self, name), 300))
+        check_int("max_connections", self.max_connections, 1, 10_000)
+        check_bool("use_tls", self.use_tls)
+        check_bool("invalidation_channel", self.invalidation_channel)
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name}={value!r}: must be a file path (a str) or None")
+        if self.use_tls:
+            self.url.with_tls()  # refuses a unix socket
+
+    @classmethod
+    def from_url(cls, url: str, **fields: Any) -> RedisOptions:
+        """Options for ``url`` (parsed here) with ``fields`` set.
+
+        Raises:
+            ConfigError: a bad URL, an unknown field or a bad value, each named.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"url"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown Redis option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(RedisURL.parse(url), **fields)
+
+    @property
+    def connection_url(self) -> RedisURL:
+        """The URL connected to: ``url``, over TLS when ``use_tls`` asks for it."""
+        return self.url.with_tls() if self.use_tls and not self.url.tls else self.url
+
+    @property
+    def tls(self) -> bool:
+        return self.connection_url.tls
+
+    def ssl_arguments(self) -> dict[str, str]:
+        """The TLS files to hand to redis-py, when the connection is TLS."""
+        if not self.tls:
+            return {}
+        files = {
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        return {name: value for name, value in files.items() if value is not None}

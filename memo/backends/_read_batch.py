@@ -1,0 +1,98 @@
+"""Coalesced reads: concurrent GETs of one event loop go out together as one MGET.
+
+A burst of cache misses, or a fan-out, then costs one round trip per loop tick instead
+of one each, and a lone reader waits for nothing: it is sent as a plain GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+
+from memo._fork import keep_from_parent
+
+__all__ = ["ReadBatcher"]
+
+
+class _ReadBatch:
+    """Reads of one event loop waiting to go out together as one MGET."""
+
+    __slots__ = ("in_flight", "scheduled", "tasks", "waiting")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.scheduled = False
+        self.waiting: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
+class ReadBatcher:
+    """GET when nothing is in flight; while a read is, join the next MGET.
+
+    ``get_one`` and ``get_many`` send the commands (with their deadline and error
+    translation); this class only decides which to send and hands out the results.
+    """
+
+    def __init__(
+        self,
+        get_one: Callable[[str], Awaitable[bytes | None]],
+        get_many: Callable[[Sequence[str]], Awaitable[list[bytes | None]]],
+    ) -> None:
+        self._get_one = get_one
+        self._get_many = get_many
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadBatch] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's batches and tasks are not ours (see memo._fork)."""
+        keep_from_parent(self._batches.values())
+        self._batches = weakref.WeakKeyDictionary()
+
+    async def get(self, key: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _ReadBatch()
+        if batch.in_flight == 0 and not batch.waiting:
+            batch.in_flight += 1
+            try:
+                return await self._get_one(key)
+            finally:
+                batch.in_flight -= 1
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        batch.waiting.setdefault(key, []).append(future)
+        if not batch.scheduled:
+            batch.scheduled = True
+            loop.call_soon(self._send_batch, loop, batch)
+        return await future
+
+    def _send_batch(self, loop: asyncio.AbstractEventLoop, batch: _ReadBatch) -> None:
+        waiting, batch.waiting = batch.waiting, {}
+        batch.scheduled = False
+        batch.in_flight += 1
+        task = loop.create_task(self._mget_for(waiting, batch))
+        batch.tasks.add(task)
+        task.add_done_callback(batch.tasks.discard)
+
+    async def _mget_for(
+        self, waiting: dict[str, list[asyncio.Future[bytes | None]]], batch: _ReadBatch
+    ) -> None:
+        keys = list(waiting)
+        try:
+            values = await self._get_many(keys)
+        except BaseException as exc:
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for key, value in zip(keys, values, strict=True):
+                for future in waiting[key]:
+                    if not future.done():  # a cancelled reader has gone
+                        future.set_result(value)
+        finally:
+            batch.in_flight -= 1
