@@ -40,14 +40,15 @@ async def _fakeredis(clock: FakeClock, request: pytest.FixtureRequest) -> Backen
     import fakeredis
 
     server = fakeredis.FakeServer()
-    return RedisBackend(
+    return RedisBackend.from_url(
         "redis://fakeredis:6379/0",
+        invalidation_channel=False,  # fakeredis runs no Lua without lupa
         client_factory=lambda: fakeredis.FakeAsyncRedis(server=server),
     )
 
 
 async def _redis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
-    return RedisBackend(request.getfixturevalue("redis_url"))
+    return RedisBackend.from_url(request.getfixturevalue("redis_url"))
 
 
 async def _tiered_over_redis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
