@@ -13,7 +13,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from memo._keys import AIKeyBuilder, KeyBuilder, ai_key
+from memo._aikeys import AIKeyBuilder, ai_key
+from memo._keys import KeyBuilder
 
 
 async def get_user(user_id: int) -> dict[str, Any]:

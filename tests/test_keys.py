@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import enum
 import inspect
 import json
 import math
@@ -20,15 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memo._keys import (
-    AIKeyBuilder,
-    KeyBuilder,
-    ai_key,
-    canonical,
-    digest,
-    make_binder,
-    normalize_options,
-)
+from memo._aikeys import AIKeyBuilder, ai_key, normalize_options
+from memo._binder import make_binder
+from memo._canonical import canonical, digest
+from memo._keys import KeyBuilder
 from memo.exceptions import ConfigError, KeyDerivationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +34,7 @@ if str(ROOT) not in sys.path:  # import the fixtures as tests._keyfixtures, as t
 
 from tests import _keyfixtures as fx  # noqa: E402
 
-SAFE_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
+SAFE_KEY = re.compile(r"[A-Za-z0-9_.:%-]+")  # % only escapes characters of odd names
 DIGEST = r"[0-9a-f]{32}"
 
 
@@ -114,6 +111,58 @@ def test_supported_value_types_key_by_value() -> None:
     assert one_key(fx.Point(1, 2, note="a")) == one_key(fx.Point(1, 2, note="b"))
     assert one_key(fx.Point(1, 2)) != one_key(fx.Point(2, 1))
     assert one_key(10**5000) != one_key(10**5000 + 1)  # beyond int-to-str digit limits
+
+
+# -- subclasses of builtins -------------------------------------------------------------
+
+
+class Name(str):
+    """A str subclass, as a validated-id type or a pydantic constrained str may be."""
+
+
+class Count(int):
+    pass
+
+
+class Word(enum.StrEnum):
+    ABC = "abc"
+
+
+def test_a_str_subclass_argument_has_the_key_of_the_str_it_keys_as() -> None:
+    """Its digest is the str's, so its whole key must be: invalidate(Name("abc")) must
+    reach what f("abc") stored."""
+    assert one_key("abc") == one_key(Name("abc"))
+    warm = KeyBuilder(fx.one)
+    for _ in range(2):  # the fast map, keyed on exact types, holds "abc" once warm
+        assert warm(("abc",), {}) == warm((Name("abc"),), {}) == one_key("abc")
+    pair = KeyBuilder(fx.anything)
+    assert pair(("abc", 1), {}) == pair((Name("abc"), Count(1)), {})
+
+
+def test_an_int_subclass_argument_has_the_key_of_the_int_it_keys_as() -> None:
+    assert one_key(7) == one_key(Count(7))
+    assert one_key(2**70) == one_key(Count(2**70))
+
+
+def test_enum_members_and_bools_keep_keys_of_their_own() -> None:
+    assert one_key(fx.Level.LOW) != one_key(1)
+    assert one_key(Word.ABC) != one_key("abc")
+    assert one_key(True) != one_key(1)
+    assert len({one_key(v) for v in (fx.Level.LOW, 1, True, Count(1))}) == 3
+    assert one_key(True).split(":")[2] == "True"
+    assert one_key(fx.Level.LOW).count(":") == 2  # no label: an enum keys as a tagged node
+
+
+def test_subclasses_inside_star_args_key_and_self_and_key_callables_label_alike() -> None:
+    star = KeyBuilder(fx.anything)
+    assert star(("abc", 5), {}) == star((Name("abc"), Count(5)), {})
+    keyed = KeyBuilder(fx.one, key=lambda value: value)
+    assert keyed((Name("abc"),), {}) == keyed(("abc",), {})
+    assert keyed(((Name("abc"), 1),), {}) == keyed((("abc", 1),), {})
+    point = collections.namedtuple("point", "x y")  # keys as the tuple it is
+    assert keyed((point("abc", 1),), {}) == keyed((("abc", 1),), {})
+    method = KeyBuilder(fx.Account.balance, method=True)
+    assert method((fx.Account(Count(3)), Name("EUR")), {}) == method((fx.Account(3),), {})
 
 
 # -- methods, instances and __memo_key__ -----------------------------------------------
@@ -323,14 +372,17 @@ def test_bad_settings_are_config_errors() -> None:
         KeyBuilder(fx.get_user, text_hash_threshold=-1)
 
 
-def test_names_are_sanitized() -> None:
+def test_odd_names_become_safe_key_segments() -> None:
     def outer() -> Any:
         return lambda x: x
 
     builder = KeyBuilder(outer(), namespace="my space/ü")
     assert builder.function_id.endswith("outer.locals.lambda")
     assert SAFE_KEY.fullmatch(builder((1,), {}))
-    assert ai_key(operation="qa <v2>*", text="t", options=None).startswith("ai:qa_v2_:v1:")
+    assert builder((1,), {}).startswith("my%20space%2F%C3%BC:")
+    assert ai_key(operation="qa <v2>*", text="t", options=None).startswith(
+        "ai:qa%20%3Cv2%3E%2A:v1:"
+    )
 
 
 # -- property tests --------------------------------------------------------------------
@@ -579,7 +631,7 @@ def test_remembered_flat_options_give_the_keys_a_fresh_derivation_gives(
 ) -> None:
     """The fast path for flat option dicts must agree with the full derivation, whatever
     was remembered before (1, 1.0 and True; 0.0 and -0.0; orders; long strings)."""
-    import memo._keys as keys
+    import memo._aikeys as keys
 
     for options in (first, second, dict(reversed(list(first.items()))), first):
         keys._OPTIONS_NODES.clear()

@@ -1,0 +1,219 @@
+"""AI keys: ``ai:{operation}:v{version}:{digest}``, for ``@ai_cached`` and ``build_key``.
+
+The digest covers the operation as given, the text (hashed when longer than
+``text_hash_threshold``), the normalized options and any other argument that differs
+from its default; the operation's key segment comes from ``key_segment``, so
+``ai_operation_pattern`` matches exactly one operation's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from memo._binder import CallBinder
+from memo._canonical import SELF_ENTRY, canonical, digest, encode, pack
+from memo._keys import key_segment
+from memo._validate import check_int
+from memo.exceptions import ConfigError, KeyDerivationError
+
+__all__ = ["AIKeyBuilder", "ai_key", "ai_operation_pattern", "normalize_options"]
+
+
+def ai_operation_pattern(operation: str) -> str:
+    """The glob, relative to the cache's prefix, matching every AI key of ``operation``.
+
+    It matches no key of another operation, even one ``operation`` is a prefix of
+    (``"qa"`` and ``"qa2"``): a segment never holds ``:``.
+
+    Raises:
+        ConfigError: ``operation`` is not a non-empty str.
+    """
+    return f"ai:{key_segment(operation, 'operation')}:v*"
+
+
+def _whole(what: str, value: object) -> int:
+    """``value`` as an exact int >= 0: ai_key checks its settings on every call, so the
+    common exact int skips the general check (whose int() also turns an IntEnum plain)."""
+    if type(value) is int and value >= 0:
+        return value
+    return int(check_int(what, value, 0))
+
+
+def normalize_options(options: Any) -> Any:
+    """Normalize AI options so that equivalent requests share a key.
+
+    At every depth: mapping keys sorted, entries whose value is None dropped, integral
+    floats made ints (``100.0`` -> ``100``; bools stay bools, NaN and inf stay floats) and
+    tuples made lists. ``None`` means no options, as ``{}`` does.
+    """
+    return {} if options is None else _normalize(options)
+
+
+_PLAIN = frozenset({str, int, bool, type(None), bytes})
+
+
+def _normalize(v: Any) -> Any:
+    t = type(v)
+    if t in _PLAIN:  # the common leaves, before any (slow) abstract-class check
+        return v
+    if t is float:
+        return int(v) if v.is_integer() else v
+    if t is dict or isinstance(v, Mapping):
+        items = [(_normalize(k), _normalize(x)) for k, x in v.items() if x is not None]
+        try:
+            items.sort(key=itemgetter(0))
+        except TypeError:  # keys of mixed types: any fixed order will do
+            items.sort(key=lambda kv: canonical(kv[0], text_hash_threshold=1 << 62))
+        return dict(items)
+    if t is list or t is tuple or isinstance(v, (list, tuple)):
+        return [_normalize(x) for x in v]
+    if isinstance(v, (set, frozenset)):
+        return type(v)(map(_normalize, v))
+    return v
+
+
+#: Flat option dicts seen recently -> their encoded node (see _options_node).
+_OPTIONS_NODES: dict[tuple[Any, ...], Any] = {}
+_OPTIONS_NODES_SIZE, _OPTIONS_FAST_ITEMS = 1024, 16
+_OPTION_LEAVES = frozenset({str, int, bool, float, type(None)})
+
+
+def _options_node(options: Any, thr: int) -> Any:
+    """The encoded node of normalized ``options``, remembered for flat dicts.
+
+    Most AI calls pass a small flat dict of scalars, the same few over and over;
+    normalizing and encoding one costs microseconds, a lookup far less. The map's key
+    holds each value's exact type next to it, so ``1``, ``1.0`` and ``True`` never share
+    an entry (``0.0`` and ``-0.0`` may: both normalize to ``0``), and the threshold,
+    which decides how long strings encode.
+    """
+    if type(options) is not dict or len(options) > _OPTIONS_FAST_ITEMS:
+        return encode("an AI request", "options", normalize_options(options), thr)
+    signature: list[Any] = [thr]
+    for k, v in options.items():
+        t = type(v)
+        if type(k) is not str or t not in _OPTION_LEAVES:
+            return encode("an AI request", "options", normalize_options(options), thr)
+        signature += (k, t, v)
+    fingerprint = tuple(signature)
+    node = _OPTIONS_NODES.get(fingerprint)
+    if node is None:
+        node = encode("an AI request", "options", normalize_options(options), thr)
+        if len(_OPTIONS_NODES) >= _OPTIONS_NODES_SIZE:
+            _OPTIONS_NODES.clear()
+        _OPTIONS_NODES[fingerprint] = node
+    return node
+
+
+def _ai_key(
+    op: tuple[str, str], version: int, text: Any, options: Any, thr: int, extra: list[Any]
+) -> str:
+    """``op`` is (as given, key-safe); ``extra`` holds (name, node) pairs, already encoded."""
+    entries = [
+        "text",
+        encode("an AI request", "text", text, thr),
+        "options",
+        _options_node(options, thr),
+    ]
+    for name, node in sorted(extra, key=itemgetter(0)):
+        entries += (name, node)
+    material = pack(["ai", op[0], version, entries])
+    return f"ai:{op[1]}:v{version}:{digest(material)}"
+
+
+def ai_key(
+    *,
+    operation: str,
+    text: str,
+    options: Mapping[str, Any] | None,
+    version: int = 1,
+    text_hash_threshold: int = 1000,
+    extra: Sequence[tuple[str, Any]] = (),
+) -> str:
+    """The key of an AI request: ``ai:{operation}:v{version}:{digest}``.
+
+    ``options`` go through :func:`normalize_options`; ``extra`` holds further
+    ``(name, value)`` pairs (in any order) that the response depends on.
+
+    Raises:
+        ConfigError: empty ``operation``, bad ``version`` or ``text_hash_threshold``.
+        KeyDerivationError: a value with no stable encoding.
+    """
+    op = (operation, key_segment(operation, "operation"))
+    thr = _whole("text_hash_threshold", text_hash_threshold)
+    nodes = [(name, encode("an AI request", name, value, thr)) for name, value in extra]
+    return _ai_key(op, _whole("version", version), text, options, thr, nodes)
+
+
+class AIKeyBuilder:
+    """Derive AI keys for an ``@ai_cached`` function, agreeing with :func:`ai_key`.
+
+    ``text_arg`` and ``options_arg`` name the text and options parameters. Any other
+    argument joins the key only when it differs from its default, compared by canonical
+    bytes (so ``1`` does not pass for a default of ``True``): at defaults the key is exactly
+    ``ai_key(operation=..., text=..., options=...)``.
+
+    Raises:
+        ConfigError: an argument name that ``func`` does not have, or bad settings.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        operation: str,
+        text_arg: str = "text",
+        options_arg: str = "options",
+        version: int = 1,
+        text_hash_threshold: int = 1000,
+        ignore: Iterable[str] = (),
+        method: bool = False,
+    ) -> None:
+        self._thr = _whole("text_hash_threshold", text_hash_threshold)
+        self._calls = calls = CallBinder(func, method=method, ignore=ignore)
+        self._bind, self._method = calls.bind, method
+        self._op = (operation, key_segment(operation, "operation"))
+        self._version = _whole("version", version)
+        params = [p for p in calls.params[method:] if p.name not in calls.ignore]
+        names = [p.name for p in params]
+        for what, arg in (("text_arg", text_arg), ("options_arg", options_arg)):
+            if arg not in names:
+                raise ConfigError(
+                    f"{what}={arg!r} is not a parameter of {getattr(func, '__qualname__', func)}"
+                    f" (ignored ones excluded); its parameters are: {', '.join(names)}"
+                )
+        if text_arg == options_arg:
+            raise ConfigError(f"text_arg and options_arg both name {text_arg!r}")
+        self._text_arg, self._options_arg = text_arg, options_arg
+        # Canonical bytes of each other parameter's default (None: it has none).
+        self._defaults: dict[str, bytes | None] = {}
+        for p in params:
+            default = p.default
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                default = () if p.kind is p.VAR_POSITIONAL else {}
+            if default is not p.empty:
+                try:
+                    self._defaults[p.name] = canonical(default, text_hash_threshold=self._thr)
+                except KeyDerivationError:
+                    self._defaults[p.name] = None  # any value given for it joins the key
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The AI key of ``func(*args, **kwargs)``."""
+        text: Any = None
+        options: Any = None
+        extra: list[tuple[str, Any]] = []
+        if self._method and (own := self._calls.self_node(self._op[0], args, kwargs, self._thr)):
+            extra.append((SELF_ENTRY, own))
+        for name, value in self._bind(*args, **kwargs):
+            if name == self._text_arg:
+                text = value
+            elif name == self._options_arg:
+                options = value
+            else:
+                node = encode(self._op[0], name, value, self._thr)
+                default = self._defaults.get(name)
+                if default is None or pack(node) != default:
+                    extra.append((name, node))
+        return _ai_key(self._op, self._version, text, options, self._thr, extra)
