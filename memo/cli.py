@@ -16,11 +16,12 @@ Commands::
     memo presets                   the preset table
 
 Keys and patterns are relative to the namespace (``memo:{namespace}:`` is added). Add
-``--json`` before the command for one JSON document on stdout.
+``--json`` (before or after the command) for one JSON document on stdout.
 
 Exit codes: 0 done (health: healthy); 1 nothing found or nothing done (get: no value;
-keys: no match; invalidate: declined; health: degraded); 2 usage or configuration error;
-3 Redis unreachable or failing (health: unhealthy).
+keys: no match; invalidate: nothing matched, nothing removed or declined; health:
+degraded); 2 usage or configuration error (health: no Redis URL, nothing to check);
+3 Redis unreachable, refusing the credentials or failing (health: unhealthy).
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ from decimal import Decimal
 from typing import Any, TextIO
 from uuid import UUID
 
+from redis.exceptions import AuthenticationError
+
 from memo._presets import PRESET_VALUES
 from memo.cache import Cache
 from memo.config import config_from_env
-from memo.exceptions import BackendError, ConfigError, DecodeError
+from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.factory import build_cache
 
 __all__ = ["main"]
@@ -68,9 +71,14 @@ SERVER_FIGURES = (
 
 _EPILOG = """\
 environment: CACHE_PRESET, CACHE_REDIS_URL, CACHE_NAMESPACE, CACHE_CUSTOM_CONFIG
-exit codes: 0 done; 1 nothing found or declined (health: degraded);
-            2 usage or configuration error; 3 Redis unreachable (health: unhealthy)
+global options (--json, --preset, --redis-url, --namespace) go before or after COMMAND
+exit codes: 0 done; 1 nothing found, nothing removed or declined (health: degraded);
+            2 usage or configuration error (health: no Redis URL);
+            3 Redis unreachable or refusing the credentials (health: unhealthy)
 """
+
+#: What to fix when no Redis URL is configured.
+_NO_URL = "no Redis URL: set CACHE_REDIS_URL or pass --redis-url"
 
 
 class Output:
@@ -89,7 +97,8 @@ class Output:
             self.out.write(text.rstrip("\n") + "\n")
 
     def note(self, message: str) -> None:
-        self.err.write(f"memo: {message}\n")
+        one_line = " ".join(part.strip() for part in message.splitlines())
+        self.err.write(f"memo: {one_line}\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -116,6 +125,31 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command takes, before the command or after it.
+
+    After the command they default to SUPPRESS: a command's parser then sets only the
+    options given after it, and leaves those given before it as they were.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_command else value
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="print one JSON document"
+    )
+    group.add_argument(
+        "--preset", default=default(None), help="the preset (default: CACHE_PRESET, else simple)"
+    )
+    group.add_argument(
+        "--redis-url", default=default(None), help="the Redis URL (default: CACHE_REDIS_URL)"
+    )
+    group.add_argument(
+        "--namespace", default=default(None), help="the namespace (default: CACHE_NAMESPACE)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memo",
@@ -123,10 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--preset", help="the preset (default: CACHE_PRESET, else simple)")
-    parser.add_argument("--redis-url", help="the Redis URL (default: CACHE_REDIS_URL)")
-    parser.add_argument("--namespace", help="the namespace (default: CACHE_NAMESPACE)")
+    _global_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("health", help="write, read back and delete a probe value")
     commands.add_parser("stats", help="counters, stored keys and Redis server figures")
@@ -141,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--tag", help="delete the entries stored with this tag")
     inv.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     commands.add_parser("presets", help="the preset table")
+    for command in commands.choices.values():
+        _global_options(command, after_command=True)
     return parser
 
 
@@ -171,7 +204,80 @@ def _where(cache: Cache) -> str:
     return f"{place}, namespace {cache.namespace!r}"
 
 
+def _auth_failed(exc: BaseException) -> bool:
+    """Whether Redis refused the credentials somewhere in ``exc``'s chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, AuthenticationError):
+            return True
+        # Older redis-py versions report these replies as plain ResponseErrors.
+        if any(word in str(current) for word in ("WRONGPASS", "NOAUTH")):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _failure(cache: Cache, exc: BackendError) -> str:
+    """What went wrong with Redis, with advice a shell user can follow.
+
+    The library's own messages name constructor arguments (``redis_url``,
+    ``fail_on_connection_error``) that this tool sets for the user; these name the
+    flags and variables instead. The URL is masked: no password is ever shown.
+    """
+    redis = getattr(cache, "redis", None)
+    where = f"Redis at {redis.masked_url}" if redis is not None else "the cache"
+    if _auth_failed(exc):
+        return (
+            f"{where} refused the credentials: authentication failed; check the user name "
+            f"and password in the URL (--redis-url or CACHE_REDIS_URL)"
+        )
+    if isinstance(exc, BackendTimeout):
+        return (
+            f"{where} did not answer in time: check that it runs and is not overloaded, "
+            f"and that --redis-url or CACHE_REDIS_URL points at it (a slow server may need "
+            f'a longer "operation_timeout" in CACHE_CUSTOM_CONFIG)'
+        )
+    if isinstance(exc, BackendUnavailable):
+        return (
+            f"{where} does not answer: start it, or fix --redis-url or CACHE_REDIS_URL "
+            f"if it points at the wrong host, port or database"
+        )
+    return f"{where} answered with an error: {exc}"
+
+
+async def _reach(cache: Cache) -> None:
+    """Raise BackendError when Redis cannot be used, keeping the reason (refused
+    credentials, no answer) that a plain ping would lose."""
+    redis = getattr(cache, "redis", None)
+    if redis is None:
+        return
+    try:
+        await redis.server_info()
+    except (BackendUnavailable, BackendTimeout):
+        raise
+    except BackendError:
+        pass  # the server answered, refusing INFO alone (renamed, or an ACL): reachable
+
+
 async def _health(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    if getattr(cache, "redis", None) is None:
+        # The CLI's own cache in this process's memory would report healthy: true of
+        # it, and of nothing an operator asks about.
+        reason = f"nothing to check: {_NO_URL}"
+        out.result({"status": "unconfigured", "reason": reason, "backend": None}, "")
+        out.note(reason)
+        return USAGE
+    try:
+        await _reach(cache)
+    except BackendError as exc:
+        if _auth_failed(exc):
+            reason = _failure(cache, exc)
+            report = {"status": "unhealthy", "reason": reason, "backend": cache.backend.name}
+            out.result(report, f"unhealthy: {reason}")
+            return UNAVAILABLE
+        # Otherwise the health check itself says that Redis does not answer.
     report = await cache.health_check()
     latency = f" ({report['latency_ms']} ms)" if "latency_ms" in report else ""
     out.result(report, f"{report['status']}: {report['reason']}{latency}")
@@ -212,36 +318,34 @@ async def _keys(cache: Cache, out: Output, args: argparse.Namespace) -> int:
 
 
 async def _get(cache: Cache, out: Output, args: argparse.Namespace) -> int:
-    # Straight from the backend, not through cache.get(): an operator looking at a key
-    # must see a stale value or bytes memo cannot read, and looking must change nothing
-    # (a read through the cache deletes corrupt bytes).
-    data = await cache._backend.get(cache._full(args.key))
-    if data is None:
+    # The stored bytes, not cache.get(): an operator looking at a key must see a stale
+    # value or bytes memo cannot read, and looking must change nothing (a read through
+    # the cache deletes corrupt bytes and counts a hit or a miss).
+    stored = await cache.read_stored(args.key)
+    if stored is None:
         out.result({"key": args.key, "found": False}, "")
         out.note(f"no value stored under {args.key!r} in {_where(cache)}")
         return NOT_FOUND
-    ttl = await cache.ttl(args.key)
-    try:
-        entry = cache._codec.decode(data)
-    except DecodeError as exc:
+    entry = stored.entry
+    if entry is None:
         document = {
             "key": args.key,
             "found": True,
             "decoded": False,
-            "bytes": len(data),
-            "error": str(exc),
-            "ttl": ttl,
+            "bytes": stored.size,
+            "error": stored.error,
+            "ttl": stored.ttl,
         }
-        out.result(document, f"{len(data)} bytes that memo cannot decode: {exc}")
+        out.result(document, f"{stored.size} bytes that memo cannot decode: {stored.error}")
         out.note(f"left in place; `memo invalidate {args.key} --yes` deletes it")
         return NOT_FOUND
-    fresh_for = (entry.fresh_until_ms - cache._wall.now_ms()) / 1000.0
+    fresh_for = (entry.fresh_until_ms - cache.now_ms()) / 1000.0
     document = {
         "key": args.key,
         "found": True,
         "decoded": True,
         "fresh": fresh_for > 0,
-        "ttl": ttl,
+        "ttl": stored.ttl,
         "value": entry.value,
     }
     pretty = json.dumps(entry.value, indent=2, default=_jsonable, ensure_ascii=False)
@@ -249,19 +353,23 @@ async def _get(cache: Cache, out: Output, args: argparse.Namespace) -> int:
         age = f"fresh for {fresh_for:.1f} s"
     else:
         age = f"stale for {-fresh_for:.1f} s (served only as a stale value)"
-    kept = "no expiry" if ttl is None else f"stored for {ttl:.1f} s more"
+    kept = "no expiry" if stored.ttl is None else f"stored for {stored.ttl:.1f} s more"
     out.result(document, f"{pretty}\n({type(entry.value).__name__}, {age}, {kept})")
     return OK
 
 
 async def _invalidate(cache: Cache, out: Output, args: argparse.Namespace) -> int:
-    if args.tag is not None:
-        what = f"tag {args.tag!r}"
-        count = len(await cache._tag_members(cache._tag_index_key(args.tag)))
-    else:
-        what = f"pattern {args.pattern!r}"
-        count = len(await cache.keys(args.pattern, limit=COUNT_CAP))
+    what = f"tag {args.tag!r}" if args.tag is not None else f"pattern {args.pattern!r}"
+    nothing = f"nothing matches {what} in {_where(cache)}: nothing deleted"
     if not args.yes:
+        if args.tag is not None:
+            count = len(await cache.tag_members(args.tag))
+        else:
+            count = len(await cache.keys(args.pattern, limit=COUNT_CAP))
+        if count == 0:  # nothing to confirm: asking "Delete 0 key(s)?" helps nobody
+            out.result({"removed": 0, "declined": False}, "")
+            out.note(nothing)
+            return NOT_FOUND
         out.err.write(f"Delete {count} key(s) matching {what} in {_where(cache)}? [y/N] ")
         out.err.flush()
         answer = sys.stdin.readline().strip().lower()
@@ -272,6 +380,10 @@ async def _invalidate(cache: Cache, out: Output, args: argparse.Namespace) -> in
         removed = await cache.invalidate_tags(args.tag)
     else:
         removed = await cache.invalidate_pattern(args.pattern)
+    if removed == 0:  # a wrong namespace or pattern must not pass for success in a script
+        out.result({"removed": 0, "declined": False}, "")
+        out.note(nothing)
+        return NOT_FOUND
     out.result({"removed": removed, "declined": False}, f"deleted {removed} key(s)")
     return OK
 
@@ -318,11 +430,16 @@ _COMMANDS = {
 async def _run(args: argparse.Namespace, out: Output) -> int:
     cache = _build(args)
     try:
-        if getattr(cache, "redis", None) is None:
-            out.note(f"no Redis URL (CACHE_REDIS_URL or --redis-url): using {_where(cache)}")
-        if args.command != "health":  # a health check reports an outage, it does not fail
+        if args.command != "health":
+            if getattr(cache, "redis", None) is None:
+                out.note(f"{_NO_URL}; using {_where(cache)}")
+            # A health check reports an outage itself, and does not fail.
+            await _reach(cache)
             await cache.connect()
         return await _COMMANDS[args.command](cache, out, args)
+    except BackendError as exc:
+        out.note(_failure(cache, exc))
+        return UNAVAILABLE
     finally:
         await cache.aclose()
 
@@ -338,9 +455,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         out.note(str(exc))
         return USAGE
-    except BackendError as exc:
-        out.note(str(exc))
-        return UNAVAILABLE
     except KeyboardInterrupt:
         out.note("interrupted")
         return 130

@@ -126,7 +126,7 @@ class CachePerformanceMonitor:
     def caches(self) -> list[Cache]:
         """The open caches watched now."""
         caches = live_caches() if self._caches is None else self._caches
-        return [c for c in caches if not c._closed]
+        return [c for c in caches if isinstance(c, Cache) and not c.closed]
 
     def alerts(self) -> list[Alert]:
         """Every threshold crossed now, per cache (an empty list when all is well)."""
@@ -139,7 +139,7 @@ class CachePerformanceMonitor:
         t = self._thresholds
         name = repr(cache)
         found: list[Alert] = []
-        used = cache._memory_usage()["bytes"]
+        used = cache.memory_usage()["bytes"]
         level = next((lv for lv in ("critical", "warning") if used >= t[f"memory_{lv}"]), None)
         if level is not None:  # only the stronger of the two
             limit = t[f"memory_{level}"]
@@ -148,7 +148,7 @@ class CachePerformanceMonitor:
                       f"{name}: memory tier holds {used:,} bytes, at or above "
                       f"memory_{level} {limit:,.0f}")
             )  # fmt: skip
-        stats = cache._stats
+        stats = cache.stats
         reads = stats.hits + stats.misses
         if reads >= t["hit_ratio_min_reads"] and stats.hit_ratio < t["hit_ratio_warning"]:
             found.append(

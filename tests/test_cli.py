@@ -93,7 +93,7 @@ async def test_get_shows_a_stale_value_and_leaves_bytes_it_cannot_decode_in_plac
 ) -> None:
     cache = await seed(redis_server.url)
     now_ms = int(time.time() * 1000)
-    stale = cache._codec.encode("old", created_ms=now_ms - 60_000, fresh_until_ms=now_ms - 5_000)
+    stale = cache.codec.encode("old", created_ms=now_ms - 60_000, fresh_until_ms=now_ms - 5_000)
     await cache.aclose()
     client = redis_server.client()
     client.set("memo:default:report", stale, px=600_000)
@@ -140,6 +140,35 @@ async def test_invalidate_deletes_what_it_counts_and_asks_first(
     assert client.exists("memo:default:keep")
 
 
+async def test_invalidate_with_nothing_matching_asks_nothing_and_exits_1(
+    redis_server: RedisServer,
+) -> None:
+    cache = await seed(redis_server.url, **{"user:1": 1})
+    await cache.aclose()
+
+    for target in (["nothing:*"], ["--tag", "no-such-tag"]):
+        result = run("invalidate", *target, url=redis_server.url, stdin="y\n")
+        assert (1, "") == (result.returncode, result.stdout.strip())
+        assert "Delete" not in result.stderr and "nothing matches" in result.stderr
+    document = json.loads(run("--json", "invalidate", "nothing:*", url=redis_server.url).stdout)
+    assert {"removed": 0, "declined": False} == document
+    assert 1 == redis_server.dbsize()
+
+
+async def test_invalidate_that_removes_nothing_exits_1_even_with_yes(
+    redis_server: RedisServer,
+) -> None:
+    cache = await seed(redis_server.url, **{"user:1": 1, "user:2": 2})
+    await cache.aclose()
+
+    wrong = run("--namespace", "shop", "invalidate", "*", "--yes", url=redis_server.url)
+    assert (1, "") == (wrong.returncode, wrong.stdout.strip())
+    assert "nothing matches pattern '*'" in wrong.stderr and "'shop'" in wrong.stderr
+    tagless = run("invalidate", "--tag", "no-such-tag", "--yes", url=redis_server.url)
+    assert 1 == tagless.returncode
+    assert 2 == redis_server.dbsize()
+
+
 @pytest.mark.slow
 async def test_invalidate_by_tag_removes_the_tagged_entries(redis_server: RedisServer) -> None:
     cache = GenericRedisCache(redis_server.url, enable_memory_cache=False)
@@ -184,12 +213,83 @@ async def test_stats_and_health_as_json_without_the_password(
 
 
 @pytest.mark.slow
-def test_an_unreachable_redis_exits_3_and_says_where() -> None:
+def test_an_unreachable_redis_exits_3_and_says_where_with_advice_for_the_shell() -> None:
     down = "redis://127.0.0.1:1/0"
     health = run("--json", "health", url=down)
-    assert (3, "unhealthy") == (health.returncode, json.loads(health.stdout)["status"])
-    keys = run("keys", "*", url=down)
-    assert 3 == keys.returncode and "127.0.0.1:1" in keys.stderr
+    report = json.loads(health.stdout)
+    assert (3, "unhealthy") == (health.returncode, report["status"])
+    assert "does not answer" in report["reason"]
+    for command in (["keys", "*"], ["stats"], ["get", "k"], ["invalidate", "*", "--yes"]):
+        result = run(*command, url=down)
+        assert 3 == result.returncode
+        assert "127.0.0.1:1" in result.stderr and "does not answer" in result.stderr
+        assert "start it" in result.stderr and "--redis-url" in result.stderr
+        assert "fail_on_connection_error" not in result.stderr
+        assert 1 == len(result.stderr.splitlines())
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    ["", ":not-the-password@", "intruder:not-the-password@"],
+    ids=["no-password", "wrong-password", "unknown-user"],
+)
+def test_refused_credentials_say_authentication_failed_without_the_password(
+    make_redis_server: Any, credentials: str
+) -> None:
+    secret = "s3cret-Pa55word"
+    server: RedisServer = make_redis_server(password=secret)
+    url = f"redis://{credentials}127.0.0.1:{server.port}/0"
+
+    for command in (["keys", "*"], ["stats"], ["invalidate", "*", "--yes"]):
+        result = run(*command, url=url)
+        assert 3 == result.returncode
+        assert "authentication failed" in result.stderr
+        assert "user name and password in the URL" in result.stderr
+        assert "does not answer" not in result.stderr
+        assert "fail_on_connection_error" not in result.stderr
+    health = run("health", "--json", url=url)
+    report = json.loads(health.stdout)
+    assert (3, "unhealthy") == (health.returncode, report["status"])
+    assert "authentication failed" in report["reason"]
+    assert "authentication failed" in run("health", url=url).stdout
+    for result in (health, run("keys", "*", url=url)):
+        assert "not-the-password" not in result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr
+
+
+def test_global_options_work_after_the_command_as_well_as_before(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    redis_server.client().set("memo:shop:item:1", b"x", px=600_000)
+
+    stats = run("stats", "--json", "--namespace", "shop", url=url)
+    assert 0 == stats.returncode, stats.stderr
+    assert 1 == json.loads(stats.stdout)["stored_keys"]
+    after = run("keys", "*", "--namespace", "default", "--json", "--redis-url", redis_server.url)
+    assert (1, []) == (after.returncode, json.loads(after.stdout))  # nothing in 'default'
+    before = run("--namespace", "shop", "keys", "*", "--redis-url", url)
+    assert (0, "item:1") == (before.returncode, before.stdout.strip())
+    overridden = run("--namespace", "default", "keys", "*", "--namespace", "shop", url=url)
+    assert (0, "item:1") == (overridden.returncode, overridden.stdout.strip())  # after wins
+    health = run("health", "--redis-url", redis_server.url, "--preset", "production")
+    assert (0, True) == (health.returncode, health.stdout.startswith("healthy"))
+    assert 2 == run("stats", "--preset", "nope", url=redis_server.url).returncode
+    assert 0 == run("presets", "--json").returncode
+
+
+@pytest.mark.parametrize("url", ["redis://h:notaport", "redis://h/abc", "redis://h/0?bogus=1"])
+@pytest.mark.parametrize("given_as", ["flag", "environment"])
+def test_a_malformed_redis_url_is_one_line_naming_redis_url_and_exits_2(
+    url: str, given_as: str
+) -> None:
+    if given_as == "flag":
+        result = run("keys", "*", "--redis-url", url)
+    else:
+        result = run("keys", "*", url=url)
+    assert 2 == result.returncode
+    assert "redis_url" in result.stderr.lower() and "Traceback" not in result.stderr
+    assert 1 == len(result.stderr.splitlines()), result.stderr
 
 
 @pytest.mark.slow
@@ -230,12 +330,17 @@ def test_presets_lists_all_seven_with_their_figures() -> None:
     assert table["disabled"]["enabled"] is False
 
 
-def test_without_a_redis_url_it_works_on_memory_and_says_so(
+def test_health_without_a_redis_url_says_there_is_nothing_to_check_and_exits_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert 0 == main(["health"])
+    assert 2 == main(["health"])
     captured = capsys.readouterr()
-    assert captured.out.startswith("healthy") and "no Redis URL" in captured.err
+    assert "" == captured.out and "healthy" not in captured.err
+    assert "nothing to check" in captured.err and "CACHE_REDIS_URL" in captured.err
+    assert "--redis-url" in captured.err
+    assert 2 == main(["health", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert "unconfigured" == report["status"] and "nothing to check" in report["reason"]
 
 
 @pytest.mark.slow
