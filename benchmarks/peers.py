@@ -126,7 +126,7 @@ def user_table(batch: int) -> list[Contender]:
     aio = aiocache.cached(ttl=TTL, cache=aiocache.Cache.MEMORY)
     made = [
         ("bare call", user_fn("bare"), "no cache: the function itself"),
-        ("memo", cached(ttl=TTL, cache=InMemoryCache(max_size=4 * USERS))(user_fn("memo")), ""),
+        ("memo", cached(ttl=TTL, cache=InMemoryCache(memory_cache_size=4 * USERS))(user_fn("memo")), ""),
         ("async-lru", async_lru.alru_cache(maxsize=4 * USERS)(user_fn("async-lru")), ""),
         ("cachebox", cachebox.cached(cachebox.LRUCache(4 * USERS))(user_fn("cachebox")), ""),
         ("aiocache", aio(user_fn("aiocache")), "Cache.MEMORY"),
@@ -164,8 +164,8 @@ async def size_table(batch: int, big: int, rounds: int) -> list[Contender]:
     spread = [[rnd.randrange(big) for _ in range(batch)] for _ in range(rounds)]
     hot = list(range(0, big, big // USERS))[:USERS]
     hot_seq = [hot[i % USERS] for i in range(batch)]
-    big_cache = InMemoryCache(max_size=big + USERS, max_bytes=2**34)
-    memo_small = cached(ttl=TTL, cache=InMemoryCache(max_size=4 * USERS))(user_fn("memo_small"))
+    big_cache = InMemoryCache(memory_cache_size=big + USERS, memory_max_bytes=2**34)
+    memo_small = cached(ttl=TTL, cache=InMemoryCache(memory_cache_size=4 * USERS))(user_fn("memo_small"))
     memo_big = cached(ttl=TTL, cache=big_cache)(user_fn("memo_big"))
     lru_small = async_lru.alru_cache(maxsize=4 * USERS)(user_fn("lru_small"))
     lru_big = async_lru.alru_cache(maxsize=big + USERS)(user_fn("lru_big"))
@@ -451,13 +451,14 @@ async def memory_report(args: argparse.Namespace, big: int) -> None:
 
 
 async def redis_report(args: argparse.Namespace) -> None:
-    from memo._secrets import mask_url
+    from memo._redis_options import RedisURL
 
     # Short batches and many rounds: a Redis round trip drifts with the machine's load, so
     # contenders are interleaved finely enough to meet the same conditions.
     batch = min(args.batch, 500)
     rounds = args.rounds * 8
-    print(f"\nRedis at {mask_url(args.redis)}: hits served by Redis, {REDIS_KEYS:,} keys")
+    where = RedisURL.parse(args.redis, "--redis").masked
+    print(f"\nRedis at {where}: hits served by Redis, {REDIS_KEYS:,} keys")
     sequential, concurrent, closers = await redis_tables(args.redis, batch)
     swallowed = SwallowedErrors()
     swallowed.install()

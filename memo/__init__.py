@@ -6,16 +6,19 @@
 
     @cached(ttl=300)
     async def get_user(user_id: int) -> dict: ...
+
+Backends live in ``memo.backends``, counters in ``memo.stats``, the FastAPI helpers in
+``memo.integrations.fastapi``. Importing ``memo`` loads neither redis-py nor FastAPI:
+redis-py loads with the first Redis cache, FastAPI with the first helper used.
 """
 
-from memo._codec import register_type
+from memo._ai_settings import AISettings
 from memo._decorators import ai_cached, cached, default_cache
-from memo._presets import PRESET_VALUES
 from memo._sentinel import MISSING
 from memo._slots import aclose_all, release_connections
 from memo._switch import bypass, disable, enable
+from memo._valuetypes import register_type
 from memo.ai import AIResponseCache
-from memo.backends import Backend, MemoryBackend, RedisBackend, TieredBackend
 from memo.cache import Cache, InMemoryCache, NullCache
 from memo.config import PRESETS, CacheConfig, CacheConfigBuilder, config_from_env, get_preset
 from memo.exceptions import (
@@ -32,17 +35,14 @@ from memo.exceptions import (
 )
 from memo.factory import CacheFactory
 from memo.interface import CacheInterface
-from memo.monitoring import Alert, CachePerformanceMonitor
+from memo.monitoring import CachePerformanceMonitor
 from memo.redis_cache import GenericRedisCache
-from memo.resilience import CircuitBreaker
-from memo.stats import CacheStats, FunctionStats
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AIResponseCache",
-    "Alert",
-    "Backend",
+    "AISettings",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
@@ -52,25 +52,17 @@ __all__ = [
     "CacheFactory",
     "CacheInterface",
     "CachePerformanceMonitor",
-    "CacheStats",
-    "CircuitBreaker",
     "CodecError",
     "ConfigError",
     "DecodeError",
     "EncodeError",
-    "FunctionStats",
     "GenericRedisCache",
     "InMemoryCache",
-    "InfrastructureError",
     "KeyDerivationError",
     "MISSING",
     "MemoError",
-    "MemoryBackend",
     "NullCache",
     "PRESETS",
-    "PRESET_VALUES",
-    "RedisBackend",
-    "TieredBackend",
     "aclose_all",
     "ai_cached",
     "bypass",
@@ -83,6 +75,10 @@ __all__ = [
     "register_type",
     "release_connections",
 ]
+
+#: ``InfrastructureError`` (the usage guide's name for ``BackendError``) stays importable
+#: but is left out of ``__all__``: one name per thing in ``from memo import *``.
+_ALIASES = (InfrastructureError,)
 
 #: FastAPI helpers, importable from ``memo`` as the usage guide does, loaded on first use
 #: so that ``import memo`` never needs FastAPI (they are not in ``__all__`` for that reason).

@@ -4,7 +4,7 @@ The call path is a plain ``async def`` closure, so a decorated function stays a 
 coroutine function (``inspect``, FastAPI and type checkers see it as one) and a memory hit
 costs one key derivation, one dict lookup and one decode. Everything else — resolving the
 cache, freshness, stale values, early refresh, single-flight, storing — lives on the slow
-path in ``_Plan``.
+path in ``CallPlan``.
 
 Instance methods (first parameter ``self``) are wrapped in a descriptor so that
 ``obj.method.invalidate(...)`` knows its instance; functions whose first parameter is
@@ -16,23 +16,21 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import random
 import string
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from memo._flight import Flight, computing_here, should_refresh_early
-from memo._keys import AIKeyBuilder, KeyBuilder, make_binder
+from memo._aikeys import AIKeyBuilder
+from memo._hotpath import make_call
+from memo._keys import KeyBuilder
 from memo._methods import CachedMethod, attach_helpers
-from memo._sentinel import MISSING
+from memo._plan import CallPlan
 from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
-from memo._switch import SWITCH, is_bypassed
 from memo._ttl import TTL, ttl_to_ms
 from memo._types import CachedFunction
 from memo.cache import Cache
-from memo.exceptions import ConfigError, DecodeError, EncodeError
-from memo.stats import CacheStats, FunctionStats
+from memo.exceptions import ConfigError
 
 __all__ = ["ai_cached", "cached", "default_cache"]
 
@@ -72,352 +70,6 @@ def _claim(namespace: str, function_id: str, version: int, func: Callable[..., A
             version,
         )
     _claims[key] = weakref.ref(func)
-
-
-class _Plan:
-    """Everything a decorated function needs besides its hot path."""
-
-    def __init__(
-        self,
-        func: Callable[..., Awaitable[Any]],
-        keys: KeyFunc,
-        *,
-        cache: Cache | None,
-        slot: CacheSlot | None,
-        ttl: TTL | None,
-        none_ttl: TTL | None,
-        cache_none: bool,
-        condition: Callable[[Any], bool] | None,
-        jitter: float,
-        stale_ttl: TTL | None,
-        stale_if_error: bool,
-        early_refresh: bool,
-        tags: tuple[str, ...],
-        method: bool,
-        keep_abandoned: bool,
-        operation: str | None = None,
-        rekey: Callable[[int], KeyFunc] | None = None,
-    ) -> None:
-        self.func = func
-        self.keys = keys
-        self.ttl_ms = None if ttl is None else ttl_to_ms(ttl)
-        self.none_ttl_ms = None if none_ttl is None else ttl_to_ms(none_ttl, "none_ttl")
-        self.cache_none = cache_none or none_ttl is not None
-        self.condition = condition
-        self.jitter = jitter
-        self.stale_ms = 0 if stale_ttl is None else ttl_to_ms(stale_ttl, "stale_ttl")
-        self.stale_if_error = stale_if_error
-        self.early_refresh = early_refresh
-        self.tags = tags
-        self.tag_binder = make_binder(func, skip_first=method) if tags else None
-        self.keep_abandoned = keep_abandoned
-        self.operation = operation
-        self.stats = FunctionStats()
-        # The hit path may skip the freshness check only when the backend's own expiry
-        # is the logical one: no stale window and no early refresh.
-        self.simple = self.stale_ms == 0 and not early_refresh
-        self._rand = random.random
-        self._warned_encode = False
-        # ENABLE_AI_CACHE=false on the bound cache: AI calls run uncached.
-        self.ai_off = False
-        # An AI key builder whose text threshold follows the cache's, once bound.
-        self._rekey = rekey
-        self._rekeyed_for: int | None = None
-        # The cache is bound now when given, else at the first call (slot). The hot
-        # path keeps its own copies of the cache's parts; hooks keep them in step.
-        self.slot = slot
-        self.cache: Cache | None = None
-        self._hooks: list[tuple[Callable[[Cache], None], Callable[[], None]]] = []
-        if cache is not None:
-            self._bind(cache)
-
-    def resolve(self) -> Cache:
-        """The cache behind this function, built and bound now if it is not yet."""
-        cache = self.cache
-        if cache is None:
-            assert self.slot is not None  # a plan has a cache or a slot
-            cache = self._bind(self.slot.get())
-        return cache
-
-    def cache_handle(self) -> Any:
-        """What ``fn.cache`` shows: the cache, or a handle that builds it on first use."""
-        if self.slot is None:
-            return self.cache
-        return DeferredCache(self.slot)
-
-    def add_hooks(self, bind: Callable[[Cache], None], unbind: Callable[[], None]) -> None:
-        """Keep a hot path's copies of the cache's parts in step with this plan."""
-        self._hooks.append((bind, unbind))
-        if self.cache is not None:
-            bind(self.cache)
-
-    def _bind(self, cache: Cache) -> Cache:
-        self.cache = cache
-        self.decode: Callable[[bytes], Any] = cache._codec.decode
-        self.decode_local: Callable[[bytes], Any] = cache._codec.decode_local
-        self.ai_off = self.operation is not None and getattr(cache, "ai_enabled", True) is False
-        if self._rekey is not None:
-            threshold = getattr(cache, "text_hash_threshold", 1000)
-            if threshold != self._rekeyed_for:
-                self.keys = self._rekey(threshold)
-                self._rekeyed_for = threshold
-        for bind, _ in self._hooks:
-            bind(cache)
-        if self.slot is not None:
-            self.slot.watch(self)
-        return cache
-
-    def unbind(self) -> None:
-        """Forget the cache (it was closed); the next call binds the slot's new one."""
-        self.cache = None
-        for _, unbind in self._hooks:
-            unbind()
-
-    # ---------------------------------------------------------------- call paths
-
-    async def lookup(self, full: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Everything but a plain memory hit: remote reads, staleness, computing."""
-        cache = self.cache
-        if cache is None:  # the first call: build the cache (the key had no prefix yet)
-            cache = self.resolve()
-            full = None
-        if self.ai_off:
-            return await self._bypass(cache, args, kwargs)
-        if full is None:
-            full = cache.prefix + self.keys(args, kwargs)
-        if computing_here(full):
-            # Called from inside its own computation: waiting would deadlock.
-            return await self.func(*args, **kwargs)
-        entry = await cache._read_any(full)
-        if entry is not None:
-            now = cache._wall.now_ms()
-            if entry.fresh_until_ms > now:
-                self._count_hit(cache)
-                if (
-                    self.early_refresh
-                    and should_refresh_early(
-                        now, entry.fresh_until_ms, entry.compute_us, self._rand
-                    )
-                    and cache._flights.running(full) is None
-                ):
-                    self.stats.refreshes += 1
-                    cache._spawn(self._refresh_quietly(full, args, kwargs))
-                return entry.value
-            if self.stale_ms:
-                # Stale but kept: one caller refreshes while the others are served the
-                # old value; with stale_if_error, the refresher falls back to it too.
-                if cache._flights.running(full) is not None:
-                    self.stats.stale_served += 1
-                    self._count_hit(cache)
-                    return entry.value
-                self._count_miss(cache)
-                try:
-                    return await self.compute(cache, full, args, kwargs)
-                except Exception:
-                    if not self.stale_if_error:
-                        raise
-                    self.stats.stale_served += 1
-                    return entry.value
-        self._count_miss(cache)
-        return await self.compute(cache, full, args, kwargs)
-
-    async def uncached(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The path taken under ``memo.disable()`` or ``memo.bypass()``."""
-        if not is_bypassed():
-            return await self.lookup(None, args, kwargs)
-        return await self._bypass(self.resolve(), args, kwargs)
-
-    async def _bypass(self, cache: Cache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        self.stats.bypassed += 1
-        cache._stats.bypassed += 1
-        return await self.func(*args, **kwargs)
-
-    async def compute(
-        self, cache: Cache, full: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Compute through the cache's single-flight table and return this caller's copy."""
-        flights = cache._flights
-        running = flights.running(full)
-        flight = running or flights.start(
-            full, lambda f: self._work(cache, f, full, args, kwargs), keep=self.keep_abandoned
-        )
-        value, data = await flights.join(flight)
-        if running is None or data is None:
-            return value  # the caller that started it gets the function's own object
-        # Joiners get their own decoded copy, so that no two callers share mutable state.
-        try:
-            return self.decode(data).value
-        except DecodeError:
-            return value
-
-    async def _work(
-        self,
-        cache: Cache,
-        flight: Flight[Any] | None,
-        full: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> tuple[Any, bytes | None]:
-        clock = cache._clock
-        started = clock()
-        try:
-            value = await self.func(*args, **kwargs)
-        except Exception:
-            self.stats.errors += 1
-            raise
-        elapsed = clock() - started
-        self.stats.computations += 1
-        self.stats.compute_seconds += elapsed
-        if flight is not None and flight.invalidated:
-            return value, None
-        data = await self._store(cache, full, value, int(elapsed * 1_000_000), args, kwargs, flight)
-        return value, data
-
-    async def _store(
-        self,
-        cache: Cache,
-        full: str,
-        value: Any,
-        compute_us: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        flight: Flight[Any] | None,
-    ) -> bytes | None:
-        if value is None and not self.cache_none:
-            return None
-        if self.condition is not None and not self.condition(value):
-            return None
-        ttl_ms = self.ttl_for(cache, value)
-        try:
-            data = cache._encode(value, ttl_ms, compute_us=compute_us)
-        except EncodeError as exc:
-            self.stats.errors += 1
-            if not self._warned_encode:
-                self._warned_encode = True
-                logger.warning(
-                    "memo: a result of %s was returned but not cached: %s",
-                    getattr(self.func, "__qualname__", self.func),
-                    exc,
-                )
-            return None
-        if flight is not None and flight.invalidated:
-            return data  # invalidated while encoding: hand it to waiters, don't store
-        await cache._put(full, data, ttl_ms + self.stale_ms)
-        if self.tags and self.tag_binder is not None:
-            bound = dict(self.tag_binder(args, kwargs))
-            await cache._tag([t.format_map(bound) for t in self.tags], full, ttl_ms + self.stale_ms)
-        return data
-
-    def ttl_for(self, cache: Cache, value: Any) -> int:
-        if value is None and self.none_ttl_ms is not None:
-            return self.none_ttl_ms
-        ttl_ms = self.ttl_ms
-        if ttl_ms is None:
-            op_ttl = getattr(cache, "operation_ttl_ms", None)
-            ttl_ms = op_ttl(self.operation) if op_ttl and self.operation else cache.default_ttl_ms
-        if self.jitter:
-            ttl_ms = max(1, ttl_ms - int(ttl_ms * self.jitter * self._rand()))
-        return ttl_ms
-
-    async def _refresh_quietly(
-        self, full: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        cache = self.resolve()
-        try:
-            await self.compute(cache, full, args, kwargs)
-        except Exception as exc:  # the caller already has its value; log and move on
-            logger.warning("memo: early refresh of %s failed: %r", full, exc)
-
-    def _count_hit(self, cache: Cache) -> None:
-        self.stats.hits += 1
-        cache._stats.hits += 1
-
-    def _count_miss(self, cache: Cache) -> None:
-        self.stats.misses += 1
-        cache._stats.misses += 1
-
-    # ---------------------------------------------------------------- helpers
-
-    def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return self.keys(args, kwargs)
-
-    async def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        return await self.resolve().delete(self.keys(args, kwargs))
-
-    async def invalidate_all(self) -> int:
-        pattern = getattr(self.keys, "pattern", None)
-        if pattern is None:
-            raise ConfigError("invalidate_all() needs a key builder with a pattern")
-        return await self.resolve().invalidate_pattern(pattern())
-
-    async def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cache = self.resolve()
-        full = cache.prefix + self.keys(args, kwargs)
-        # An older computation still running must not overwrite the value computed here.
-        cache._flights.invalidate(full)
-        self.stats.refreshes += 1
-        value, _ = await self._work(cache, None, full, args, kwargs)
-        return value
-
-    async def peek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cache = self.resolve()
-        entry = await cache._read(cache.prefix + self.keys(args, kwargs))
-        return MISSING if entry is None else entry.value
-
-
-def _no_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    return ""
-
-
-def _make_call(plan: _Plan) -> Callable[..., Coroutine[Any, Any, Any]]:
-    # The hot path reads these from its closure. Until the cache is bound (the first
-    # call of a preset or default function) they route every call to plan.lookup,
-    # which binds it; bind/unbind below keep them in step with the plan.
-    keys = plan.keys
-    fstats = plan.stats
-    lookup = plan.lookup
-    cstats = CacheStats()
-    prefix = ""
-    decode_local: Callable[[bytes], Any] = bytes
-    local_get: Callable[[str], bytes | None] | None = None
-
-    def bind(cache: Cache) -> None:
-        nonlocal keys, cstats, prefix, decode_local, local_get
-        # Under ENABLE_AI_CACHE=false every call goes to lookup, which runs it uncached.
-        keys = _no_key if plan.ai_off else plan.keys
-        cstats = cache._stats
-        prefix = cache.prefix
-        decode_local = plan.decode_local
-        # Only a local tier can be read without awaiting, and only with no stale window
-        # may its own expiry stand in for the freshness check.
-        local_get = cache._local_get if plan.simple and not plan.ai_off else None
-
-    def unbind() -> None:
-        nonlocal local_get, prefix
-        local_get = None
-        prefix = ""
-
-    plan.add_hooks(bind, unbind)
-
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        if SWITCH.quiet:
-            full = prefix + keys(args, kwargs)
-            if local_get is not None:
-                data = local_get(full)
-                if data is not None:
-                    try:
-                        value = decode_local(data)
-                    except DecodeError:
-                        pass  # the slow path counts it and deletes the bad bytes
-                    else:
-                        fstats.hits += 1
-                        cstats.hits += 1
-                        cstats.memory_hits += 1
-                        return value
-            return await lookup(full, args, kwargs)
-        return await plan.uncached(args, kwargs)
-
-    return call
 
 
 def _first_param(func: Callable[..., Any]) -> str | None:
@@ -469,7 +121,7 @@ def _check_tags(func: Callable[..., Any], tags: Iterable[str]) -> tuple[str, ...
 def _wrap(
     func: Any,
     decorator: str,
-    build: Callable[[Callable[..., Any], bool], _Plan],
+    build: Callable[[Callable[..., Any], bool], CallPlan],
 ) -> Any:
     # @cached above @classmethod / @staticmethod: wrap the function, then re-wrap.
     if isinstance(func, (classmethod, staticmethod)):
@@ -479,7 +131,7 @@ def _wrap(
     first = _first_param(func)
     is_method = first in ("self", "cls") and _defined_in_class(func)
     plan = build(func, is_method)
-    call = _make_call(plan)
+    call = make_call(plan)
     if is_method and first == "self":
         return CachedMethod(call, plan)
     functools.update_wrapper(call, func)
@@ -497,6 +149,11 @@ def _common_checks(
     if cache is not None and preset is not None:
         raise TypeError("pass either cache= (an instance) or preset= (a name), not both")
     if cache is not None and not isinstance(cache, (Cache, DeferredCache)):
+        # Anything that resolves to a cache (an AIResponseCache wraps one) stands for it.
+        resolve = getattr(cache, "resolve", None)
+        resolved = resolve() if callable(resolve) else None
+        if isinstance(resolved, Cache):
+            return resolved, None
         raise TypeError(
             f"cache={cache!r} is not a memo cache: pass an InMemoryCache, a cache from "
             f"CacheFactory, or preset='name'"
@@ -506,7 +163,7 @@ def _common_checks(
     if not isinstance(lock_wait, (int, float)) or lock_wait <= 0:
         raise ConfigError(f"lock_wait={lock_wait!r}: seconds a waiter waits, more than 0")
     if isinstance(cache, DeferredCache):
-        return None, cache._slot  # another function's fn.cache: share its slot
+        return None, cache.slot  # another function's fn.cache: share its slot
     if cache is not None:
         return cache, None
     return None, preset_slot(preset) if preset is not None else default_slot()
@@ -593,7 +250,7 @@ def cached(
         ttl_to_ms(ttl)
     del lock  # within a process single-flight already serialises computations
 
-    def build(func: Callable[..., Any], method: bool) -> _Plan:
+    def build(func: Callable[..., Any], method: bool) -> CallPlan:
         keys = KeyBuilder(
             func,
             namespace=namespace,
@@ -604,7 +261,7 @@ def cached(
             method=method,
         )
         _claim(namespace or "", keys.function_id, version, func)
-        return _Plan(
+        return CallPlan(
             func,
             keys,
             cache=given,
@@ -667,7 +324,7 @@ def ai_cached(
         raise ConfigError(f"operation={operation!r}: name the AI operation, e.g. 'summarize'")
     del lock
 
-    def build(func: Callable[..., Any], method: bool) -> _Plan:
+    def build(func: Callable[..., Any], method: bool) -> CallPlan:
         def keys_for(threshold: int) -> AIKeyBuilder:
             return AIKeyBuilder(
                 func,
@@ -683,7 +340,7 @@ def ai_cached(
         # Without an explicit threshold, the key follows the cache's, as
         # AIResponseCache.build_key does; it is known once the cache is.
         keys = keys_for(1000 if text_hash_threshold is None else text_hash_threshold)
-        return _Plan(
+        return CallPlan(
             func,
             keys,
             cache=given,

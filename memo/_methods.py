@@ -13,13 +13,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from memo._decorators import _Plan
+    from memo._plan import CallPlan
     from memo.cache import Cache
 
 __all__ = ["BoundCachedMethod", "CachedMethod", "attach_helpers"]
 
 
-def attach_helpers(target: Any, plan: _Plan, leading: tuple[Any, ...] = ()) -> None:
+def attach_helpers(target: Any, plan: CallPlan, leading: tuple[Any, ...] = ()) -> None:
     """Give a function-style wrapper its helper methods (``invalidate``, ``peek`` …)."""
 
     def key_for(*args: Any, **kwargs: Any) -> str:
@@ -46,7 +46,7 @@ def attach_helpers(target: Any, plan: _Plan, leading: tuple[Any, ...] = ()) -> N
 class CachedMethod:
     """An instance method under ``@cached``: binds ``self`` for the call and the helpers."""
 
-    def __init__(self, call: Callable[..., Coroutine[Any, Any, Any]], plan: _Plan) -> None:
+    def __init__(self, call: Callable[..., Coroutine[Any, Any, Any]], plan: CallPlan) -> None:
         self._call = call
         self._memo_plan = plan
         self.cache = plan.cache_handle()

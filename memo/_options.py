@@ -14,10 +14,14 @@ from memo._ttl import MAX_TTL_SECONDS
 from memo._validate import check_int, check_seconds
 from memo.exceptions import ConfigError
 
-__all__ = ["CodecOptions", "MemoryOptions"]
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "REDIS_MEMORY_MAX_TTL", "CodecOptions", "MemoryOptions"]
 
 #: Largest encoded value, in bytes, unless configured otherwise.
 DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+
+#: Seconds a memory-tier copy of a Redis entry lives at most, unless configured
+#: otherwise: a copy is trusted that long without Redis's word on it.
+REDIS_MEMORY_MAX_TTL = 60
 
 
 @dataclass(frozen=True)

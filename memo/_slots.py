@@ -13,7 +13,6 @@ The default cache (no ``cache=``, no ``preset=``) is the cache of the preset
 
 from __future__ import annotations
 
-import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +56,20 @@ class CacheSlot:
         self._bound.add(user)
 
     def _build(self) -> Cache:
+        from memo.config import configured_preset, env_overrides
+
         if self.name is not None:
             return _build_preset(self.name)
-        preset = os.environ.get("CACHE_PRESET", "").strip()
-        if preset:
+        preset = configured_preset()
+        if preset is not None:
             return preset_slot(preset).get()
+        from memo._ai_settings import AISettings
         from memo.cache import InMemoryCache
 
-        return InMemoryCache(max_size=DEFAULT_MEMORY_ENTRIES)
+        enabled = env_overrides()[1].get("enable_ai_cache", True)
+        return InMemoryCache(
+            memory_cache_size=DEFAULT_MEMORY_ENTRIES, ai=AISettings(enabled=enabled)
+        )
 
     def detach(self) -> Cache | None:
         """Forget the cache (returned, for closing) and unbind the functions using it."""
@@ -155,6 +160,11 @@ class DeferredCache:
     def resolve(self) -> Cache:
         """The cache itself (built now if it is not built yet)."""
         return self._slot.get()
+
+    @property
+    def slot(self) -> CacheSlot:
+        """Where the cache is built (functions given this handle share it)."""
+        return self._slot
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._slot.get(), name)

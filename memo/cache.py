@@ -2,126 +2,50 @@
 
 ``Cache`` owns everything between a value and the bytes a backend stores: the key prefix,
 the codec (envelope, msgpack, lz4, optional signing), TTL rules, counters, the flights of
-decorated calls and the tag index. Backends only move bytes.
+decorated calls and the tag index (its parts and the seam other modules use are in
+``memo._cache_core``). Backends only move bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 import time
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-import xxhash
-
-from memo._clock import Clock, WallClock
-from memo._codec import Codec, Entry
-from memo._env import env_flag
-from memo._flight import FlightTable
+from memo._ai_settings import AISettings
+from memo._cache_core import CacheCore, StoredValue, live_caches
+from memo._clock import Clock
 from memo._glob import compile_glob
-from memo._ttl import TTL, ttl_to_ms
+from memo._options import CodecOptions, MemoryOptions
+from memo._tags import TAG_INDEX_SEGMENT
+from memo._ttl import TTL
+from memo._validate import check_int
 from memo.backends.base import Backend
 from memo.backends.memory import MemoryBackend
 from memo.backends.null import NullBackend
-from memo.backends.tiered import TieredBackend
-from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
-from memo.stats import CacheStats
+from memo.exceptions import BackendError, ConfigError
 
-__all__ = ["Cache", "InMemoryCache", "NullCache", "live_caches"]
+__all__ = ["Cache", "InMemoryCache", "NullCache", "StoredValue", "live_caches"]
 
-logger = logging.getLogger("memo")
-
-T = TypeVar("T")
 CacheT = TypeVar("CacheT", bound="Cache")
 
-_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_SAFE_TAG_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_TAG_INDEX_LIMIT = 1024  # members kept per tag before expired ones are pruned
 
-_LIVE: weakref.WeakSet[Cache] = weakref.WeakSet()
-
-
-def live_caches() -> list[Cache]:
-    """Every cache of this process that has not been garbage-collected."""
-    return list(_LIVE)
-
-
-class Cache:
-    """Python values over a byte ``Backend``.
+class Cache(CacheCore):
+    """Python values over a byte ``Backend``: the key-value API.
 
     Args:
         backend: where the bytes live.
         namespace: heads every stored key (``memo:{namespace}:``); keys passed to the
             methods below are relative to it.
         default_ttl: seconds (or a timedelta) used when ``ttl`` is not given.
-        compression_threshold, compression_level: lz4 above this many bytes, level 1-9.
-        max_value_size: largest encoded value, in bytes.
-        signing_key: when set, values are HMAC-SHA256 signed and unsigned ones rejected.
+        codec: how values become bytes (compression, size limit, signing).
+        ai: the AI features ``@ai_cached`` and ``AIResponseCache`` read.
+        fail_on_connection_error: explicit writes raise ``BackendError`` instead of
+            being counted and logged (decorated calls never raise for the backend).
         clock: monotonic seconds; ``memo.testing.FakeClock`` in tests.
     """
-
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        namespace: str = "default",
-        default_ttl: TTL = 3600,
-        compression_threshold: int = 1000,
-        compression_level: int = 6,
-        max_value_size: int = 1024 * 1024,
-        signing_key: bytes | str | None = None,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
-            raise ConfigError(
-                f"namespace={namespace!r} is not usable: use 1-64 characters from A-Z a-z 0-9 _ . -"
-            )
-        self.namespace = namespace
-        self.prefix = f"memo:{namespace}:"
-        self.default_ttl_ms = ttl_to_ms(default_ttl, "default_ttl")
-        if isinstance(signing_key, str):
-            signing_key = signing_key.encode()
-        self._codec = Codec(
-            compression_threshold=compression_threshold,
-            compression_level=compression_level,
-            max_value_size=max_value_size,
-            signing_key=signing_key,
-        )
-        self._backend = backend
-        self._clock = clock
-        self._wall = WallClock(clock)
-        self._stats = CacheStats()
-        self._flights = FlightTable()
-        self._background: set[asyncio.Task[Any]] = set()
-        self._tag_lock: asyncio.Lock | None = None
-        self._logged: set[str] = set()
-        self._closed = False
-        # ENABLE_AI_CACHE=false, read when the cache is built: @ai_cached calls run
-        # uncached (counted as bypassed). AIResponseCache also takes it as an argument.
-        self.ai_enabled = env_flag("ENABLE_AI_CACHE", True)
-        # fail_on_connection_error=True: explicit writes raise instead of degrading.
-        # Decorated calls never raise for the backend's sake, whatever this says.
-        self._strict_writes = False
-        # Reads that complete without I/O (the memory tier) are served synchronously on
-        # the decorator's hit path; a purely local backend needs no second, awaited read.
-        self._local_get = getattr(backend, "get_local", None)
-        self._remote: Backend | None = (
-            None if isinstance(backend, (MemoryBackend, NullBackend)) else backend
-        )
-        if isinstance(backend, TieredBackend):
-            method = weakref.WeakMethod(self._announced_elsewhere)
-
-            def announced(keys: list[str] | None, pattern: str | None) -> None:
-                bound = method()  # weak: the backend must not keep its cache alive
-                if bound is not None:
-                    bound(keys, pattern)
-
-            backend.on_announced = announced
-        _LIVE.add(self)
 
     # ------------------------------------------------------------------ public API
 
@@ -147,16 +71,16 @@ class Cache:
         return self._codec.compression_level
 
     @property
-    def stats(self) -> CacheStats:
-        """Live counters (see ``get_cache_stats`` for a snapshot with derived fields)."""
-        return self._stats
+    def fail_on_connection_error(self) -> bool:
+        """Whether explicit writes raise when the backend fails."""
+        return self._strict_writes
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` when there is none.
 
         Pass ``default=memo.MISSING`` to tell a stored ``None`` from a miss.
         """
-        entry = await self._read(self._full(key))
+        entry = await self._read_fresh(self.full_key(key))
         if entry is None:
             self._stats.misses += 1
             return default
@@ -171,14 +95,14 @@ class Cache:
             ConfigError: the TTL is out of range.
         """
         ttl_ms = self._ttl_ms(ttl)
-        full = self._full(key)
-        data = self._encode(value, ttl_ms)
+        full = self.full_key(key)
+        data = self.encode_entry(value, ttl_ms)
         self._flights.invalidate(full)
         await self._put(full, data, ttl_ms, strict=self._strict_writes)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True when an entry was there."""
-        full = self._full(key)
+        full = self.full_key(key)
         self._flights.invalidate(full)
         self._stats.deletes += 1
         try:
@@ -189,12 +113,12 @@ class Cache:
 
     async def exists(self, key: str) -> bool:
         """True when a fresh value is stored under ``key`` (not counted as a read)."""
-        return await self._read(self._full(key)) is not None
+        return await self._read_fresh(self.full_key(key)) is not None
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The hits among ``keys``, as a dict; misses are left out."""
         keys = list(keys)
-        fulls = [self._full(k) for k in keys]
+        fulls = [self.full_key(k) for k in keys]
         try:
             blobs = await self._backend.get_many(fulls)
         except BackendError as exc:
@@ -214,7 +138,7 @@ class Cache:
     async def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> None:
         """Store every item of ``mapping`` with the same TTL."""
         ttl_ms = self._ttl_ms(ttl)
-        items = {self._full(k): self._encode(v, ttl_ms) for k, v in mapping.items()}
+        items = {self.full_key(k): self.encode_entry(v, ttl_ms) for k, v in mapping.items()}
         for full in items:
             self._flights.invalidate(full)
         try:
@@ -248,15 +172,14 @@ class Cache:
         """
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f"pattern={pattern!r}: pass a non-empty glob such as 'user:*'")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ConfigError(f"limit={limit!r}: the most keys to return, an int of at least 1")
+        check_int("limit", limit, 1)
         try:
             fulls = await self._backend.scan_keys(self.prefix + pattern, limit)
         except BackendError as exc:
             self._backend_failed("keys", exc, strict=self._strict_writes)
             return []
         cut = len(self.prefix)
-        tag_index = self.prefix + "__tags__:"
+        tag_index = self.prefix + TAG_INDEX_SEGMENT
         return sorted(full[cut:] for full in fulls if not full.startswith(tag_index))
 
     async def invalidate_all(self) -> int:
@@ -267,26 +190,14 @@ class Cache:
 
     async def invalidate_tags(self, *tags: str) -> int:
         """Remove every entry stored with one of ``tags`` (see ``@cached(tags=...)``)."""
-        removed = 0
-        async with self._tags_locked():
-            for tag in tags:
-                index_key = self._tag_index_key(tag)
-                members = await self._tag_members(index_key)
-                fulls = [self.prefix + m for m in members]
-                for full in fulls:
-                    self._flights.invalidate(full)
-                try:
-                    removed += await self._backend.delete_many(fulls)
-                    await self._backend.delete(index_key)
-                except BackendError as exc:
-                    self._backend_failed("invalidate_tags", exc)
+        removed = await self._tags.remove(tags, self._flights.invalidate)
         self._stats.deletes += removed
         return removed
 
     async def ttl(self, key: str) -> float | None:
         """Seconds ``key`` still lives in the backend, or None when it is not stored."""
         try:
-            ms = await self._backend.ttl(self._full(key))
+            ms = await self._backend.ttl(self.full_key(key))
         except BackendError as exc:
             self._backend_failed("ttl", exc)
             return None
@@ -297,7 +208,7 @@ class Cache:
         out = self._stats.as_dict()
         out["cache_type"] = type(self).__name__
         out["namespace"] = self.namespace
-        out["memory_usage"] = self._memory_usage()
+        out["memory_usage"] = self.memory_usage()
         out["redis"] = {"configured": False, "connected": False, "url": None}
         return out
 
@@ -307,8 +218,8 @@ class Cache:
         started = self._clock()
         try:
             await self.set(probe, "ok", ttl=60)
-            entry = await self._read(self._full(probe))
-            await self._backend.delete(self._full(probe))
+            entry = await self._read_fresh(self.full_key(probe))
+            await self._backend.delete(self.full_key(probe))
         except Exception as exc:  # a health check reports failures, it does not raise them
             return {
                 "status": "unhealthy",
@@ -356,258 +267,93 @@ class Cache:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, backend={self._backend!r})"
 
-    # ------------------------------------------------------------------ internals
-    # Used by the decorators: full keys (prefix included), entries with metadata.
-
-    def _full(self, key: str) -> str:
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
-        return self.prefix + key
-
-    def _ttl_ms(self, ttl: TTL | None) -> int:
-        return self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
-
-    def _encode(
-        self, value: Any, ttl_ms: int, *, compute_us: int = 0, now_ms: int | None = None
-    ) -> bytes:
-        now = self._wall.now_ms() if now_ms is None else now_ms
-        try:
-            return self._codec.encode(
-                value, created_ms=now, fresh_until_ms=now + ttl_ms, compute_us=compute_us
-            )
-        except EncodeError:
-            self._stats.encode_errors += 1
-            self._stats.errors += 1
-            raise
-
-    async def _put(
-        self, full: str, data: bytes, backend_ttl_ms: int, *, strict: bool = False
-    ) -> bool:
-        try:
-            await self._backend.set(full, data, backend_ttl_ms)
-        except BackendError as exc:
-            self._backend_failed("set", exc, strict=strict)
-            return False
-        self._stats.sets += 1
-        return True
-
-    async def _read(self, full: str) -> Entry | None:
-        """The fresh entry under ``full``, or None. Counts tier hits, not hits/misses."""
-        entry = await self._read_any(full)
-        if entry is None or entry.fresh_until_ms <= self._wall.now_ms():
-            return None
-        return entry
-
-    async def _read_any(self, full: str) -> Entry | None:
-        """The stored entry under ``full``, fresh or stale, or None."""
-        local = self._local_get
-        data = local(full) if local is not None else None
-        if data is not None:
-            entry = await self._decode(full, data)
-            if entry is not None:
-                self._stats.memory_hits += 1
-            return entry
-        if self._remote is None:
-            return None
-        try:
-            data = await self._remote.get(full)
-        except BackendError as exc:
-            self._backend_failed("get", exc)
-            return None
-        if data is None:
-            return None
-        entry = await self._decode(full, data)
-        if entry is not None:
-            self._stats.redis_hits += 1
-        return entry
-
-    async def _decode(self, full: str, data: bytes, now_ms: int | None = None) -> Entry | None:
-        """Decode stored bytes; a value that does not decode is a miss, never an exception.
-
-        Corrupt bytes are deleted. Bytes from a newer format version, or naming a type
-        this process has not registered, are left for the processes that can read them.
-        """
-        try:
-            entry = self._codec.decode(data)
-        except DecodeError as exc:
-            self._stats.decode_errors += 1
-            self._stats.errors += 1
-            kind = "corrupt" if exc.corrupt else "unreadable"
-            self._log_once(
-                f"decode:{kind}",
-                "memo: a %s value was found in cache %r and treated as a miss (%s)%s",
-                kind,
-                self.namespace,
-                exc,
-                "; it was deleted" if exc.corrupt else "; it was left for newer readers",
-            )
-            if exc.corrupt:
-                # First, synchronously, out of the memory tier: a tiered read filled it
-                # with these bytes a moment ago, and the hot path trusts what is there.
-                self._discard_local(full)
-                try:
-                    await self._backend.delete(full)
-                except BackendError as del_exc:
-                    self._backend_failed("delete", del_exc)
-            return None
-        if now_ms is not None and entry.fresh_until_ms <= now_ms:
-            return None
-        return entry
-
-    def _announced_elsewhere(self, keys: list[str] | None, pattern: str | None) -> None:
-        """Another process wrote or deleted these: a computation of them under way here
-        began before that, so its result is returned to its callers but not stored."""
-        if keys is not None:
-            for key in keys:
-                self._flights.invalidate(key)
-        elif pattern is not None:
-            self._flights.invalidate_matching(compile_glob(pattern))
-
-    def _discard_local(self, full: str) -> None:
-        backend = self._backend
-        memory = backend if isinstance(backend, MemoryBackend) else getattr(backend, "memory", None)
-        if isinstance(memory, MemoryBackend):
-            memory.discard(full)
-
-    def _backend_failed(self, operation: str, exc: BackendError, *, strict: bool = False) -> None:
-        self._stats.errors += 1
-        if strict:
-            raise exc
-        self._log_once(
-            f"backend:{operation}:{type(exc).__name__}",
-            "memo: %s on cache %r failed (%s); the call goes on without the cache",
-            operation,
-            self.namespace,
-            exc,
-        )
-
-    def _log_once(self, topic: str, message: str, *args: object) -> None:
-        if topic in self._logged:
-            logger.debug(message, *args)
-            return
-        self._logged.add(topic)
-        logger.warning(message, *args)
-
-    def _memory_usage(self) -> dict[str, Any]:
-        memory: Any = self._backend
-        if not isinstance(memory, MemoryBackend):
-            memory = getattr(memory, "memory", None)  # a tiered backend's front tier
-        if not isinstance(memory, MemoryBackend):
-            return {"entries": 0, "bytes": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
-        return {
-            "entries": len(memory),
-            "bytes": memory.bytes_used,
-            "total_mb": memory.bytes_used / (1024 * 1024),
-            "utilization": memory.utilization(),
-            "max_entries": memory.max_entries,
-        }
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        """Run ``coro`` in the background; ``aclose()`` waits for it."""
-        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    # -- tags: an index entry per tag listing the relative keys stored with it.
-    # Read-modify-write under one lock per cache; across processes a backend with native
-    # sets will do this atomically.
-
-    def _tag_index_key(self, tag: str) -> str:
-        if not isinstance(tag, str) or not tag:
-            raise ConfigError(f"tag={tag!r}: tags are non-empty strings")
-        if not _SAFE_TAG_RE.fullmatch(tag):
-            tag = "h-" + xxhash.xxh3_128_hexdigest(tag.encode("utf-8", "surrogatepass"))
-        return f"{self.prefix}__tags__:{tag}"  # keys() hides this prefix
-
-    def _tags_locked(self) -> asyncio.Lock:
-        if self._tag_lock is None:
-            self._tag_lock = asyncio.Lock()
-        return self._tag_lock
-
-    async def _tag_members(self, index_key: str) -> list[str]:
-        try:
-            data = await self._backend.get(index_key)
-        except BackendError as exc:
-            self._backend_failed("get", exc)
-            return []
-        if data is None:
-            return []
-        entry = await self._decode(index_key, data)
-        return list(entry.value) if entry is not None else []
-
-    async def _tag(self, tags: Sequence[str], full: str, ttl_ms: int) -> None:
-        """Record that ``full`` was stored with each of ``tags``."""
-        relative = full[len(self.prefix) :]
-        async with self._tags_locked():
-            for tag in tags:
-                index_key = self._tag_index_key(tag)
-                members = await self._tag_members(index_key)
-                if relative not in members:
-                    members.append(relative)
-                if len(members) > _TAG_INDEX_LIMIT:
-                    members = [
-                        m for m in members if await self._backend.ttl(self.prefix + m) is not None
-                    ]
-                remaining = await self._backend.ttl(index_key) or 0
-                index_ttl = max(ttl_ms, remaining)
-                try:
-                    await self._backend.set(index_key, self._encode(members, index_ttl), index_ttl)
-                except BackendError as exc:
-                    self._backend_failed("set", exc)
-
-
 class InMemoryCache(Cache):
     """A cache in this process's memory: bounded LRU, exact TTLs, no I/O.
 
     Args:
-        max_size: most entries kept (least recently used are evicted first).
-        max_bytes: most bytes kept, counting keys and encoded values.
-        Other arguments as for ``Cache``.
+        memory_cache_size: most entries kept (least recently used are evicted first).
+        memory_max_bytes: most bytes kept, counting keys and encoded values.
+        Other arguments as for ``Cache``; the codec's knobs are those of ``CodecOptions``.
     """
 
     def __init__(
         self,
         *,
         default_ttl: TTL = 3600,
-        max_size: int = 1000,
-        max_bytes: int = 64 * 1024 * 1024,
+        memory_cache_size: int = MemoryOptions.memory_cache_size,
+        memory_max_bytes: int = MemoryOptions.memory_max_bytes,
         namespace: str = "default",
-        compression_threshold: int = 1000,
-        compression_level: int = 6,
-        max_value_size: int = 1024 * 1024,
+        compression_threshold: int = CodecOptions.compression_threshold,
+        compression_level: int = CodecOptions.compression_level,
+        max_value_size: int = CodecOptions.max_value_size,
         signing_key: bytes | str | None = None,
+        ai: AISettings | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        super().__init__(
-            MemoryBackend(max_entries=max_size, max_bytes=max_bytes, clock=clock),
-            namespace=namespace,
-            default_ttl=default_ttl,
+        memory = MemoryOptions(
+            memory_cache_size=memory_cache_size, memory_max_bytes=memory_max_bytes
+        )
+        codec = CodecOptions(
             compression_threshold=compression_threshold,
             compression_level=compression_level,
             max_value_size=max_value_size,
-            signing_key=signing_key,
+            signing_key=signing_key,  # type: ignore[arg-type]  # CodecOptions takes str too
+        )
+        self._memory = MemoryBackend(memory, clock=clock)
+        super().__init__(
+            self._memory, namespace=namespace, default_ttl=default_ttl, codec=codec, ai=ai,
+            clock=clock,
+        )  # fmt: skip
+
+    @classmethod
+    def from_options(
+        cls,
+        memory: MemoryOptions,
+        codec: CodecOptions,
+        *,
+        namespace: str = "default",
+        default_ttl: TTL = 3600,
+        ai: AISettings | None = None,
+        clock: Clock = time.monotonic,
+    ) -> InMemoryCache:
+        """The cache these options describe (the factory's way in)."""
+        return cls(
+            default_ttl=default_ttl,
+            memory_cache_size=memory.memory_cache_size,
+            memory_max_bytes=memory.memory_max_bytes,
+            namespace=namespace,
+            compression_threshold=codec.compression_threshold,
+            compression_level=codec.compression_level,
+            max_value_size=codec.max_value_size,
+            signing_key=codec.signing_key,
+            ai=ai,
             clock=clock,
         )
 
     @property
-    def max_size(self) -> int:
-        backend = self._backend
-        assert isinstance(backend, MemoryBackend)
-        return backend.max_entries
+    def memory_cache_size(self) -> int:
+        """The most entries this cache keeps."""
+        return self._memory.max_entries
 
 
 class NullCache(Cache):
     """Caching switched off (the ``disabled`` preset): every read misses, writes are dropped."""
 
     def __init__(
-        self, *, namespace: str = "default", default_ttl: TTL = 3600, clock: Clock = time.monotonic
+        self,
+        *,
+        namespace: str = "default",
+        default_ttl: TTL = 3600,
+        ai: AISettings | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
-        super().__init__(NullBackend(), namespace=namespace, default_ttl=default_ttl, clock=clock)
+        super().__init__(
+            NullBackend(), namespace=namespace, default_ttl=default_ttl, ai=ai, clock=clock
+        )
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
         self._ttl_ms(ttl)  # still validated, so a bad TTL fails in tests with caching off
-        self._full(key)
+        self.full_key(key)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> None:
         self._ttl_ms(ttl)

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from memo._ai_settings import AISettings
 from memo._env import env_flag
+from memo._options import REDIS_MEMORY_MAX_TTL, CodecOptions, MemoryOptions
 from memo._presets import PRESET_VALUES, PresetValues, preset_values
+from memo._redis_options import RedisOptions, RedisURL
 from memo._ttl import MAX_TTL_SECONDS
-from memo._urls import check_redis_url
+from memo._validate import check_bool, check_int, check_seconds
 from memo.exceptions import ConfigError
 
 __all__ = [
@@ -32,24 +35,28 @@ __all__ = [
 #: Names accepted in CACHE_CUSTOM_CONFIG besides the field names.
 ALIASES = {"l1_cache_size": "memory_cache_size"}
 
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError(f"{name}={value!r}: must be an int from {lo} to {hi}")
-
-
-def _check_seconds(name: str, value: Any, hi: float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= hi
-    if not ok:
-        raise ConfigError(f"{name}={value!r}: must be seconds, more than 0 and at most {hi}")
+#: The fields handed to RedisOptions as they are.
+_REDIS_FIELDS = (
+    "connect_timeout",
+    "operation_timeout",
+    "max_connections",
+    "use_tls",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "invalidation_channel",
+)
 
 
 @dataclass(frozen=True)
 class CacheConfig:
     """Everything needed to build a cache. Validated on construction.
 
-    ``preset`` records where the values came from. A configuration with
-    ``text_hash_threshold`` set has AI features (an AI cache is built from it).
+    ``preset`` records where the values came from; the defaults are the ``simple``
+    preset's. A configuration with ``text_hash_threshold`` set has AI features (an AI
+    cache is built from it). Each knob is validated by the options object of the layer
+    that uses it (``codec_options()``, ``memory_options()``, ``redis_options()``,
+    ``ai_settings()``), so an error names the field as spelled here.
     """
 
     preset: str = "simple"
@@ -59,47 +66,77 @@ class CacheConfig:
     default_ttl: int | float = 3600
     enable_memory_cache: bool = True
     memory_cache_size: int = 100
-    memory_max_ttl: int | float = 60
-    compression_threshold: int = 1000
-    compression_level: int = 6
-    max_value_size: int = 1024 * 1024
+    memory_max_ttl: int | float = REDIS_MEMORY_MAX_TTL
+    memory_max_bytes: int = MemoryOptions.memory_max_bytes
+    compression_threshold: int = CodecOptions.compression_threshold
+    compression_level: int = CodecOptions.compression_level
+    max_value_size: int = CodecOptions.max_value_size
     fail_on_connection_error: bool = False
     use_tls: bool = False
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    connect_timeout: float = 1.0
-    operation_timeout: float = 0.5
-    max_connections: int = 50
+    connect_timeout: float = RedisOptions.connect_timeout
+    operation_timeout: float = RedisOptions.operation_timeout
+    max_connections: int = RedisOptions.max_connections
     text_hash_threshold: int | None = None
     operation_ttls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     enable_ai_cache: bool = True
     invalidation_channel: bool = True
 
     def __post_init__(self) -> None:
-        _check_seconds("default_ttl", self.default_ttl, MAX_TTL_SECONDS)
-        _check_seconds("memory_max_ttl", self.memory_max_ttl, MAX_TTL_SECONDS)
-        _check_int("memory_cache_size", self.memory_cache_size, 1, 10**8)
-        _check_int("compression_threshold", self.compression_threshold, 0, 2**31)
-        _check_int("compression_level", self.compression_level, 1, 9)
-        _check_int("max_value_size", self.max_value_size, 1, 2**32 - 1)
-        _check_int("max_connections", self.max_connections, 1, 10_000)
-        _check_seconds("connect_timeout", self.connect_timeout, 300)
-        _check_seconds("operation_timeout", self.operation_timeout, 300)
+        # Each knob is checked once, by the options object of its boundary; building
+        # them here makes a bad configuration fail where it is written.
+        check_seconds("default_ttl", self.default_ttl, MAX_TTL_SECONDS)
+        check_seconds("memory_max_ttl", self.memory_max_ttl, MAX_TTL_SECONDS)
+        for flag in ("enabled", "enable_memory_cache", "fail_on_connection_error"):
+            check_bool(flag, getattr(self, flag))
         if self.text_hash_threshold is not None:
-            _check_int("text_hash_threshold", self.text_hash_threshold, 1, 10**9)
+            check_int("text_hash_threshold", self.text_hash_threshold, 1, 10**9)
+        ai = self.ai_settings()
+        object.__setattr__(self, "operation_ttls", ai.operation_ttls)
+        self.codec_options()
+        self.memory_options()
         if self.redis_url is not None:
-            check_redis_url(self.redis_url)
-        ttls = dict(self.operation_ttls)
-        for op, ttl in ttls.items():
-            if not isinstance(op, str) or not op:
-                raise ConfigError(f"operation_ttls: {op!r} is not an operation name")
-            _check_seconds(f"operation_ttls[{op!r}]", ttl, MAX_TTL_SECONDS)
-        object.__setattr__(self, "operation_ttls", MappingProxyType(ttls))
-        flags = ("enabled", "enable_memory_cache", "fail_on_connection_error", "use_tls")
-        for flag in (*flags, "enable_ai_cache", "invalidation_channel"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+            self.redis_options()
+        else:  # checked all the same, so a mistake shows before a URL is added
+            RedisOptions(
+                RedisURL.parse("redis://localhost"),
+                **{name: getattr(self, name) for name in _REDIS_FIELDS},
+            )
+
+    def codec_options(self) -> CodecOptions:
+        """The codec's part of this configuration."""
+        return CodecOptions(
+            compression_threshold=self.compression_threshold,
+            compression_level=self.compression_level,
+            max_value_size=self.max_value_size,
+        )
+
+    def memory_options(self) -> MemoryOptions:
+        """The memory tier's part (``memory_max_ttl`` applies in front of Redis only)."""
+        return MemoryOptions(
+            memory_cache_size=self.memory_cache_size,
+            memory_max_bytes=self.memory_max_bytes,
+            memory_max_ttl=self.memory_max_ttl if self.redis_url is not None else None,
+        )
+
+    def redis_options(self) -> RedisOptions | None:
+        """The Redis connection's part, or None without a ``redis_url``."""
+        if self.redis_url is None:
+            return None
+        return RedisOptions(
+            RedisURL.parse(self.redis_url),
+            **{name: getattr(self, name) for name in _REDIS_FIELDS},
+        )
+
+    def ai_settings(self) -> AISettings:
+        """The AI features (defaults when the configuration has none)."""
+        return AISettings(
+            text_hash_threshold=self.text_hash_threshold or AISettings.text_hash_threshold,
+            operation_ttls=self.operation_ttls,
+            enabled=self.enable_ai_cache,
+        )
 
     @property
     def has_ai_features(self) -> bool:
@@ -123,9 +160,7 @@ class CacheConfig:
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.redis_url:
-            from memo._secrets import mask_url
-
-            shown["redis_url"] = mask_url(self.redis_url)
+            shown["redis_url"] = RedisURL.parse(self.redis_url).masked
         shown["operation_ttls"] = dict(self.operation_ttls)
         return "CacheConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
@@ -180,6 +215,16 @@ def parse_custom_config(raw: str) -> dict[str, Any]:
     return out
 
 
+def configured_preset(environ: Mapping[str, str] | None = None) -> str | None:
+    """The preset ``CACHE_PRESET`` names (checked), or None when it is unset."""
+    env = os.environ if environ is None else environ
+    name = env.get("CACHE_PRESET", "").strip()
+    if not name:
+        return None
+    preset_values(name)
+    return name
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
     """The preset name and the field overrides the environment asks for.
 
@@ -187,8 +232,7 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[str, dict[s
     the latter winning.
     """
     env = os.environ if environ is None else environ
-    preset = env.get("CACHE_PRESET", "").strip() or "simple"
-    preset_values(preset)
+    preset = configured_preset(env) or "simple"
     overrides: dict[str, Any] = {}
     if env.get("CACHE_REDIS_URL"):
         overrides["redis_url"] = env["CACHE_REDIS_URL"].strip()
@@ -239,7 +283,7 @@ class CacheConfigBuilder:
         return self
 
     def with_redis(self, url: str, *, use_tls: bool | None = None) -> CacheConfigBuilder:
-        check_redis_url(url)
+        RedisURL.parse(url)
         self._changes["redis_url"] = url
         if use_tls is not None:
             self._changes["use_tls"] = use_tls

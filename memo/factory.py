@@ -1,13 +1,16 @@
 """``CacheFactory``: caches built for a purpose, connected and ready.
 
-Each method builds a cache, awaits ``connect()`` (which raises only with
-``fail_on_connection_error=True``) and returns it. Arguments a method does not name are
-passed to the cache's constructor (``namespace=``, ``operation_timeout=``, ``clock=`` …).
+Each method describes the cache as a ``CacheConfig`` (its own defaults first, then the
+arguments given), builds it with ``build_cache`` and awaits ``connect()`` (which raises
+only with ``fail_on_connection_error=True``). Arguments a method does not name are
+``CacheConfig`` fields (``namespace=``, ``operation_timeout=`` …), so every knob has the
+one name, default and check ``CacheConfig`` gives it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -15,13 +18,15 @@ from typing import Any, TypeVar
 from memo._clock import Clock
 from memo.ai import AIResponseCache
 from memo.cache import Cache, InMemoryCache, NullCache
-from memo.config import ALIASES, CacheConfig, config_from_env
+from memo.config import ALIASES, PRESETS, CacheConfig, config_from_env, env_overrides
 from memo.exceptions import ConfigError
 from memo.redis_cache import GenericRedisCache
 
-__all__ = ["CacheFactory", "build_cache"]
+__all__ = ["DEFAULT_OPERATION_TTLS", "CacheFactory", "build_cache"]
 
-CacheT = TypeVar("CacheT", bound=Cache)
+logger = logging.getLogger("memo")
+
+CacheT = TypeVar("CacheT", Cache, AIResponseCache)
 
 #: The operation TTLs for_ai_app uses unless given others (seconds).
 DEFAULT_OPERATION_TTLS = {
@@ -31,6 +36,34 @@ DEFAULT_OPERATION_TTLS = {
     "questions": 3600,
     "qa": 1800,
 }
+
+_warned_memory_only = False
+
+
+def _warn_memory_only_once() -> None:
+    global _warned_memory_only
+    if not _warned_memory_only:
+        _warned_memory_only = True
+        logger.warning(
+            "memo: no redis_url given and CACHE_REDIS_URL is not set: this cache keeps "
+            "values in this process's memory only"
+        )
+
+
+def _configured_redis_url(redis_url: str | None) -> str | None:
+    """``redis_url``, else ``CACHE_REDIS_URL`` (the other variables are not read here:
+    a factory method's own figures are its purpose's)."""
+    if redis_url is not None:
+        return redis_url
+    _, overrides = env_overrides()
+    url: str | None = overrides.get("redis_url")
+    return url
+
+
+def _describe(purpose: str, fields: dict[str, Any], options: dict[str, Any]) -> CacheConfig:
+    """A configuration for ``purpose`` from the simple preset, ``fields`` and the caller's
+    ``options``; an unknown option names itself and lists the known ones."""
+    return PRESETS["simple"].replace(preset=purpose, **fields).replace(**options)
 
 
 class CacheFactory:
@@ -54,20 +87,27 @@ class CacheFactory:
         compression_level: int = 6,
         fail_on_connection_error: bool = False,
         **options: Any,
-    ) -> GenericRedisCache:
-        """Redis with a memory tier: sessions, API responses, pages (30-minute TTL)."""
-        options.setdefault("clock", self._clock)
-        cache = GenericRedisCache(
-            redis_url,
-            default_ttl=default_ttl,
-            enable_memory_cache=enable_memory_cache,
-            memory_cache_size=memory_cache_size,
-            compression_threshold=compression_threshold,
-            compression_level=compression_level,
-            fail_on_connection_error=fail_on_connection_error,
-            **options,
+    ) -> Cache:
+        """Redis with a memory tier: sessions, API responses, pages (30-minute TTL).
+
+        Without ``redis_url`` or ``CACHE_REDIS_URL`` the cache keeps values in memory
+        (said once in a WARNING).
+        """
+        clock = options.pop("clock", self._clock)
+        config = _describe(
+            "web",
+            {
+                "redis_url": _configured_redis_url(redis_url),
+                "default_ttl": default_ttl,
+                "enable_memory_cache": enable_memory_cache,
+                "memory_cache_size": memory_cache_size,
+                "compression_threshold": compression_threshold,
+                "compression_level": compression_level,
+                "fail_on_connection_error": fail_on_connection_error,
+            },
+            options,
         )
-        return await self._ready(cache)
+        return await self._ready(build_cache(config, clock))
 
     async def for_ai_app(
         self,
@@ -84,20 +124,25 @@ class CacheFactory:
         **options: Any,
     ) -> AIResponseCache:
         """An AI response cache: per-operation TTLs, long texts hashed into keys."""
-        options.setdefault("clock", self._clock)
-        cache = AIResponseCache(
-            redis_url,
-            default_ttl=default_ttl,
-            enable_memory_cache=enable_memory_cache,
-            memory_cache_size=memory_cache_size,
-            compression_threshold=compression_threshold,
-            compression_level=compression_level,
-            text_hash_threshold=text_hash_threshold,
-            operation_ttls=DEFAULT_OPERATION_TTLS if operation_ttls is None else operation_ttls,
-            fail_on_connection_error=fail_on_connection_error,
-            **options,
+        clock = options.pop("clock", self._clock)
+        config = _describe(
+            "ai",
+            {
+                "redis_url": _configured_redis_url(redis_url),
+                "default_ttl": default_ttl,
+                "enable_memory_cache": enable_memory_cache,
+                "memory_cache_size": memory_cache_size,
+                "compression_threshold": compression_threshold,
+                "compression_level": compression_level,
+                "text_hash_threshold": text_hash_threshold,
+                "operation_ttls": (
+                    DEFAULT_OPERATION_TTLS if operation_ttls is None else operation_ttls
+                ),
+                "fail_on_connection_error": fail_on_connection_error,
+            },
+            options,
         )
-        return await self._ready(cache)
+        return await self._ready(AIResponseCache(build_cache(config, clock)))
 
     async def for_testing(
         self,
@@ -112,34 +157,32 @@ class CacheFactory:
         **options: Any,
     ) -> Cache:
         """A cache for tests: in memory (``use_memory_cache=True``, or no Redis URL given),
-        or on a test Redis database without a memory tier, for predictable behaviour."""
-        options.setdefault("clock", self._clock)
-        if use_memory_cache or redis_url is None:
-            cache: Cache = InMemoryCache(
-                default_ttl=default_ttl,
-                max_size=memory_cache_size,
-                compression_level=compression_level,
-                **options,
-            )
-        else:
-            cache = GenericRedisCache(
-                redis_url,
-                default_ttl=default_ttl,
-                enable_memory_cache=enable_memory_cache,
-                memory_cache_size=memory_cache_size,
-                compression_level=compression_level,
-                fail_on_connection_error=fail_on_connection_error,
-                **options,
-            )
-        return await self._ready(cache)
+        or on a test Redis database without a memory tier, for predictable behaviour.
+        The environment is not read: a test says what it uses."""
+        memory_only = use_memory_cache or redis_url is None
+        clock = options.pop("clock", self._clock)
+        config = _describe(
+            "testing",
+            {
+                "redis_url": None if memory_only else redis_url,
+                "default_ttl": default_ttl,
+                "enable_memory_cache": enable_memory_cache,
+                "memory_cache_size": memory_cache_size,
+                "compression_level": compression_level,
+                "fail_on_connection_error": fail_on_connection_error,
+            },
+            options,
+        )
+        return await self._ready(build_cache(config, clock, warn=False))
 
     async def create_cache_from_config(
         self, config: CacheConfig | Mapping[str, Any], **overrides: Any
-    ) -> Cache:
+    ) -> Cache | AIResponseCache:
         """The cache a configuration describes (a ``CacheConfig`` or a dict of its fields).
 
         ``disabled`` gives a ``NullCache``; a configuration with AI features an
-        ``AIResponseCache``; otherwise a ``GenericRedisCache`` (memory-only without a URL).
+        ``AIResponseCache``; otherwise a ``GenericRedisCache``, or an ``InMemoryCache``
+        without a Redis URL.
         """
         if isinstance(config, Mapping):
             known = {f.name for f in dataclasses.fields(CacheConfig)}
@@ -152,47 +195,48 @@ class CacheFactory:
             config = CacheConfig(**fields)
         if not isinstance(config, CacheConfig):
             raise ConfigError(f"config={config!r}: pass a CacheConfig or a dict of its fields")
+        clock = overrides.pop("clock", self._clock)
         if overrides:
             config = config.replace(**overrides)
-        return await self._ready(build_cache(config, self._clock))
+        cache = build_cache(config, clock)
+        if config.has_ai_features and config.enabled:
+            return await self._ready(AIResponseCache(cache))
+        return await self._ready(cache)
 
-    async def from_env(self) -> Cache:
+    async def from_env(self) -> Cache | AIResponseCache:
         """The cache ``CACHE_PRESET`` and the other ``CACHE_*`` variables describe."""
         return await self.create_cache_from_config(config_from_env())
 
 
-def build_cache(config: CacheConfig, clock: Clock = time.monotonic) -> Cache:
-    """The (unconnected) cache of ``config``."""
+def build_cache(config: CacheConfig, clock: Clock = time.monotonic, *, warn: bool = True) -> Cache:
+    """The (unconnected) cache of ``config``: a ``NullCache`` when caching is off, a
+    ``GenericRedisCache`` with a Redis URL, else an ``InMemoryCache`` (with a WARNING
+    once, unless ``warn=False``). AI settings travel on the cache (``cache.ai``)."""
+    ai = config.ai_settings()
     if not config.enabled:
-        return NullCache(namespace=config.namespace, default_ttl=config.default_ttl, clock=clock)
-    common: dict[str, Any] = {
-        "default_ttl": config.default_ttl,
-        "enable_memory_cache": config.enable_memory_cache,
-        "memory_cache_size": config.memory_cache_size,
-        "memory_max_ttl": config.memory_max_ttl,
-        "compression_threshold": config.compression_threshold,
-        "compression_level": config.compression_level,
-        "fail_on_connection_error": config.fail_on_connection_error,
-        "namespace": config.namespace,
-        "connect_timeout": config.connect_timeout,
-        "operation_timeout": config.operation_timeout,
-        "max_connections": config.max_connections,
-        "use_tls": config.use_tls or None,
-        "ssl_ca_certs": config.ssl_ca_certs,
-        "ssl_certfile": config.ssl_certfile,
-        "ssl_keyfile": config.ssl_keyfile,
-        "max_value_size": config.max_value_size,
-        "invalidation_channel": config.invalidation_channel,
-        "clock": clock,
-    }
-    if config.has_ai_features:
-        return AIResponseCache(
-            config.redis_url,
-            text_hash_threshold=config.text_hash_threshold or 1000,
-            operation_ttls=dict(config.operation_ttls),
-            ai_enabled=config.enable_ai_cache,
-            **common,
+        return NullCache(
+            namespace=config.namespace, default_ttl=config.default_ttl, ai=ai, clock=clock
         )
-    cache = GenericRedisCache(config.redis_url, **common)
-    cache.ai_enabled = config.enable_ai_cache
-    return cache
+    redis = config.redis_options()
+    if redis is None:
+        if warn:
+            _warn_memory_only_once()
+        return InMemoryCache.from_options(
+            config.memory_options(),
+            config.codec_options(),
+            namespace=config.namespace,
+            default_ttl=config.default_ttl,
+            ai=ai,
+            clock=clock,
+        )
+    return GenericRedisCache.from_options(
+        redis,
+        config.memory_options(),
+        config.codec_options(),
+        enable_memory_cache=config.enable_memory_cache,
+        fail_on_connection_error=config.fail_on_connection_error,
+        namespace=config.namespace,
+        default_ttl=config.default_ttl,
+        ai=ai,
+        clock=clock,
+    )

@@ -18,6 +18,9 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
+    #: Callers of a cold key who joined a computation already running (neither hits
+    #: nor misses: they waited for another caller's miss).
+    coalesced: int = 0
     memory_hits: int = 0
     redis_hits: int = 0
     sets: int = 0
@@ -35,8 +38,8 @@ class CacheStats:
 
     @property
     def total_operations(self) -> int:
-        """Reads, writes and deletes served."""
-        return self.hits + self.misses + self.sets + self.deletes
+        """Reads (coalesced ones included), writes and deletes served."""
+        return self.hits + self.misses + self.coalesced + self.sets + self.deletes
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -55,6 +58,7 @@ class FunctionStats:
 
     hits: int = 0
     misses: int = 0
+    coalesced: int = 0
     errors: int = 0
     bypassed: int = 0
     stale_served: int = 0

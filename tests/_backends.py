@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from memo._options import MemoryOptions
 from memo.backends import Backend, MemoryBackend
 from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
@@ -28,12 +29,17 @@ class BackendCase:
 
 
 async def _memory(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
-    return MemoryBackend(clock=clock, max_entries=10_000, max_bytes=64 * 1024 * 1024)
+    return MemoryBackend(
+        MemoryOptions(memory_cache_size=10_000, memory_max_bytes=64 * 1024 * 1024), clock=clock
+    )
 
 
 async def _tiered_over_memory(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
     # The tiering rules on their own; the same backend over Redis is an entry below.
-    return TieredBackend(MemoryBackend(clock=clock, max_entries=100), await _memory(clock, request))
+    return TieredBackend(
+        MemoryBackend(MemoryOptions(memory_cache_size=100), clock=clock),
+        await _memory(clock, request),
+    )
 
 
 async def _fakeredis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
@@ -53,7 +59,9 @@ async def _redis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
 
 async def _tiered_over_redis(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
     # The memory tier's clock must run with Redis's, so it gets the real one here.
-    return TieredBackend(MemoryBackend(max_entries=100), await _redis(clock, request))
+    return TieredBackend(
+        MemoryBackend(MemoryOptions(memory_cache_size=100)), await _redis(clock, request)
+    )
 
 
 BACKENDS: dict[str, BackendCase] = {

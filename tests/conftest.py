@@ -30,7 +30,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def cache(clock: FakeClock) -> AsyncIterator[InMemoryCache]:
-    c = InMemoryCache(clock=clock, default_ttl=60, max_size=1000)
+    c = InMemoryCache(clock=clock, default_ttl=60, memory_cache_size=1000)
     yield c
     await c.aclose()
 

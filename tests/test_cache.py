@@ -93,7 +93,8 @@ async def test_invalidate_pattern_and_invalidate_all_stay_inside_the_namespace(
 
 
 async def test_two_namespaces_on_one_backend_do_not_see_each_other(clock: FakeClock) -> None:
-    from memo import Cache, MemoryBackend
+    from memo import Cache
+    from memo.backends import MemoryBackend
 
     backend = MemoryBackend(clock=clock)
     a = Cache(backend, namespace="a", clock=clock)
@@ -126,7 +127,7 @@ async def test_stats_count_reads_for_the_hit_ratio(cache: InMemoryCache) -> None
 
 
 async def test_memory_usage_reports_entries_and_utilization(clock: FakeClock) -> None:
-    cache = InMemoryCache(clock=clock, max_size=4)
+    cache = InMemoryCache(clock=clock, memory_cache_size=4)
     for i in range(3):
         await cache.set(f"k{i}", "x" * 100)
     usage = (await cache.get_cache_stats())["memory_usage"]
@@ -198,12 +199,13 @@ async def test_a_value_from_a_newer_format_is_a_miss_but_left_in_place(
 
 
 async def test_signed_caches_reject_unsigned_values(clock: FakeClock) -> None:
-    from memo import MemoryBackend
+    from memo._options import CodecOptions
+    from memo.backends import MemoryBackend
     from memo.cache import Cache
 
     backend = MemoryBackend(clock=clock)
     unsigned = Cache(backend, clock=clock)
-    signed = Cache(backend, clock=clock, signing_key=b"k" * 32)
+    signed = Cache(backend, clock=clock, codec=CodecOptions(signing_key=b"k" * 32))
     await unsigned.set("k", "plain")
     assert await signed.get("k") is None
     await signed.set("k2", "signed")
@@ -229,12 +231,15 @@ async def test_null_cache_misses_every_read_and_drops_every_write() -> None:
 async def test_keys_lists_relative_keys_of_this_namespace_without_tag_indexes(
     clock: FakeClock,
 ) -> None:
-    cache = InMemoryCache(namespace="shop", clock=clock)
-    other = InMemoryCache(namespace="blog", clock=clock)
-    other._backend = cache._backend  # one store, two namespaces
+    from memo.backends import MemoryBackend
+    from memo.cache import Cache
+
+    store = MemoryBackend(clock=clock)  # one store, two namespaces
+    cache = Cache(store, namespace="shop", clock=clock)
+    other = Cache(store, namespace="blog", clock=clock)
     await cache.set_many({"user:1": 1, "user:2": 2, "order:9": 9})
     await other.set("user:3", 3)
-    await cache._tag(["team"], cache.prefix + "user:1", 60_000)
+    await cache.tag_entry(["team"], cache.prefix + "user:1", 60_000)
 
     assert ["order:9", "user:1", "user:2"] == await cache.keys()
     assert ["user:1", "user:2"] == await cache.keys("user:*")

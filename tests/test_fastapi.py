@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 
 import memo
 from examples import fastapi_app
-from memo import AIResponseCache, GenericRedisCache
+from memo import AIResponseCache, GenericRedisCache, InMemoryCache
 from memo.integrations.fastapi import (
     app_caches,
     cache_lifespan,
@@ -69,8 +69,9 @@ async def test_the_example_serves_the_second_request_from_the_cache(
         assert first["name"] == second["name"] == "user-7"
         assert app.state.db.queries == 1
         cache = app_caches(app).web
-        assert isinstance(cache, GenericRedisCache)
-        assert (cache.redis is not None) == (redis_url is not None)
+        # With a URL, Redis with a memory tier; without one, memory only.
+        assert isinstance(cache, GenericRedisCache) == (redis_url is not None)
+        assert isinstance(cache, InMemoryCache) == (redis_url is None)
         if redis_url is not None:
             stored = sync_redis.Redis.from_url(redis_url).exists(cache.prefix + "user:profile:7")
             assert stored == 1

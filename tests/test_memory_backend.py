@@ -8,7 +8,9 @@ from collections import OrderedDict
 
 import pytest
 
-from memo import ConfigError, MemoryBackend
+from memo import ConfigError
+from memo.backends import MemoryBackend
+from memo._options import MemoryOptions
 from memo.backends.memory import ENTRY_OVERHEAD
 from memo.testing import FakeClock
 
@@ -50,7 +52,7 @@ async def test_bounds_hold_and_reads_match_a_reference_lru_over_100000_operation
     clock = FakeClock()
     rng = random.Random(20261125)
     max_entries, max_bytes = 50, 4096
-    real = MemoryBackend(max_entries=max_entries, max_bytes=max_bytes, clock=clock)
+    real = MemoryBackend(MemoryOptions(memory_cache_size=max_entries, memory_max_bytes=max_bytes), clock=clock)
     model = ReferenceLRU(max_entries, max_bytes, clock)
     keys = [f"memo:p:{i}" for i in range(120)]
 
@@ -79,7 +81,7 @@ async def test_bounds_hold_and_reads_match_a_reference_lru_over_100000_operation
 
 
 async def test_reading_refreshes_recency_so_the_least_recent_is_evicted() -> None:
-    b = MemoryBackend(max_entries=2, clock=FakeClock())
+    b = MemoryBackend(MemoryOptions(memory_cache_size=2), clock=FakeClock())
     await b.set("a", b"1", 60_000)
     await b.set("b", b"2", 60_000)
     await b.get("a")
@@ -89,7 +91,7 @@ async def test_reading_refreshes_recency_so_the_least_recent_is_evicted() -> Non
 
 async def test_the_byte_bound_evicts_the_oldest_entries() -> None:
     per_entry = 1 + 100 + ENTRY_OVERHEAD
-    b = MemoryBackend(max_entries=100, max_bytes=per_entry * 3, clock=FakeClock())
+    b = MemoryBackend(MemoryOptions(memory_cache_size=100, memory_max_bytes=per_entry * 3), clock=FakeClock())
     for key in "abcd":
         await b.set(key, b"x" * 100, 60_000)
     assert await b.get_many(list("abcd")) == [None, b"x" * 100, b"x" * 100, b"x" * 100]
@@ -97,7 +99,7 @@ async def test_the_byte_bound_evicts_the_oldest_entries() -> None:
 
 
 async def test_a_value_larger_than_the_tier_is_not_stored_and_drops_the_old_one() -> None:
-    b = MemoryBackend(max_bytes=500, clock=FakeClock())
+    b = MemoryBackend(MemoryOptions(memory_max_bytes=500), clock=FakeClock())
     await b.set("k", b"small", 60_000)
     await b.set("k", b"x" * 1000, 60_000)
     assert await b.get("k") is None
@@ -106,7 +108,7 @@ async def test_a_value_larger_than_the_tier_is_not_stored_and_drops_the_old_one(
 
 async def test_max_ttl_caps_every_entry() -> None:
     clock = FakeClock()
-    b = MemoryBackend(max_ttl_ms=1_000, clock=clock)
+    b = MemoryBackend(MemoryOptions(memory_max_ttl=1), clock=clock)
     await b.set("k", b"v", 60_000)
     assert await b.ttl("k") == 1_000
     clock.advance(1)
@@ -123,7 +125,7 @@ async def test_get_local_agrees_with_get() -> None:
 
 
 async def test_utilization_is_the_fuller_of_entries_and_bytes() -> None:
-    b = MemoryBackend(max_entries=4, max_bytes=10_000, clock=FakeClock())
+    b = MemoryBackend(MemoryOptions(memory_cache_size=4, memory_max_bytes=10_000), clock=FakeClock())
     await b.set("k", b"v", 1_000)
     assert b.utilization() == 0.25
     await b.set("big", b"x" * 7000, 1_000)
@@ -131,15 +133,22 @@ async def test_utilization_is_the_fuller_of_entries_and_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("arg", "value"), [("max_entries", 0), ("max_bytes", -1), ("max_ttl_ms", 0)]
+    ("arg", "value"),
+    [
+        ("memory_cache_size", 0),
+        ("memory_max_bytes", -1),
+        ("memory_max_ttl", 0),
+        ("memory_cache_size", True),
+        ("memory_max_bytes", 1.5),
+    ],
 )
-def test_bad_bounds_are_refused_with_the_argument_named(arg: str, value: int) -> None:
-    with pytest.raises(ConfigError, match=arg):
-        MemoryBackend(**{arg: value})
+def test_bad_bounds_are_refused_with_the_argument_named(arg: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"^{arg}="):
+        MemoryOptions(**{arg: value})  # type: ignore[arg-type]
 
 
 def test_repr_shows_fill_levels() -> None:
-    assert "entries=0/10" in repr(MemoryBackend(max_entries=10))
+    assert "entries=0/10" in repr(MemoryBackend(MemoryOptions(memory_cache_size=10)))
 
 
 def test_threads_sharing_a_tier_never_raise_and_keep_its_accounting_exact() -> None:
@@ -149,7 +158,7 @@ def test_threads_sharing_a_tier_never_raise_and_keep_its_accounting_exact() -> N
 
     from memo.backends.memory import ENTRY_OVERHEAD
 
-    tier = MemoryBackend(max_entries=50, max_bytes=20_000)
+    tier = MemoryBackend(MemoryOptions(memory_cache_size=50, memory_max_bytes=20_000))
     errors: list[BaseException] = []
 
     def hammer(seed: int) -> None:
@@ -162,7 +171,7 @@ def test_threads_sharing_a_tier_never_raise_and_keep_its_accounting_exact() -> N
                 elif roll < 0.9:
                     tier.set_local(key, b"x" * rng.randrange(10, 400), 60_000)
                 elif roll < 0.95:
-                    tier.discard(key)
+                    tier.discard_local(key)
                 elif roll < 0.98:
                     asyncio.run(tier.scan_keys("memo:t:1*", 10))
                 else:

@@ -57,7 +57,7 @@ def test_bad_thresholds_are_refused_by_name_and_change_nothing(
 
 
 async def test_memory_raises_the_warning_then_only_the_critical(clock: FakeClock) -> None:
-    cache = InMemoryCache(max_size=1000, clock=clock)
+    cache = InMemoryCache(memory_cache_size=1000, clock=clock)
     monitor = CachePerformanceMonitor(caches=[cache])
     monitor.configure_thresholds({"memory_warning": 20_000, "memory_critical": 60_000})
     assert [] == monitor.alerts()

@@ -14,7 +14,8 @@ import pytest
 import redis as sync_redis
 import xxhash
 
-from memo import BackendUnavailable, cached
+from memo import BackendUnavailable, CacheFactory, ConfigError, InMemoryCache, cached
+from memo._options import MemoryOptions
 from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
 from memo.redis_cache import GenericRedisCache
@@ -40,14 +41,14 @@ def test_the_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -
     assert 0.5 == redis_backend.operation_timeout
     assert 50 == redis_backend.max_connections
     assert 60_000 == backend.memory.max_ttl_ms
-    assert 100 == backend.memory.max_entries
-    assert 1024 * 1024 == cache._codec.max_value_size
+    assert 1000 == backend.memory.max_entries
+    assert 1024 * 1024 == cache.codec.max_value_size
     assert 3600_000 == cache.default_ttl_ms
 
 
 async def test_the_pool_waits_within_the_deadline_and_redis_py_retries_are_off() -> None:
-    backend = RedisBackend("redis://127.0.0.1:1/0")
-    client = backend._client()
+    backend = RedisBackend.from_url("redis://127.0.0.1:1/0")
+    client = backend.client()
     pool = client.connection_pool
     assert type(pool).__name__ == "BlockingConnectionPool"
     assert 0.5 == pool.timeout  # type: ignore[attr-defined]
@@ -56,25 +57,34 @@ async def test_the_pool_waits_within_the_deadline_and_redis_py_retries_are_off()
     await backend.aclose()
 
 
-def test_without_a_url_the_cache_is_memory_only_and_says_so_once(
+def test_a_redis_cache_without_a_url_is_refused_with_the_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_REDIS_URL", "redis://cachehost:6380/3")  # not read here
+    with pytest.raises(ConfigError, match=r"^redis_url=None: .*InMemoryCache.*for_web_app"):
+        GenericRedisCache()
+
+
+async def test_without_a_url_the_factory_caches_in_memory_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import memo.redis_cache as module
+    import memo.factory as module
 
     monkeypatch.delenv("CACHE_REDIS_URL", raising=False)
     monkeypatch.setattr(module, "_warned_memory_only", False)
     with caplog.at_level(logging.WARNING, logger="memo"):
-        first = GenericRedisCache()
-        GenericRedisCache()
-    assert first.redis is None
+        first = await CacheFactory().for_web_app()
+        await CacheFactory().for_web_app()
+    assert isinstance(first, InMemoryCache)
     assert 1 == sum("memory only" in r.getMessage() for r in caplog.records)
 
 
-def test_the_url_falls_back_to_cache_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CACHE_REDIS_URL", "redis://:pw@cachehost:6380/3")
-    cache = GenericRedisCache()
-    assert cache.redis is not None
-    assert "redis://:***@cachehost:6380/3" == cache.redis.masked_url
+async def test_the_factory_falls_back_to_cache_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_REDIS_URL", "redis://:pw@127.0.0.1:1/3")
+    cache = await CacheFactory().for_web_app(connect_timeout=0.05, operation_timeout=0.05)
+    assert isinstance(cache, GenericRedisCache)
+    assert "redis://:***@127.0.0.1:1/3" == cache.redis.masked_url
+    await cache.aclose()
 
 
 async def test_two_thousand_calls_survive_a_killed_server_and_redis_is_used_again(
@@ -107,7 +117,7 @@ async def test_two_thousand_calls_survive_a_killed_server_and_redis_is_used_agai
         await square.invalidate(12345)
         await square(12345)
         await asyncio.sleep(0.05)
-    redis_server.client().set(cache.prefix + "planted", cache._encode("from redis", 60_000))
+    redis_server.client().set(cache.prefix + "planted", cache.encode_entry("from redis", 60_000))
     assert "from redis" == await cache.get("planted")
     await cache.aclose()
 
@@ -155,7 +165,7 @@ async def test_the_breaker_probes_and_closes_once_the_server_answers(
     redis_server: RedisServer,
 ) -> None:
     clock = FakeClock()
-    backend = RedisBackend(
+    backend = RedisBackend.from_url(
         redis_server.url,
         operation_timeout=0.2,
         breaker=CircuitBreaker(failure_threshold=2, reset_timeout=0.2, clock=clock),
@@ -232,10 +242,11 @@ async def test_tls_works_with_the_ca_and_refuses_a_server_it_cannot_verify(
     assert {"secure": True} == await trusting.get("k")
     assert server.client().exists(trusting.prefix + "k")
 
-    doubting = RedisBackend(server.url, ssl_ca_certs=str(tls_files.other_ca))
+    doubting = RedisBackend.from_url(server.url, ssl_ca_certs=str(tls_files.other_ca))
     with pytest.raises(BackendUnavailable):
         await doubting.get("memo:any")
-    plain = RedisBackend(server.url.replace("rediss://", "redis://"), operation_timeout=0.5)
+    plain_url = server.url.replace("rediss://", "redis://")
+    plain = RedisBackend.from_url(plain_url, operation_timeout=0.5)
     assert await plain.ping() is False
     await trusting.aclose()
     await doubting.aclose()
@@ -244,10 +255,10 @@ async def test_tls_works_with_the_ca_and_refuses_a_server_it_cannot_verify(
 
 async def test_a_memory_copy_never_outlives_its_redis_entry(redis_server: RedisServer) -> None:
     clock = FakeClock()
-    from memo import MemoryBackend
+    from memo.backends import MemoryBackend
 
     tier = TieredBackend(
-        MemoryBackend(clock=clock, max_ttl_ms=60_000), RedisBackend(redis_server.url)
+        MemoryBackend(MemoryOptions(memory_max_ttl=60), clock=clock), RedisBackend.from_url(redis_server.url)
     )
     redis_server.client().set("memo:t:k", b"v", px=5_000)
     assert b"v" == await tier.get("memo:t:k")
@@ -374,7 +385,7 @@ def test_the_sync_client_of_the_harness_sees_the_same_server(redis_server: Redis
 async def test_concurrent_reads_share_mget_round_trips_and_a_lone_read_is_a_get(
     redis_server: RedisServer,
 ) -> None:
-    backend = RedisBackend(redis_server.url)
+    backend = RedisBackend.from_url(redis_server.url)
     await backend.set_many({f"memo:b:{i}": str(i).encode() for i in range(200)}, 60_000)
     before = redis_server.commandstats()
 
@@ -439,7 +450,7 @@ async def test_corrupt_bytes_from_redis_never_stay_in_the_memory_tier(
     good = redis_server.client().get(full) or b""
     backend = cache.backend
     assert isinstance(backend, TieredBackend)
-    backend.memory.discard(full)
+    backend.memory.discard_local(full)
     redis_server.client().set(full, good[:-3], px=60_000)
 
     assert await cache.get("k") is None

@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from memo import BackendUnavailable, MemoryBackend
+from memo import BackendUnavailable
+from memo.backends import MemoryBackend
+from memo._options import MemoryOptions
 from memo.backends.base import Backend
 from memo.backends.tiered import TieredBackend
 from memo.testing import FakeClock
@@ -70,7 +72,7 @@ def remote(clock: FakeClock) -> SwitchableRemote:
 
 
 def tiered(clock: FakeClock, remote: Backend, **kw: object) -> TieredBackend:
-    memory = MemoryBackend(clock=clock, max_ttl_ms=60_000)
+    memory = MemoryBackend(MemoryOptions(memory_max_ttl=60), clock=clock)
     return TieredBackend(memory, remote, **kw)  # type: ignore[arg-type]
 
 

@@ -4,16 +4,17 @@ A backend never sees Python values: the cache encodes once and hands it bytes. K
 full keys (the cache's prefix included) made of safe ASCII only. TTLs are whole
 milliseconds, always positive. Optional capabilities are separate protocols (see
 ``LocalReads``) rather than more abstract methods, so a new backend implements only the
-core below and passes the shared contract suite.
+core below and passes the shared contract suite. Caches ask for a capability with
+``isinstance(backend, Capability)``, never for a concrete class.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "LocalReads"]
+__all__ = ["AnnouncedWrites", "Backend", "LocalReads", "LocalTier", "ReadsWithTTL"]
 
 
 class Backend(abc.ABC):
@@ -72,11 +73,47 @@ class Backend(abc.ABC):
 
 @runtime_checkable
 class LocalReads(Protocol):
-    """A backend whose reads complete without I/O (the in-process memory tier).
+    """A backend some of whose reads complete without I/O (an in-process memory tier).
 
     The decorator's hit path calls ``get_local`` synchronously to skip an await per hit.
+    ``local_only`` is True when ``get_local`` sees everything the backend holds (a miss
+    there is a miss), False when a remote tier must still be asked.
     """
 
+    local_only: bool
+
     def get_local(self, key: str) -> bytes | None:
-        """Same result as ``await get(key)``, synchronously."""
+        """The bytes under ``key`` if a local tier holds them, synchronously."""
         ...
+
+
+@runtime_checkable
+class LocalTier(Protocol):
+    """A backend with an in-process memory tier (itself one, or one in front of Redis)."""
+
+    def discard_local(self, key: str) -> None:
+        """Drop ``key`` from the memory tier now, synchronously (not from a remote tier)."""
+        ...
+
+    def memory_usage(self) -> dict[str, Any]:
+        """``entries``, ``bytes``, ``total_mb``, ``utilization`` (0-1) and ``max_entries``."""
+        ...
+
+
+@runtime_checkable
+class ReadsWithTTL(Protocol):
+    """A backend that returns a value and its remaining lifetime in one round trip."""
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        """The stored bytes (or None) and the remaining milliseconds (or None)."""
+        ...
+
+
+@runtime_checkable
+class AnnouncedWrites(Protocol):
+    """A backend that hears other processes' writes (the invalidation channel).
+
+    It calls ``on_announced(keys, pattern)`` for each: a list of keys, or a glob.
+    """
+
+    on_announced: Callable[[list[str] | None, str | None], None] | None

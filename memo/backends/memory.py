@@ -8,13 +8,13 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from memo._clock import Clock
 from memo._fork import in_forked_child
 from memo._glob import compile_glob
+from memo._options import MemoryOptions
 from memo.backends.base import Backend
-from memo.exceptions import ConfigError
 
 T = TypeVar("T")
 
@@ -52,22 +52,14 @@ class MemoryBackend(Backend):
 
     name = "memory"
 
-    def __init__(
-        self,
-        *,
-        max_entries: int = 1000,
-        max_bytes: int = 64 * 1024 * 1024,
-        max_ttl_ms: int | None = None,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        for arg, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{arg}={value!r}: must be an int of at least 1")
-        if max_ttl_ms is not None and (not isinstance(max_ttl_ms, int) or max_ttl_ms < 1):
-            raise ConfigError(f"max_ttl_ms={max_ttl_ms!r}: milliseconds, at least 1, or None")
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.max_ttl_ms = max_ttl_ms
+    #: Reads of this backend never need I/O: a local miss is a miss.
+    local_only = True
+
+    def __init__(self, options: MemoryOptions | None = None, *, clock: Clock = time.monotonic) -> None:
+        self.options = options = options if options is not None else MemoryOptions()
+        self.max_entries = options.memory_cache_size
+        self.max_bytes = options.memory_max_bytes
+        self.max_ttl_ms = options.max_ttl_ms
         self._clock = clock
         # key -> (value, deadline in clock seconds); order = recency, oldest first.
         self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
@@ -82,7 +74,7 @@ class MemoryBackend(Backend):
         if item is None:
             return None
         if self._clock() >= item[1]:
-            self.discard(key)
+            self.discard_local(key)
             return None
         try:  # noqa: SIM105 - suppress() would cost a context manager per hit
             self._data.move_to_end(key)
@@ -102,7 +94,7 @@ class MemoryBackend(Backend):
             return None
         remaining = item[1] - self._clock()
         if remaining <= 0:
-            self.discard(key)
+            self.discard_local(key)
             return None
         return max(1, math.ceil(remaining * 1000 - 1e-6))
 
@@ -140,7 +132,7 @@ class MemoryBackend(Backend):
         self._bytes -= len(key) + len(item[0]) + ENTRY_OVERHEAD
         return True
 
-    def discard(self, key: str) -> None:
+    def discard_local(self, key: str) -> None:
         """Remove ``key`` if present (sync, for tiers composing this one)."""
         with self._lock:
             self._remove(key)
@@ -218,6 +210,15 @@ class MemoryBackend(Backend):
     @property
     def bytes_used(self) -> int:
         return self._bytes
+
+    def memory_usage(self) -> dict[str, Any]:
+        return {
+            "entries": len(self._data),
+            "bytes": self._bytes,
+            "total_mb": self._bytes / (1024 * 1024),
+            "utilization": self.utilization(),
+            "max_entries": self.max_entries,
+        }
 
     def utilization(self) -> float:
         """How full the tier is, 0-1: the larger of the entry and byte fractions."""

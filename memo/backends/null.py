@@ -11,6 +11,7 @@ class NullBackend(Backend):
     """Every read misses, every write is dropped."""
 
     name = "null"
+    local_only = True
 
     async def get(self, key: str) -> bytes | None:
         return None

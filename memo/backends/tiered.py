@@ -20,13 +20,14 @@ filled while that channel cannot vouch for it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from memo.backends.base import Backend
-from memo.backends.invalidation import InvalidationListener
+from memo.backends.base import Backend, ReadsWithTTL
 from memo.backends.memory import MemoryBackend
-from memo.backends.redis import RedisBackend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
+
+if TYPE_CHECKING:
+    from memo.backends.invalidation import InvalidationListener
 
 __all__ = ["TieredBackend"]
 
@@ -40,6 +41,8 @@ class TieredBackend(Backend):
     """``memory`` in front of ``remote``; a Backend itself, so it passes the same contract."""
 
     name = "tiered"
+    #: A miss in the memory tier must still ask the remote.
+    local_only = False
 
     def __init__(
         self,
@@ -58,9 +61,10 @@ class TieredBackend(Backend):
         # Told of other processes' announcements (keys, or a pattern), so that the cache
         # can keep computations already under way from storing what was just replaced.
         self.on_announced: Callable[[list[str] | None, str | None], None] | None = None
-        if listen and memory_reads and isinstance(remote, RedisBackend):
-            self.listener = InvalidationListener(
-                remote,
+        # A remote with an invalidation channel (RedisBackend) offers a listener.
+        make_listener = getattr(remote, "invalidation_listener", None)
+        if listen and memory_reads and make_listener is not None:
+            self.listener = make_listener(
                 on_keys=self._drop_keys,
                 on_pattern=self._drop_pattern,
                 on_flush=self._flush,
@@ -127,7 +131,7 @@ class TieredBackend(Backend):
         """Another process announced writes of ``keys``."""
         self._mark(keys)
         for key in keys:
-            self.memory.discard(key)
+            self.memory.discard_local(key)
         if self.on_announced is not None:
             self.on_announced(keys, None)
 
@@ -153,6 +157,14 @@ class TieredBackend(Backend):
         if self.listener is None:
             return True
         return await self.listener.wait_trusted(timeout)
+
+    # -- the memory tier, for the cache in front
+
+    def discard_local(self, key: str) -> None:
+        self.memory.discard_local(key)
+
+    def memory_usage(self) -> dict[str, Any]:
+        return self.memory.memory_usage()
 
     # -- reads
 
@@ -193,9 +205,9 @@ class TieredBackend(Backend):
     async def _remote_get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
         if not self.memory_reads:
             return await self.remote.get(key), None  # nothing to fill: no TTL needed
-        get_with_ttl = getattr(self.remote, "get_with_ttl", None)
-        if get_with_ttl is not None:
-            return await get_with_ttl(key)  # type: ignore[no-any-return]
+        remote = self.remote
+        if isinstance(remote, ReadsWithTTL):
+            return await remote.get_with_ttl(key)
         data = await self.remote.get(key)
         return data, (None if data is None else await self.remote.ttl(key))
 
@@ -238,7 +250,7 @@ class TieredBackend(Backend):
             if isinstance(exc, _OUTAGE):
                 self.memory.set_local(key, value, ttl_ms)  # serves while the remote is away
             else:
-                self.memory.discard(key)  # the remote's state is unknown: don't guess
+                self.memory.discard_local(key)  # the remote's state is unknown: don't guess
 
     # A write races the reads and writes of the same keys in this process as surely as
     # those of other processes: a read whose GET ran before this write's SET (or UNLINK)
@@ -297,14 +309,14 @@ class TieredBackend(Backend):
             raise
         except BaseException:
             for key in items:
-                self.memory.discard(key)  # cancelled: Redis may or may not have it
+                self.memory.discard_local(key)  # cancelled: Redis may or may not have it
             raise
         self._answered()
         for key, value in items.items():
             if key in fillable:
                 self.memory.set_local(key, value, ttl_ms)
             else:
-                self.memory.discard(key)  # an older copy must not outlive this write
+                self.memory.discard_local(key)  # an older copy must not outlive this write
 
     async def delete(self, key: str) -> bool:
         return bool(await self._delete([key], many=False))
@@ -316,7 +328,7 @@ class TieredBackend(Backend):
         self._listen()
         begun = self._begin_write(keys)
         for key in keys:
-            self.memory.discard(key)
+            self.memory.discard_local(key)
         try:
             if many:
                 removed = await self.remote.delete_many(keys)
@@ -328,7 +340,7 @@ class TieredBackend(Backend):
         finally:
             self._end_write(keys, begun)
             for key in keys:
-                self.memory.discard(key)  # a read that raced the delete may have filled it
+                self.memory.discard_local(key)  # a read that raced the delete may have filled it
         self._answered()
         return removed
 

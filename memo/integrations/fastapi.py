@@ -41,8 +41,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from memo._slots import aclose_all
 from memo.ai import AIResponseCache
+from memo.cache import Cache
 from memo.factory import CacheFactory
-from memo.redis_cache import GenericRedisCache
 
 __all__ = [
     "AppCaches",
@@ -65,7 +65,7 @@ class AppCaches:
     ) -> None:
         self.web_options = dict(web or {})
         self.ai_options = dict(ai or {})
-        self.web: GenericRedisCache | None = None
+        self.web: Cache | None = None
         self.ai: AIResponseCache | None = None
         self._lock: asyncio.Lock | None = None
 
@@ -74,7 +74,7 @@ class AppCaches:
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def web_cache(self) -> GenericRedisCache:
+    async def web_cache(self) -> Cache:
         if self.web is None:
             async with self._locked():
                 if self.web is None:
@@ -104,7 +104,7 @@ def app_caches(app: Any) -> AppCaches:
     return caches
 
 
-async def get_web_cache_service(request: Request) -> GenericRedisCache:
+async def get_web_cache_service(request: Request) -> Cache:
     """Dependency: the application's web cache (Redis with a memory tier)."""
     return await app_caches(request.app).web_cache()
 

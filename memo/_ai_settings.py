@@ -1,0 +1,60 @@
+"""What makes a cache an AI cache: text hashing, per-operation TTLs, the on/off switch.
+
+A ``Cache`` always carries one ``AISettings`` (the defaults when it was built for no AI
+use), so ``@ai_cached`` and ``AIResponseCache`` read the same figures from the cache
+they share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from memo._ttl import TTL, ttl_to_ms
+from memo._validate import check_bool, check_int
+from memo.exceptions import ConfigError
+
+__all__ = ["AISettings"]
+
+
+@dataclass(frozen=True)
+class AISettings:
+    """AI features of a cache.
+
+    Args:
+        text_hash_threshold: texts longer than this many characters enter keys as a hash.
+        operation_ttls: seconds (or timedeltas) per operation, ``{"summarize": 7200}``;
+            an operation not listed uses the cache's ``default_ttl``.
+        enabled: False (``ENABLE_AI_CACHE=false``) runs AI calls uncached, counted as
+            bypassed.
+    """
+
+    text_hash_threshold: int = 1000
+    operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        check_int("text_hash_threshold", self.text_hash_threshold, 1, 10**9)
+        check_bool("enable_ai_cache", self.enabled)
+        ttls = self.operation_ttls
+        if not isinstance(ttls, Mapping):
+            raise ConfigError(
+                f"operation_ttls={ttls!r}: pass a mapping of operation name to seconds, "
+                f'such as {{"summarize": 7200}}'
+            )
+        checked: dict[str, TTL] = {}
+        for operation, ttl in ttls.items():
+            if not isinstance(operation, str) or not operation:
+                raise ConfigError(
+                    f"operation_ttls: {operation!r} is not an operation name; use "
+                    f"non-empty strings such as 'summarize'"
+                )
+            ttl_to_ms(ttl, f"operation_ttls[{operation!r}]")
+            checked[operation] = ttl
+        object.__setattr__(self, "operation_ttls", MappingProxyType(checked))
+
+    def operation_ttl_ms(self, operation: str | None) -> int | None:
+        """The TTL of ``operation`` in milliseconds, or None when it has none of its own."""
+        ttl = self.operation_ttls.get(operation) if operation is not None else None
+        return None if ttl is None else ttl_to_ms(ttl)

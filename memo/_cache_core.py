@@ -1,0 +1,353 @@
+"""The core of every cache: its parts, and the seam decorators and tools use.
+
+``CacheCore`` holds what a cache is made of (backend, codec, counters, flights, tag
+index, clock) and offers decorators, the CLI and the monitor one small named seam: read
+an entry with its metadata, encode and store one, the flight table, the counters, the
+clock. ``memo.cache.Cache`` adds the key-value API of the usage guide on top. Nothing
+outside these two modules touches a cache's private state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from memo._ai_settings import AISettings
+from memo._clock import Clock, WallClock
+from memo._codec import Codec, Entry
+from memo._flight import FlightTable
+from memo._glob import compile_glob
+from memo._options import CodecOptions
+from memo._tags import TagIndex
+from memo._ttl import TTL, ttl_to_ms
+from memo.backends.base import AnnouncedWrites, Backend, LocalReads, LocalTier
+from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
+from memo.stats import CacheStats
+
+__all__ = ["CacheCore", "StoredValue", "live_caches"]
+
+logger = logging.getLogger("memo")
+
+T = TypeVar("T")
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_NO_MEMORY = {"entries": 0, "bytes": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
+
+_LIVE: weakref.WeakSet[CacheCore] = weakref.WeakSet()
+
+
+def live_caches() -> list[CacheCore]:
+    """Every cache of this process that has not been garbage-collected."""
+    return list(_LIVE)
+
+
+@dataclass(frozen=True)
+class StoredValue:
+    """What is stored under a key, read without changing anything (for operators).
+
+    ``entry`` is None when the bytes do not decode; ``error`` then says why.
+    """
+
+    size: int
+    entry: Entry | None
+    error: str | None
+    ttl: float | None
+
+
+class CacheCore:
+    """A cache's parts and its seam; see ``memo.cache.Cache`` for the API.
+
+    Args:
+        backend: where the bytes live.
+        namespace: heads every stored key (``memo:{namespace}:``); keys passed to the
+            methods below are relative to it.
+        default_ttl: seconds (or a timedelta) used when ``ttl`` is not given.
+        codec: how values become bytes (compression, size limit, signing).
+        ai: the AI features ``@ai_cached`` and ``AIResponseCache`` read.
+        fail_on_connection_error: explicit writes raise ``BackendError`` instead of
+            being counted and logged (decorated calls never raise for the backend).
+        clock: monotonic seconds; ``memo.testing.FakeClock`` in tests.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        namespace: str = "default",
+        default_ttl: TTL = 3600,
+        codec: CodecOptions | None = None,
+        ai: AISettings | None = None,
+        fail_on_connection_error: bool = False,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
+            raise ConfigError(
+                f"namespace={namespace!r} is not usable: use 1-64 characters from A-Z a-z 0-9 _ . -"
+            )
+        self.namespace = namespace
+        self.prefix = f"memo:{namespace}:"
+        self.default_ttl_ms = ttl_to_ms(default_ttl, "default_ttl")
+        self.ai = ai if ai is not None else AISettings()
+        self._codec = Codec(codec if codec is not None else CodecOptions())
+        self._backend = backend
+        self._clock = clock
+        self._wall = WallClock(clock)
+        self._stats = CacheStats()
+        self._flights = FlightTable()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._logged: set[str] = set()
+        self._closed = False
+        self._strict_writes = fail_on_connection_error
+        self._tags = TagIndex(
+            backend,
+            self.prefix,
+            encode=lambda value, ttl_ms: self.encode_entry(value, ttl_ms),
+            decode=self._decode,
+            failed=self._backend_failed,
+        )
+        # Reads that complete without I/O (a memory tier) are served synchronously on
+        # the decorator's hit path; a purely local backend needs no second, awaited read.
+        self._local_get: Callable[[str], bytes | None] | None = None
+        self._remote: Backend | None = backend
+        if isinstance(backend, LocalReads):
+            self._local_get = backend.get_local
+            if backend.local_only:
+                self._remote = None
+        self._local_tier = backend if isinstance(backend, LocalTier) else None
+        if isinstance(backend, AnnouncedWrites):
+            method = weakref.WeakMethod(self._announced_elsewhere)
+
+            def announced(keys: list[str] | None, pattern: str | None) -> None:
+                bound = method()  # weak: the backend must not keep its cache alive
+                if bound is not None:
+                    bound(keys, pattern)
+
+            backend.on_announced = announced
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ the seam
+    # What decorators, the CLI and the monitor use. Keys here are full keys (the
+    # prefix included), as the decorators' hot path builds them.
+
+    @property
+    def stats(self) -> CacheStats:
+        """Live counters (see ``get_cache_stats`` for a snapshot with derived fields)."""
+        return self._stats
+
+    @property
+    def clock(self) -> Clock:
+        """Monotonic seconds, as given at construction."""
+        return self._clock
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds, as stored in envelopes (driven by ``clock``)."""
+        return self._wall.now_ms()
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of this cache's values."""
+        return self._codec
+
+    @property
+    def flights(self) -> FlightTable:
+        """The computations of decorated calls in flight, per event loop."""
+        return self._flights
+
+    @property
+    def local_reader(self) -> Callable[[str], bytes | None] | None:
+        """A synchronous read of the memory tier (full key to bytes), or None."""
+        return self._local_get
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` has run."""
+        return self._closed
+
+    def full_key(self, key: str) -> str:
+        """The full key (prefix included) of a relative ``key``."""
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
+        return self.prefix + key
+
+    async def read_entry(self, full_key: str) -> Entry | None:
+        """The stored entry under ``full_key``, fresh or stale, or None.
+
+        Counts memory and Redis hits, not hits and misses (the caller knows which it
+        was). A value that does not decode is None, and deleted when corrupt.
+        """
+        local = self._local_get
+        data = local(full_key) if local is not None else None
+        if data is not None:
+            entry = await self._decode(full_key, data)
+            if entry is not None:
+                self._stats.memory_hits += 1
+            return entry
+        if self._remote is None:
+            return None
+        try:
+            data = await self._remote.get(full_key)
+        except BackendError as exc:
+            self._backend_failed("get", exc)
+            return None
+        if data is None:
+            return None
+        entry = await self._decode(full_key, data)
+        if entry is not None:
+            self._stats.redis_hits += 1
+        return entry
+
+    def encode_entry(self, value: Any, ttl_ms: int, *, compute_us: int = 0) -> bytes:
+        """``value`` as envelope bytes, fresh for ``ttl_ms`` from now.
+
+        Raises:
+            EncodeError: counted as an error here; the caller decides what follows.
+        """
+        now = self._wall.now_ms()
+        try:
+            return self._codec.encode(
+                value, created_ms=now, fresh_until_ms=now + ttl_ms, compute_us=compute_us
+            )
+        except EncodeError:
+            self._stats.encode_errors += 1
+            self._stats.errors += 1
+            raise
+
+    async def store_entry(self, full_key: str, data: bytes, ttl_ms: int) -> bool:
+        """Store encoded bytes for ``ttl_ms`` in the backend; False (counted, logged)
+        when the backend failed. Never raises for the backend."""
+        return await self._put(full_key, data, ttl_ms)
+
+    async def tag_entry(self, tags: Sequence[str], full_key: str, ttl_ms: int) -> None:
+        """Record that ``full_key`` was stored with each of ``tags``."""
+        await self._tags.add(tags, full_key, ttl_ms)
+
+    async def tag_members(self, tag: str) -> list[str]:
+        """The relative keys recorded under ``tag`` (some may have expired since)."""
+        return await self._tags.members(tag)
+
+    async def read_stored(self, key: str) -> StoredValue | None:
+        """What is stored under the relative ``key``, fresh, stale or undecodable, read
+        without deleting or counting anything; None when nothing is stored."""
+        full = self.full_key(key)
+        try:
+            data = await self._backend.get(full)
+            ttl_ms = None if data is None else await self._backend.ttl(full)
+        except BackendError as exc:
+            self._backend_failed("get", exc, strict=True)
+            raise
+        if data is None:
+            return None
+        ttl = None if ttl_ms is None else ttl_ms / 1000.0
+        try:
+            return StoredValue(len(data), self._codec.decode(data), None, ttl)
+        except DecodeError as exc:
+            return StoredValue(len(data), None, str(exc), ttl)
+
+    def memory_usage(self) -> dict[str, Any]:
+        """``entries``, ``bytes``, ``total_mb``, ``utilization`` and ``max_entries`` of
+        the memory tier (zeros without one)."""
+        tier = self._local_tier
+        return dict(_NO_MEMORY) if tier is None else tier.memory_usage()
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` in the background; ``aclose()`` waits for it."""
+        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def count_bypassed(self) -> None:
+        """Count a call that ran uncached (``memo.bypass()``, AI caching off)."""
+        self._stats.bypassed += 1
+
+    # ------------------------------------------------------------------ internals
+
+    def _ttl_ms(self, ttl: TTL | None) -> int:
+        return self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
+
+    async def _put(
+        self, full: str, data: bytes, backend_ttl_ms: int, *, strict: bool = False
+    ) -> bool:
+        try:
+            await self._backend.set(full, data, backend_ttl_ms)
+        except BackendError as exc:
+            self._backend_failed("set", exc, strict=strict)
+            return False
+        self._stats.sets += 1
+        return True
+
+    async def _read_fresh(self, full: str) -> Entry | None:
+        entry = await self.read_entry(full)
+        if entry is None or entry.fresh_until_ms <= self._wall.now_ms():
+            return None
+        return entry
+
+    async def _decode(self, full: str, data: bytes, now_ms: int | None = None) -> Entry | None:
+        """Decode stored bytes; a value that does not decode is a miss, never an exception.
+
+        Corrupt bytes are deleted. Bytes from a newer format version, or naming a type
+        this process has not registered, are left for the processes that can read them.
+        """
+        try:
+            entry = self._codec.decode(data)
+        except DecodeError as exc:
+            self._stats.decode_errors += 1
+            self._stats.errors += 1
+            kind = "corrupt" if exc.corrupt else "unreadable"
+            self._log_once(
+                f"decode:{kind}",
+                "memo: a %s value was found in cache %r and treated as a miss (%s)%s",
+                kind,
+                self.namespace,
+                exc,
+                "; it was deleted" if exc.corrupt else "; it was left for newer readers",
+            )
+            if exc.corrupt:
+                # First, synchronously, out of the memory tier: a tiered read filled it
+                # with these bytes a moment ago, and the hot path trusts what is there.
+                if self._local_tier is not None:
+                    self._local_tier.discard_local(full)
+                try:
+                    await self._backend.delete(full)
+                except BackendError as del_exc:
+                    self._backend_failed("delete", del_exc)
+            return None
+        if now_ms is not None and entry.fresh_until_ms <= now_ms:
+            return None
+        return entry
+
+    def _announced_elsewhere(self, keys: list[str] | None, pattern: str | None) -> None:
+        """Another process wrote or deleted these: a computation of them under way here
+        began before that, so its result is returned to its callers but not stored."""
+        if keys is not None:
+            for key in keys:
+                self._flights.invalidate(key)
+        elif pattern is not None:
+            self._flights.invalidate_matching(compile_glob(pattern))
+
+    def _backend_failed(self, operation: str, exc: BackendError, *, strict: bool = False) -> None:
+        self._stats.errors += 1
+        if strict:
+            raise exc
+        self._log_once(
+            f"backend:{operation}:{type(exc).__name__}",
+            "memo: %s on cache %r failed (%s); the call goes on without the cache",
+            operation,
+            self.namespace,
+            exc,
+        )
+
+    def _log_once(self, topic: str, message: str, *args: object) -> None:
+        if topic in self._logged:
+            logger.debug(message, *args)
+            return
+        self._logged.add(topic)
+        logger.warning(message, *args)
+
+

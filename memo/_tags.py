@@ -1,0 +1,122 @@
+"""Tags: an index entry per tag listing the relative keys stored with it.
+
+The index is a value like any other (encoded by the cache's codec, stored in its
+backend), updated read-modify-write under one lock per cache. That holds within one
+process; across processes a backend with native sets has to make it atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import xxhash
+
+from memo._codec import Entry
+from memo.backends.base import Backend
+from memo.exceptions import BackendError, ConfigError
+
+__all__ = ["TAG_INDEX_SEGMENT", "TagIndex"]
+
+_SAFE_TAG_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_INDEX_LIMIT = 1024  # members kept per tag before expired ones are pruned
+
+#: Index entries live under ``{prefix}__tags__:``; key listings hide them.
+TAG_INDEX_SEGMENT = "__tags__:"
+
+
+class TagIndex:
+    """The tag index of one cache.
+
+    Args:
+        backend: the cache's byte backend.
+        prefix: the cache's key prefix (``memo:{namespace}:``).
+        encode: ``(value, ttl_ms) -> bytes``, the cache's encoder.
+        decode: ``(full_key, data) -> Entry | None``, the cache's decoder (a value that
+            does not decode is None).
+        failed: told of each backend error (operation name, error); never raises here.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        prefix: str,
+        *,
+        encode: Callable[[Any, int], bytes],
+        decode: Callable[[str, bytes], Awaitable[Entry | None]],
+        failed: Callable[[str, BackendError], None],
+    ) -> None:
+        self._backend = backend
+        self._prefix = prefix
+        self._encode = encode
+        self._decode = decode
+        self._failed = failed
+        self._lock: asyncio.Lock | None = None
+
+    def index_key(self, tag: str) -> str:
+        """The full key of ``tag``'s index entry."""
+        if not isinstance(tag, str) or not tag:
+            raise ConfigError(f"tag={tag!r}: tags are non-empty strings")
+        if not _SAFE_TAG_RE.fullmatch(tag):
+            tag = "h-" + xxhash.xxh3_128_hexdigest(tag.encode("utf-8", "surrogatepass"))
+        return f"{self._prefix}{TAG_INDEX_SEGMENT}{tag}"
+
+    def _locked(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def members(self, tag: str) -> list[str]:
+        """The relative keys recorded under ``tag`` (some may have expired since)."""
+        return await self._members(self.index_key(tag))
+
+    async def _members(self, index_key: str) -> list[str]:
+        try:
+            data = await self._backend.get(index_key)
+        except BackendError as exc:
+            self._failed("get", exc)
+            return []
+        if data is None:
+            return []
+        entry = await self._decode(index_key, data)
+        return list(entry.value) if entry is not None else []
+
+    async def add(self, tags: Sequence[str], full_key: str, ttl_ms: int) -> None:
+        """Record that ``full_key`` was stored with each of ``tags`` for ``ttl_ms``."""
+        relative = full_key[len(self._prefix) :]
+        backend = self._backend
+        async with self._locked():
+            for tag in tags:
+                index_key = self.index_key(tag)
+                members = await self._members(index_key)
+                if relative not in members:
+                    members.append(relative)
+                try:
+                    if len(members) > _INDEX_LIMIT:
+                        members = [
+                            m for m in members if await backend.ttl(self._prefix + m) is not None
+                        ]
+                    remaining = await backend.ttl(index_key) or 0
+                    index_ttl = max(ttl_ms, remaining)
+                    await backend.set(index_key, self._encode(members, index_ttl), index_ttl)
+                except BackendError as exc:
+                    self._failed("set", exc)
+
+    async def remove(self, tags: Sequence[str], forget: Callable[[str], None]) -> int:
+        """Delete every entry stored with one of ``tags`` and the tags' index entries;
+        ``forget(full_key)`` is called for each entry first. How many entries were there."""
+        removed = 0
+        async with self._locked():
+            for tag in tags:
+                index_key = self.index_key(tag)
+                fulls = [self._prefix + m for m in await self._members(index_key)]
+                for full in fulls:
+                    forget(full)
+                try:
+                    removed += await self._backend.delete_many(fulls)
+                    await self._backend.delete(index_key)
+                except BackendError as exc:
+                    self._failed("invalidate_tags", exc)
+        return removed
