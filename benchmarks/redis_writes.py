@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's memo first
 
 from memo import GenericRedisCache
-from memo._secrets import mask_url
+from memo._redis_options import RedisURL
 
 VALUE = {"id": 7, "name": "alice", "roles": ["a", "b"]}
 
@@ -84,7 +84,8 @@ async def main(args: argparse.Namespace) -> None:
     raw_row = {"raw redis-py SET": raw_set}
     announced_row = {"memo set, announced": writes_to(announced)}
 
-    print(f"Redis writes at {mask_url(args.redis)}: {args.rounds} rounds x {args.batch} writes")
+    where = RedisURL.parse(args.redis, "--redis").masked
+    print(f"Redis writes at {where}: {args.rounds} rounds x {args.batch} writes")
     alone = await interleaved(
         {**raw_row, "memo set, channel off": writes_to(silent), **announced_row},
         args.rounds,

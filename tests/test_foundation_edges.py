@@ -1,0 +1,130 @@
+"""Promises the configuration layer, the factory and single-flight keep at their edges.
+
+Each case here once broke: bad option types surfaced as AttributeError or a bare
+ValueError, errors named internal spellings, joiners of an unstored computation shared
+the starter's object, and joiners were counted as misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from memo import (
+    AIResponseCache,
+    AISettings,
+    CacheConfig,
+    CacheFactory,
+    ConfigError,
+    InMemoryCache,
+    MISSING,
+    cached,
+)
+
+
+async def test_operation_ttls_that_are_not_a_mapping_are_a_config_error_naming_them() -> None:
+    with pytest.raises(ConfigError, match=r"^operation_ttls='invalid': pass a mapping"):
+        await CacheFactory().for_ai_app(operation_ttls="invalid")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^operation_ttls='not_a_dict': pass a mapping"):
+        await CacheFactory().create_cache_from_config({"operation_ttls": "not_a_dict"})
+
+
+async def test_an_operation_ttl_out_of_range_names_the_operation() -> None:
+    with pytest.raises(ConfigError, match=r"operation_ttls\['summarize'\]"):
+        await CacheFactory().for_ai_app(operation_ttls={"summarize": -5})
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        ({"memory_cache_size": -1}, "memory_cache_size=-1"),
+        ({"memory_cache_size": True}, "memory_cache_size=True"),
+        ({"compression_level": 12}, "compression_level=12"),
+        ({"operation_timeout": True}, "operation_timeout=True"),
+        ({"max_connections": 2.5}, "max_connections=2.5"),
+    ],
+)
+async def test_factory_errors_name_the_argument_the_user_passed(
+    call: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{named}"):
+        await CacheFactory().for_testing(use_memory_cache=True, **call)
+    with pytest.raises(ConfigError, match=f"^{named}"):
+        CacheConfig(**call)
+
+
+async def test_an_unknown_factory_option_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="max_size"):
+        await CacheFactory().for_web_app(max_size=10)
+
+
+def test_a_bool_is_refused_where_a_number_is_meant() -> None:
+    with pytest.raises(ConfigError, match="^memory_cache_size=True"):
+        InMemoryCache(memory_cache_size=True)
+    with pytest.raises(ConfigError, match="^text_hash_threshold=False"):
+        AISettings(text_hash_threshold=False)
+
+
+async def test_the_ai_cache_wraps_a_cache_and_says_so_in_its_repr() -> None:
+    ai = await CacheFactory().for_ai_app(
+        operation_ttls={"summarize": 60}, text_hash_threshold=10, namespace="ai"
+    )
+    assert isinstance(ai, AIResponseCache)
+    assert isinstance(ai.resolve(), InMemoryCache)
+    assert repr(ai).startswith("AIResponseCache(InMemoryCache(")
+    assert "GenericRedisCache" not in repr(ai)
+    assert 60_000 == ai.operation_ttl_ms("summarize")
+    assert ai.resolve().default_ttl_ms == ai.operation_ttl_ms("other")
+    await ai.aclose()
+
+
+@pytest.mark.parametrize("why", ["condition", "invalidated"])
+async def test_joiners_of_an_unstored_computation_get_their_own_copy(why: str) -> None:
+    cache = InMemoryCache()
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache, condition=lambda r: why != "condition")
+    async def load(x: int) -> dict[str, list[int]]:
+        await gate.wait()
+        return {"items": [x]}
+
+    callers = [asyncio.ensure_future(load(1)) for _ in range(3)]
+    await asyncio.sleep(0)  # every caller has joined the one computation
+    if why == "invalidated":
+        await load.invalidate(1)
+    gate.set()
+    first, *others = await asyncio.gather(*callers)
+    assert all(r == {"items": [1]} for r in others)
+    for other in others:
+        assert other is not first and other["items"] is not first["items"]
+    first["items"].append(2)
+    assert all(r == {"items": [1]} for r in others)
+    assert MISSING is await load.peek(1)  # and nothing was stored
+
+
+async def test_joiners_of_a_cold_key_are_coalesced_not_misses() -> None:
+    cache = InMemoryCache()
+    gate = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(x: int) -> int:
+        await gate.wait()
+        return x
+
+    callers = [asyncio.ensure_future(load(1)) for _ in range(100)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert [1] * 100 == await asyncio.gather(*callers)
+    assert 1 == await load(1)
+    stats = load.stats()
+    assert (stats["hits"], stats["misses"], stats["coalesced"], stats["computations"]) == (
+        1,
+        1,
+        99,
+        1,
+    )
+    assert 0.5 == stats["hit_ratio"]
+    cache_stats = await cache.get_cache_stats()
+    assert (cache_stats["misses"], cache_stats["coalesced"]) == (1, 99)
