@@ -9,6 +9,7 @@ import pytest
 from memo import (
     PRESETS,
     AIResponseCache,
+    AISettings,
     BackendUnavailable,
     CacheFactory,
     GenericRedisCache,
@@ -25,7 +26,7 @@ async def test_for_testing_with_memory_is_an_isolated_in_memory_cache() -> None:
         use_memory_cache=True, default_ttl=60, memory_cache_size=50
     )
     assert isinstance(cache, InMemoryCache)
-    assert (60_000, 50) == (cache.default_ttl_ms, cache.max_size)
+    assert (60_000, 50) == (cache.default_ttl_ms, cache.memory_cache_size)
     await cache.set("session:1", {"user_id": 123})
     assert {"user_id": 123} == await cache.get("session:1")
 
@@ -116,7 +117,8 @@ async def test_ai_responses_use_operation_ttls_and_agree_with_ai_cached(
 
 
 async def test_ai_caching_switched_off_runs_calls_uncached_and_counts_them() -> None:
-    cache = AIResponseCache(None, ai_enabled=False)
+    cache = AIResponseCache(InMemoryCache(ai=AISettings(enabled=False)))
+    assert cache.ai_enabled is False
     await cache.cache_response("t", "qa", {}, {"a": 1})
     assert await cache.get_cached_response("t", "qa", {}) is None
     runs = 0
@@ -128,7 +130,9 @@ async def test_ai_caching_switched_off_runs_calls_uncached_and_counts_them() -> 
         return runs
 
     assert (1, 2) == (await answer("q", {}), await answer("q", {}))
-    assert 4 == (await cache.get_cache_stats())["bypassed"]
+    stats = await cache.get_cache_stats()
+    assert 4 == stats["bypassed"] and 0 == stats["hits"] == stats["misses"]
+    assert [] == await cache.keys()
 
 
 async def test_create_cache_from_config_builds_what_the_config_says(redis_url: str) -> None:
@@ -138,12 +142,18 @@ async def test_create_cache_from_config_builds_what_the_config_says(redis_url: s
     )
     assert isinstance(web, GenericRedisCache) and not isinstance(web, AIResponseCache)
     assert 900_000 == web.default_ttl_ms
+    assert 300 == web.memory_usage()["max_entries"]  # l1_cache_size: memory_cache_size
     ai = await factory.create_cache_from_config(get_preset("ai-production"), redis_url=redis_url)
     assert isinstance(ai, AIResponseCache)
     assert 7200 == ai.operation_ttls["sentiment"]
+    assert (
+        isinstance(ai.cache, GenericRedisCache) and ai.cache.ai.operation_ttls is ai.operation_ttls
+    )
+    memory = await factory.create_cache_from_config({"default_ttl": 900})
+    assert type(memory) is InMemoryCache and 900_000 == memory.default_ttl_ms
     off = await factory.create_cache_from_config(get_preset("disabled"))
     assert isinstance(off, NullCache)
-    for cache in (web, ai, off):
+    for cache in (web, ai, memory, off):
         await cache.aclose()
 
 
@@ -182,12 +192,14 @@ async def test_every_preset_builds_a_working_cache_from_the_environment(
             return
         assert {"v": 1} == await cache.get("k")
         assert PRESETS[name].default_ttl * 1000 == cache.default_ttl_ms
-        assert PRESETS[name].compression_level == cache.compression_level
         assert isinstance(cache, AIResponseCache) == name.startswith("ai-")
-        assert isinstance(cache, GenericRedisCache)
-        assert (cache.redis is not None) == with_url
+        inner = cache.resolve()  # the cache itself; an AIResponseCache wraps one
+        assert PRESETS[name].compression_level == inner.compression_level
         if with_url:
-            assert await cache.redis.ping()  # type: ignore[union-attr]
+            assert isinstance(inner, GenericRedisCache)
+            assert await inner.redis.ping()
             assert ["k"] == await cache.keys()
+        else:
+            assert type(inner) is InMemoryCache
     finally:
         await cache.aclose()

@@ -11,9 +11,17 @@ import pytest
 import redis
 
 import memo
-from memo import PRESETS, AIResponseCache, ConfigError, GenericRedisCache, NullCache, cached
+from memo import (
+    PRESETS,
+    AIResponseCache,
+    ConfigError,
+    GenericRedisCache,
+    InMemoryCache,
+    NullCache,
+    cached,
+)
 from memo._slots import built_caches, preset_slot
-from memo.redis_cache import RedisBackend
+from memo.backends.redis import RedisBackend
 from tests._counting import Counter
 
 
@@ -50,11 +58,11 @@ async def test_a_preset_cache_takes_the_preset_figures_and_the_environment_at_fi
     monkeypatch.setenv("CACHE_CUSTOM_CONFIG", '{"l1_cache_size": 7}')
     await profile(1)
     cache = profile.cache.resolve()
-    assert isinstance(cache, GenericRedisCache) and cache.redis is None  # no URL: memory
+    assert type(cache) is InMemoryCache  # no URL: memory
     assert cache.prefix == "memo:shop:"
     assert cache.default_ttl_ms == 7200 * 1000  # ttl=None: the preset's
     assert await cache.ttl(profile.key_for(1)) == pytest.approx(7200, abs=1)
-    assert cache.backend.max_entries == 7  # type: ignore[attr-defined]
+    assert cache.memory_cache_size == 7
 
 
 async def test_functions_naming_one_preset_share_one_cache_and_its_stats() -> None:
@@ -91,7 +99,7 @@ async def test_aclose_all_closes_them_and_the_next_call_builds_from_the_new_envi
     assert await count(1) == await count(1) == 1
     old = count.cache.resolve()
     await memo.aclose_all()
-    assert old._closed
+    assert old.closed
     assert built_caches() == []
 
     monkeypatch.setenv("CACHE_NAMESPACE", "after")
@@ -110,7 +118,7 @@ async def test_the_default_cache_is_memory_unless_cache_preset_names_one(
 
     await plain(1)
     default = memo.default_cache()
-    assert type(default) is memo.InMemoryCache and default.max_size == 10_000
+    assert type(default) is InMemoryCache and default.memory_cache_size == 10_000
     await memo.aclose_all()
 
     monkeypatch.setenv("CACHE_PRESET", "development")
@@ -172,9 +180,15 @@ async def test_enable_ai_cache_false_runs_ai_calls_uncached_and_counts_them(
     service = Service()
     assert [await service.summarize("t", {}), await service.summarize("t", {})] == [1, 2]
     cache = Service.summarize.cache.resolve()
-    assert isinstance(cache, AIResponseCache) and cache.ai_enabled is False
+    assert cache.ai.enabled is False
     stats = await cache.get_cache_stats()
     assert stats["bypassed"] == 2 and stats["hits"] == stats["misses"] == 0
+    ai = AIResponseCache(cache)  # agrees with the decorator: caching is off
+    assert ai.ai_enabled is False
+    await ai.cache_response("t", "summarize", {}, 1)
+    assert await ai.get_cached_response("t", "summarize", {}) is None
+    stats = await cache.get_cache_stats()
+    assert stats["bypassed"] == 4 and stats["hits"] == stats["misses"] == 0
     assert await cache.keys() == []
 
 
@@ -186,8 +200,8 @@ async def test_ai_keys_follow_the_preset_caches_text_threshold() -> None:
 
     text = "x" * 700  # over ai-development's 500, under the 1000 a cacheless key assumes
     await Service().summarize(text, {"max_length": 100})
-    cache = Service.summarize.cache.resolve()
-    assert isinstance(cache, AIResponseCache) and cache.text_hash_threshold == 500
+    cache = AIResponseCache(Service.summarize.cache.resolve())
+    assert cache.text_hash_threshold == 500
     key = cache.build_key(text, "summarize", {"max_length": 100})
     assert Service.summarize.key_for(Service(), text, {"max_length": 100}) == key
     assert await cache.get_cached_response(text, "summarize", {"max_length": 100}) == "summary"

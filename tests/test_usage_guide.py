@@ -26,6 +26,8 @@ import redis as sync_redis
 import memo
 from memo import (
     AIResponseCache,
+    AISettings,
+    Cache,
     CacheConfigBuilder,
     CacheFactory,
     CacheInterface,
@@ -35,6 +37,7 @@ from memo import (
     InMemoryCache,
     config_from_env,
 )
+from memo.backends import MemoryBackend
 from tests.redis_harness import RedisServer
 
 logger = logging.getLogger("usage-guide")
@@ -63,13 +66,21 @@ class Target:
         if url is not None:
             self.monkeypatch.setenv("CACHE_REDIS_URL", url)
 
+    @property
+    def cache_type(self) -> type[Cache]:
+        """The cache a factory builds here: in Redis with a URL, else in memory."""
+        return GenericRedisCache if self.redis else InMemoryCache
+
     def stored(self, cache: Any, key: str) -> bool:
-        """Is ``key`` in Redis itself (redis target), or in the cache (memory)?"""
+        """Is ``key`` in Redis itself (redis target), or in the cache's memory (memory)?"""
+        inner = cache.resolve()  # an AIResponseCache wraps the cache that stores
         if self.server is None:
-            return key in cache.backend.memory._data if hasattr(cache.backend, "memory") else True
-        db = int(str(cache.redis._url).rsplit("/", 1)[1] or 0)
+            assert isinstance(inner, InMemoryCache) and isinstance(inner.backend, MemoryBackend)
+            return inner.backend.get_local(inner.prefix + key) is not None
+        assert isinstance(inner, GenericRedisCache)
+        db = inner.redis.options.url.database
         client = sync_redis.Redis(host="127.0.0.1", port=self.server.port, db=db)
-        return bool(client.exists(cache.prefix + key))
+        return bool(client.exists(inner.prefix + key))
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -119,9 +130,10 @@ async def test_quickstart_one_line_setups(
 ) -> None:
     target.use_environment()  # "Redis + memory fallback": the URL comes from the environment
     cache = closing(await factory.for_web_app())
-    assert isinstance(cache, GenericRedisCache) and (cache.redis is not None) == target.redis
+    assert type(cache) is target.cache_type
     ai = closing(await factory.for_ai_app())
-    assert isinstance(ai, AIResponseCache) and (ai.redis is not None) == target.redis
+    assert isinstance(ai, AIResponseCache) and type(ai.cache) is target.cache_type
+    assert isinstance(ai.cache.ai, AISettings) and ai.cache.ai.text_hash_threshold == 500
     testing = closing(await factory.for_testing(use_memory_cache=True))
     assert isinstance(testing, InMemoryCache)
     for c in (cache, ai, testing):
@@ -199,7 +211,7 @@ async def test_preset_environment_from_the_quickstart(
     cache = await factory.from_env()
     try:
         assert cache.default_ttl_ms == 600_000
-        assert isinstance(cache, GenericRedisCache) and (cache.redis is not None) == target.redis
+        assert type(cache) is target.cache_type  # development has no AI features
         await cache.set("k", "v")
         assert await cache.get("k") == "v"
     finally:
@@ -234,12 +246,13 @@ async def test_for_web_app_basic_and_production(
         )
     )
     assert (web_cache.default_ttl_ms, web_cache.compression_level) == (1_800_000, 6)
-    assert web_cache._memory_usage()["max_entries"] == 200
+    assert web_cache.memory_usage()["max_entries"] == 200
     assert (production_web_cache.default_ttl_ms, production_web_cache.compression_level) == (
         3_600_000,
         7,
     )
-    assert production_web_cache.fail_on_connection_error is True
+    if target.redis:  # the guide's URL; a memory-only cache has no connection to fail
+        assert production_web_cache.fail_on_connection_error is True
     big = {"rows": [{"id": i, "name": "x" * 20} for i in range(200)]}
     await production_web_cache.set("big", big)
     assert big == await production_web_cache.get("big")
@@ -282,7 +295,9 @@ async def test_for_testing_memory_and_redis_database_15(
     memory_test_cache = closing(
         await factory.for_testing(use_memory_cache=True, default_ttl=60, memory_cache_size=50)
     )
-    assert isinstance(memory_test_cache, InMemoryCache) and memory_test_cache.max_size == 50
+    assert (
+        isinstance(memory_test_cache, InMemoryCache) and memory_test_cache.memory_cache_size == 50
+    )
     redis_test_cache = closing(
         await factory.for_testing(
             redis_url=target.url(15),
@@ -295,6 +310,7 @@ async def test_for_testing_memory_and_redis_database_15(
     await redis_test_cache.set("k", {"v": 1})
     assert await redis_test_cache.get("k") == {"v": 1}
     assert 50 < (await redis_test_cache.ttl("k") or 0) <= 60
+    assert type(redis_test_cache) is target.cache_type  # without a URL: in memory
     if target.redis:
         assert isinstance(redis_test_cache, GenericRedisCache)
         assert redis_test_cache.enable_memory_cache is False
@@ -676,9 +692,9 @@ async def test_anti_patterns_behave_as_the_guide_warns(
 
     bounded = closing(InMemoryCache())  # memo's memory cache is never unbounded
     large_data = "x" * 100
-    for i in range(bounded.max_size + 500):
+    for i in range(bounded.memory_cache_size + 500):
         await bounded.set(f"test_{i}", large_data)
-    assert (await bounded.get_cache_stats())["memory_usage"]["entries"] == bounded.max_size
+    assert (await bounded.get_cache_stats())["memory_usage"]["entries"] == bounded.memory_cache_size
 
 
 # --------------------------------------------------------------------------- performance
@@ -701,7 +717,7 @@ async def test_memory_tier_and_compression_optimisation(
         cache = closing(await factory.for_web_app(redis_url=target.url(), memory_cache_size=500))
     elif memory_usage.get("utilization", 0) > 0.9:  # pragma: no cover - not this run
         cache = closing(await factory.for_web_app(redis_url=target.url(), memory_cache_size=100))
-    assert cache._memory_usage()["max_entries"] == 500
+    assert cache.memory_usage()["max_entries"] == 500
 
     load_from_database = Calls(lambda key: {"key": key})
 
@@ -728,7 +744,7 @@ async def test_memory_tier_and_compression_optimisation(
     for c in (small, large):
         await c.set("sample", sample)
         assert await c.get("sample") == sample
-    assert len(large._encode(sample, 60_000)) < len(json.dumps(sample)) / 10
+    assert len(large.encode_entry(sample, 60_000)) < len(json.dumps(sample)) / 10
 
 
 async def test_dynamic_ttl_strategy(
@@ -766,7 +782,7 @@ async def test_statistics_health_checks_and_debugging(
     stats = await cache.get_cache_stats()
     for field in ("hit_ratio", "total_operations", "memory_usage", "hits", "misses",
                   "memory_hits", "redis_hits", "sets", "deletes", "errors", "bypassed",
-                  "redis"):  # fmt: skip
+                  "coalesced", "redis"):  # fmt: skip
         assert field in stats, field
     assert {"entries", "total_mb", "utilization"} <= set(stats["memory_usage"])
     assert f"Cache Hit Ratio: {stats.get('hit_ratio', 0):.2%}" == "Cache Hit Ratio: 100.00%"
@@ -812,8 +828,8 @@ async def test_statistics_health_checks_and_debugging(
 
         return wrapper
 
-    cache.get = debug_cache_operations(cache.get)  # type: ignore[method-assign]
-    cache.set = debug_cache_operations(cache.set)  # type: ignore[method-assign]
+    cache.get = debug_cache_operations(cache.get)
+    cache.set = debug_cache_operations(cache.set)
     with caplog.at_level(logging.DEBUG, logger="usage-guide"):
         await cache.set("dbg", 1)
         await cache.get("dbg")
@@ -970,8 +986,9 @@ async def test_production_environment_variables(
     )
     cache = await factory.from_env()
     try:
+        assert isinstance(cache, Cache) and type(cache) is target.cache_type
         assert cache.default_ttl_ms == 3_600_000 and cache.compression_level == 8
-        assert cache._memory_usage()["max_entries"] == 500
+        assert cache.memory_usage()["max_entries"] == 500
         await cache.set("deployed", True)
         assert await cache.get("deployed") is True
     finally:
