@@ -28,7 +28,7 @@ from memo._canonical import INT64_MAX, INT64_MIN, KEY_ENTRY, SELF_ENTRY, SEQUENC
 from memo._validate import check_int
 from memo.exceptions import ConfigError
 
-__all__ = ["KeyBuilder", "key_segment"]
+__all__ = ["KeyBuilder", "key_segment", "namespace_segment"]
 
 _LABEL_INT, _LABEL_ITEMS, _LABEL_LEN = 10**6, 3, 32
 _SEGMENT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
@@ -61,6 +61,15 @@ def key_segment(name: object, what: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{what} must be a non-empty str, got {name!r}")
     return "".join(c if c in _LABEL_CHARS else _escape(c) for c in name)
+
+
+def namespace_segment(namespace: object) -> str:
+    """The key segment of a decorator's namespace: ``key_segment`` of each ``:``-separated
+    level, the colons kept, so ``"users:admin"`` stays a level of ``"users"`` (reached by
+    ``invalidate_pattern("users:*")``) while ``"a b"`` and ``"a*b"`` stay apart."""
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
+    return ":".join(key_segment(part, "namespace") if part else "" for part in namespace.split(":"))
 
 
 def _function_id(raw_id: str) -> str:
@@ -118,7 +127,7 @@ class KeyBuilder:
         self._calls = calls = CallBinder(func, method=method, ignore=ignore)
         self._bind, self._keyed_types, self._method = calls.bind, calls.keyed_types, method
         version = int(check_int("version", version, 0))
-        ns = "" if namespace is None else key_segment(namespace, "namespace") + ":"
+        ns = "" if namespace is None else namespace_segment(namespace) + ":"
         qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
         raw_id = f"{getattr(func, '__module__', None) or 'unknown'}.{qualname}"
         self._function_id = _function_id(raw_id)

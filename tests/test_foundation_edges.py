@@ -18,6 +18,7 @@ from memo import (
     CacheConfig,
     CacheFactory,
     ConfigError,
+    GenericRedisCache,
     InMemoryCache,
     MISSING,
     cached,
@@ -128,3 +129,17 @@ async def test_joiners_of_a_cold_key_are_coalesced_not_misses() -> None:
     assert 0.5 == stats["hit_ratio"]
     cache_stats = await cache.get_cache_stats()
     assert (cache_stats["misses"], cache_stats["coalesced"]) == (1, 99)
+
+
+async def test_a_tagged_call_returns_its_value_while_redis_is_unreachable() -> None:
+    cache = GenericRedisCache(
+        "redis://127.0.0.1:1/0", connect_timeout=0.05, operation_timeout=0.05
+    )
+
+    @cached(ttl=60, cache=cache, tags=("user:{user_id}",))
+    async def load(user_id: int) -> dict[str, int]:
+        return {"id": user_id}
+
+    assert {"id": 7} == await load(7)
+    assert {"id": 8} == await load(8)
+    await cache.aclose()
