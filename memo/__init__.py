@@ -58,6 +58,7 @@ __all__ = [
     "EncodeError",
     "GenericRedisCache",
     "InMemoryCache",
+    "InfrastructureError",
     "KeyDerivationError",
     "MISSING",
     "MemoError",
@@ -75,10 +76,6 @@ __all__ = [
     "register_type",
     "release_connections",
 ]
-
-#: ``InfrastructureError`` (the usage guide's name for ``BackendError``) stays importable
-#: but is left out of ``__all__``: one name per thing in ``from memo import *``.
-_ALIASES = (InfrastructureError,)
 
 #: FastAPI helpers, importable from ``memo`` as the usage guide does, loaded on first use
 #: so that ``import memo`` never needs FastAPI (they are not in ``__all__`` for that reason).

@@ -19,7 +19,7 @@ import logging
 import string
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from memo._aikeys import AIKeyBuilder
 from memo._hotpath import make_call
@@ -35,6 +35,13 @@ from memo.exceptions import ConfigError
 __all__ = ["ai_cached", "cached", "default_cache"]
 
 logger = logging.getLogger("memo")
+
+class CacheSource(Protocol):
+    """What ``cache=`` takes: a cache, or anything that resolves to one (an
+    ``AIResponseCache``, another decorated function's ``fn.cache``)."""
+
+    def resolve(self) -> Cache: ...
+
 
 KeyFunc = Callable[[tuple[Any, ...], dict[str, Any]], str]
 P = ParamSpec("P")
@@ -143,7 +150,7 @@ def _wrap(
 
 
 def _common_checks(
-    cache: Cache | DeferredCache | None, preset: str | None, jitter: float, lock_wait: float
+    cache: CacheSource | None, preset: str | None, jitter: float, lock_wait: float
 ) -> tuple[Cache | None, CacheSlot | None]:
     """Check the shared options; return the cache given, or the slot to build one from."""
     if cache is not None and preset is not None:
@@ -175,7 +182,7 @@ def cached(ttl: Callable[P, Awaitable[R]], /) -> CachedFunction[P, R]: ...
 def cached(
     ttl: TTL | None = None,
     *,
-    cache: Cache | None = None,
+    cache: CacheSource | None = None,
     preset: str | None = None,
     namespace: str | None = None,
     key: Callable[..., Any] | None = None,
@@ -196,7 +203,7 @@ def cached(
 def cached(
     ttl: Any = None,
     *,
-    cache: Cache | None = None,
+    cache: CacheSource | None = None,
     preset: str | None = None,
     namespace: str | None = None,
     key: Callable[..., Any] | None = None,
@@ -291,7 +298,7 @@ def ai_cached(
     text: str = "text",
     options: str = "options",
     ttl: TTL | None = None,
-    cache: Cache | None = None,
+    cache: CacheSource | None = None,
     preset: str | None = None,
     ignore: Iterable[str] = (),
     version: int = 1,

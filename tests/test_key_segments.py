@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from memo import AIResponseCache, InMemoryCache
 from memo._aikeys import ai_key, ai_operation_pattern
 from memo._glob import compile_glob
-from memo._keys import KeyBuilder, key_segment
+from memo._keys import KeyBuilder, key_segment, namespace_segment
 from memo.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +32,21 @@ def matches(pattern: str, key: str) -> bool:
 
 
 def test_namespaces_that_differ_only_in_odd_characters_are_separate_groups() -> None:
-    names = ["a*b", "a b", "a?b", "a_b", "a:b", "a%b"]
+    names = ["a*b", "a b", "a?b", "a_b", "a:b", "a%b", "a%3Ab"]
     builders = [KeyBuilder(fx.get_user, namespace=n) for n in names]
     keys = [b((42,), {}) for b in builders]
     for name, builder, key in zip(names, builders, keys, strict=True):
-        group = f"{key_segment(name)}:*"  # what invalidate_pattern gets for the group
+        group = f"{namespace_segment(name)}:*"  # what invalidate_pattern gets for the group
         assert [k for k in keys if matches(group, k)] == [key], name
         assert [k for k in keys if matches(builder.pattern(), k)] == [key], name
+
+
+def test_a_namespace_level_is_reached_by_its_parents_group() -> None:
+    parent = KeyBuilder(fx.get_user, namespace="users")((1,), {})
+    child = KeyBuilder(fx.get_user, namespace="users:admin")((1,), {})
+    assert child.startswith("users:admin:")
+    assert [parent, child] == [k for k in (parent, child) if matches("users:*", k)]
+    assert [child] == [k for k in (parent, child) if matches("users:admin:*", k)]
 
 
 def test_safe_namespaces_and_operations_keep_their_keys() -> None:
