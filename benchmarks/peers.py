@@ -126,7 +126,11 @@ def user_table(batch: int) -> list[Contender]:
     aio = aiocache.cached(ttl=TTL, cache=aiocache.Cache.MEMORY)
     made = [
         ("bare call", user_fn("bare"), "no cache: the function itself"),
-        ("memo", cached(ttl=TTL, cache=InMemoryCache(memory_cache_size=4 * USERS))(user_fn("memo")), ""),
+        (
+            "memo",
+            cached(ttl=TTL, cache=InMemoryCache(memory_cache_size=4 * USERS))(user_fn("memo")),
+            "",
+        ),
         ("async-lru", async_lru.alru_cache(maxsize=4 * USERS)(user_fn("async-lru")), ""),
         ("cachebox", cachebox.cached(cachebox.LRUCache(4 * USERS))(user_fn("cachebox")), ""),
         ("aiocache", aio(user_fn("aiocache")), "Cache.MEMORY"),
@@ -165,7 +169,9 @@ async def size_table(batch: int, big: int, rounds: int) -> list[Contender]:
     hot = list(range(0, big, big // USERS))[:USERS]
     hot_seq = [hot[i % USERS] for i in range(batch)]
     big_cache = InMemoryCache(memory_cache_size=big + USERS, memory_max_bytes=2**34)
-    memo_small = cached(ttl=TTL, cache=InMemoryCache(memory_cache_size=4 * USERS))(user_fn("memo_small"))
+    memo_small = cached(ttl=TTL, cache=InMemoryCache(memory_cache_size=4 * USERS))(
+        user_fn("memo_small")
+    )
     memo_big = cached(ttl=TTL, cache=big_cache)(user_fn("memo_big"))
     lru_small = async_lru.alru_cache(maxsize=4 * USERS)(user_fn("lru_small"))
     lru_big = async_lru.alru_cache(maxsize=big + USERS)(user_fn("lru_big"))

@@ -349,5 +349,3 @@ class CacheCore:
             return
         self._logged.add(topic)
         logger.warning(message, *args)
-
-

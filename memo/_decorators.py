@@ -36,6 +36,7 @@ __all__ = ["ai_cached", "cached", "default_cache"]
 
 logger = logging.getLogger("memo")
 
+
 class CacheSource(Protocol):
     """What ``cache=`` takes: a cache, or anything that resolves to one (an
     ``AIResponseCache``, another decorated function's ``fn.cache``)."""

@@ -267,6 +267,7 @@ class Cache(CacheCore):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, backend={self._backend!r})"
 
+
 class InMemoryCache(Cache):
     """A cache in this process's memory: bounded LRU, exact TTLs, no I/O.
 

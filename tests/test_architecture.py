@@ -57,9 +57,10 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join([*base, node.module] if node.module else base)
 
 
-def _imports(module: str, tree: ast.Module, known: set[str]) -> Iterator[tuple[str, str, int]]:
+def _imports(
+    module: str, tree: ast.Module, known: set[str], is_package: bool = False
+) -> Iterator[tuple[str, str, int]]:
     """(imported memo module, name imported from it or "", line) for every import."""
-    is_package = _modules()[module].name == "__init__.py"
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -83,7 +84,8 @@ def _graph() -> dict[str, set[str]]:
     known = set(trees)
     graph: dict[str, set[str]] = {name: set() for name in trees}
     for name, tree in trees.items():
-        for target, _, _ in _imports(name, tree, known):
+        is_package = _modules()[name].name == "__init__.py"
+        for target, _, _ in _imports(name, tree, known, is_package):
             if target in known and target != name:
                 graph[name].add(target)
     return graph
@@ -148,25 +150,27 @@ def _own_private_names(tree: ast.Module) -> set[str]:
     return {n for n in names if _is_private(n)}
 
 
+def _reaches_in(name: str, tree: ast.Module, known: set[str]) -> list[str]:
+    found: list[str] = []
+    for target, imported, line in _imports(name, tree, known):
+        if imported and _is_private(imported) and target != name:
+            found.append(f"{name}:{line} imports {target}.{imported}")
+    own = _own_private_names(tree)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not _is_private(node.attr):
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+            continue
+        if node.attr in own or node.attr in FOREIGN_PRIVATE_OK:
+            continue
+        found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+    return found
+
+
 def _private_reaches() -> list[str]:
     trees = _trees()
-    known = set(trees)
-    found: list[str] = []
-    for name, tree in trees.items():
-        for target, imported, line in _imports(name, tree, known):
-            if imported and _is_private(imported) and target != name:
-                found.append(f"{name}:{line} imports {target}.{imported}")
-        own = _own_private_names(tree)
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Attribute) or not _is_private(node.attr):
-                continue
-            value = node.value
-            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
-                continue
-            if node.attr in own or node.attr in FOREIGN_PRIVATE_OK:
-                continue
-            found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
-    return found
+    return [reach for name, tree in trees.items() for reach in _reaches_in(name, tree, set(trees))]
 
 
 def test_no_import_cycles_between_modules() -> None:
@@ -187,25 +191,32 @@ def test_no_module_is_longer_than_the_limit_without_a_stated_reason() -> None:
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        "import memo.b\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from memo.b import X\n",
+        "def f():\n    from memo import b\n",
+    ],
+    ids=["plain", "type-checking", "deferred"],
+)
+def test_the_scan_sees_plain_type_checking_and_deferred_imports_as_a_cycle(source: str) -> None:
+    known = {"memo", "memo.a", "memo.b"}
+    found = {target for target, _, _ in _imports("memo.a", ast.parse(source), known)}
+    assert {"memo.b"} == found
+    assert [["memo.a", "memo.b"]] == _cycles({"memo.a": found, "memo.b": {"memo.a"}})
+
+
+@pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("import memo.b\n", [["memo.a", "memo.b"]]),
-        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from memo.b import X\n",
-         [["memo.a", "memo.b"]]),
-        ("def f():\n    from memo import b\n", [["memo.a", "memo.b"]]),
-        ("import os\n", []),
+        ("from memo.b import _hidden\n", ["memo.a:1 imports memo.b._hidden"]),
+        ("def f(cache):\n    return cache._stats\n", ["memo.a:2 uses cache._stats"]),
+        ("class A:\n    def f(self):\n        return self._x\n", []),
+        ("class A:\n    _x = 1\ndef f(a):\n    return a._x\n", []),
     ],
 )
-def test_the_cycle_finder_sees_plain_type_checking_and_deferred_imports(
-    source: str, expected: list[list[str]]
+def test_the_scan_finds_reaches_into_another_modules_private_names(
+    source: str, expected: list[str]
 ) -> None:
-    tree = ast.parse(source)
-    graph = {"memo.a": set(), "memo.b": {"memo.a"}}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            graph["memo.a"] |= {a.name for a in node.names if a.name.startswith("memo.")}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("memo"):
-            for alias in node.names:
-                mod = node.module if node.module != "memo" else f"memo.{alias.name}"
-                graph["memo.a"].add(mod or "")
-    assert expected == _cycles(graph)
+    known = {"memo.a", "memo.b"}
+    assert expected == _reaches_in("memo.a", ast.parse(source), known)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from memo import (
+    MISSING,
     AIResponseCache,
     AISettings,
     CacheConfig,
@@ -20,7 +21,6 @@ from memo import (
     ConfigError,
     GenericRedisCache,
     InMemoryCache,
-    MISSING,
     cached,
 )
 
@@ -62,9 +62,9 @@ async def test_an_unknown_factory_option_is_named_with_the_known_ones() -> None:
 
 
 def test_a_bool_is_refused_where_a_number_is_meant() -> None:
-    with pytest.raises(ConfigError, match="^memory_cache_size=True"):
+    with pytest.raises(ConfigError, match=r"^memory_cache_size=True"):
         InMemoryCache(memory_cache_size=True)
-    with pytest.raises(ConfigError, match="^text_hash_threshold=False"):
+    with pytest.raises(ConfigError, match=r"^text_hash_threshold=False"):
         AISettings(text_hash_threshold=False)
 
 
@@ -132,9 +132,7 @@ async def test_joiners_of_a_cold_key_are_coalesced_not_misses() -> None:
 
 
 async def test_a_tagged_call_returns_its_value_while_redis_is_unreachable() -> None:
-    cache = GenericRedisCache(
-        "redis://127.0.0.1:1/0", connect_timeout=0.05, operation_timeout=0.05
-    )
+    cache = GenericRedisCache("redis://127.0.0.1:1/0", connect_timeout=0.05, operation_timeout=0.05)
 
     @cached(ttl=60, cache=cache, tags=("user:{user_id}",))
     async def load(user_id: int) -> dict[str, int]:

@@ -9,8 +9,8 @@ from collections import OrderedDict
 import pytest
 
 from memo import ConfigError
-from memo.backends import MemoryBackend
 from memo._options import MemoryOptions
+from memo.backends import MemoryBackend
 from memo.backends.memory import ENTRY_OVERHEAD
 from memo.testing import FakeClock
 
@@ -52,7 +52,9 @@ async def test_bounds_hold_and_reads_match_a_reference_lru_over_100000_operation
     clock = FakeClock()
     rng = random.Random(20261125)
     max_entries, max_bytes = 50, 4096
-    real = MemoryBackend(MemoryOptions(memory_cache_size=max_entries, memory_max_bytes=max_bytes), clock=clock)
+    real = MemoryBackend(
+        MemoryOptions(memory_cache_size=max_entries, memory_max_bytes=max_bytes), clock=clock
+    )
     model = ReferenceLRU(max_entries, max_bytes, clock)
     keys = [f"memo:p:{i}" for i in range(120)]
 
@@ -91,7 +93,9 @@ async def test_reading_refreshes_recency_so_the_least_recent_is_evicted() -> Non
 
 async def test_the_byte_bound_evicts_the_oldest_entries() -> None:
     per_entry = 1 + 100 + ENTRY_OVERHEAD
-    b = MemoryBackend(MemoryOptions(memory_cache_size=100, memory_max_bytes=per_entry * 3), clock=FakeClock())
+    b = MemoryBackend(
+        MemoryOptions(memory_cache_size=100, memory_max_bytes=per_entry * 3), clock=FakeClock()
+    )
     for key in "abcd":
         await b.set(key, b"x" * 100, 60_000)
     assert await b.get_many(list("abcd")) == [None, b"x" * 100, b"x" * 100, b"x" * 100]
@@ -125,7 +129,9 @@ async def test_get_local_agrees_with_get() -> None:
 
 
 async def test_utilization_is_the_fuller_of_entries_and_bytes() -> None:
-    b = MemoryBackend(MemoryOptions(memory_cache_size=4, memory_max_bytes=10_000), clock=FakeClock())
+    b = MemoryBackend(
+        MemoryOptions(memory_cache_size=4, memory_max_bytes=10_000), clock=FakeClock()
+    )
     await b.set("k", b"v", 1_000)
     assert b.utilization() == 0.25
     await b.set("big", b"x" * 7000, 1_000)

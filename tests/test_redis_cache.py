@@ -258,7 +258,8 @@ async def test_a_memory_copy_never_outlives_its_redis_entry(redis_server: RedisS
     from memo.backends import MemoryBackend
 
     tier = TieredBackend(
-        MemoryBackend(MemoryOptions(memory_max_ttl=60), clock=clock), RedisBackend.from_url(redis_server.url)
+        MemoryBackend(MemoryOptions(memory_max_ttl=60), clock=clock),
+        RedisBackend.from_url(redis_server.url),
     )
     redis_server.client().set("memo:t:k", b"v", px=5_000)
     assert b"v" == await tier.get("memo:t:k")

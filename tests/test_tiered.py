@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from memo import BackendUnavailable
-from memo.backends import MemoryBackend
 from memo._options import MemoryOptions
+from memo.backends import MemoryBackend
 from memo.backends.base import Backend
 from memo.backends.tiered import TieredBackend
 from memo.testing import FakeClock

@@ -55,7 +55,9 @@ class MemoryBackend(Backend):
     #: Reads of this backend never need I/O: a local miss is a miss.
     local_only = True
 
-    def __init__(self, options: MemoryOptions | None = None, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, options: MemoryOptions | None = None, *, clock: Clock = time.monotonic
+    ) -> None:
         self.options = options = options if options is not None else MemoryOptions()
         self.max_entries = options.memory_cache_size
         self.max_bytes = options.memory_max_bytes
