@@ -28,6 +28,7 @@ from memo._methods import CachedMethod, attach_helpers
 from memo._plan import CallPlan
 from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
 from memo._ttl import TTL, ttl_to_ms
+from memo._validate import check_fraction, check_seconds
 from memo._types import CachedFunction
 from memo.cache import Cache
 from memo.exceptions import ConfigError
@@ -156,6 +157,8 @@ def _common_checks(
     """Check the shared options; return the cache given, or the slot to build one from."""
     if cache is not None and preset is not None:
         raise TypeError("pass either cache= (an instance) or preset= (a name), not both")
+    check_fraction("jitter", jitter)
+    check_seconds("lock_wait", lock_wait, 3600)
     if cache is not None and not isinstance(cache, (Cache, DeferredCache)):
         # Anything that resolves to a cache (an AIResponseCache wraps one) stands for it.
         resolve = getattr(cache, "resolve", None)
@@ -166,10 +169,6 @@ def _common_checks(
             f"cache={cache!r} is not a memo cache: pass an InMemoryCache, a cache from "
             f"CacheFactory, or preset='name'"
         )
-    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter < 1:
-        raise ConfigError(f"jitter={jitter!r}: a fraction of the TTL, 0 <= jitter < 1")
-    if not isinstance(lock_wait, (int, float)) or lock_wait <= 0:
-        raise ConfigError(f"lock_wait={lock_wait!r}: seconds a waiter waits, more than 0")
     if isinstance(cache, DeferredCache):
         return None, cache.slot  # another function's fn.cache: share its slot
     if cache is not None:

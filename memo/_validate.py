@@ -11,7 +11,7 @@ import math
 
 from memo.exceptions import ConfigError
 
-__all__ = ["check_bool", "check_int", "check_seconds"]
+__all__ = ["check_bool", "check_fraction", "check_int", "check_seconds"]
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
@@ -36,6 +36,13 @@ def check_seconds(name: str, value: object, high: float, *, allow_zero: bool = F
     if not math.isfinite(seconds) or too_low or seconds > high:
         raise ConfigError(f"{name}={value!r} is out of range: seconds, {low} and at most {high:g}")
     return seconds
+
+
+def check_fraction(name: str, value: object) -> float:
+    """``value`` as a float from 0 (included) to 1 (excluded): a share of something."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{name}={value!r}: must be a fraction, 0 <= {name} < 1")
+    return float(value)
 
 
 def check_bool(name: str, value: object) -> bool:

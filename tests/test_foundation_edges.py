@@ -21,6 +21,7 @@ from memo import (
     ConfigError,
     GenericRedisCache,
     InMemoryCache,
+    ai_cached,
     cached,
 )
 
@@ -141,3 +142,25 @@ async def test_a_tagged_call_returns_its_value_while_redis_is_unreachable() -> N
     assert {"id": 7} == await load(7)
     assert {"id": 8} == await load(8)
     await cache.aclose()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"jitter": True}, "jitter=True"),
+        ({"jitter": 1.0}, "jitter=1.0"),
+        ({"lock_wait": True}, "lock_wait=True"),
+        ({"lock_wait": 0}, "lock_wait=0"),
+    ],
+)
+async def test_decorator_options_are_checked_whatever_cache_is_given(
+    options: dict[str, Any], named: str
+) -> None:
+    ai = await CacheFactory().for_ai_app()
+    for cache in (None, InMemoryCache(), ai):
+        with pytest.raises(ConfigError, match=f"^{named}"):
+            cached(ttl=60, cache=cache, **options)
+    if "lock_wait" in options:
+        with pytest.raises(ConfigError, match=f"^{named}"):
+            ai_cached("summarize", cache=ai, **options)
+    await ai.aclose()
