@@ -26,7 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memo import ConfigError, DecodeError, EncodeError, register_type
-from memo._codec import DEFAULT_REGISTRY, HEADER_SIZE, Codec, Entry, TypeRegistry
+from memo._codec import Codec, Entry
+from memo._decoded import REMEMBERED_MAX_BYTES, DecodedValues
+from memo._envelope import HEADER_SIZE
+from memo._options import CodecOptions
+from memo._valuetypes import DEFAULT_REGISTRY, TypeRegistry
 
 META = {"created_ms": 1_700_000_000_000, "fresh_until_ms": 1_700_000_060_000, "compute_us": 1234}
 MEMO_SOURCE = Path(__file__).resolve().parent.parent / "memo"
@@ -159,9 +163,9 @@ values = st.recursive(
 
 @pytest.mark.slow
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(values, st.sampled_from([0, 10**12]))
+@given(values, st.sampled_from([0, 2**31]))
 def test_every_value_round_trips_exactly_compressed_or_not(value: Any, threshold: int) -> None:
-    codec = Codec(compression_threshold=threshold, max_value_size=1 << 24)
+    codec = Codec(CodecOptions(compression_threshold=threshold, max_value_size=1 << 24))
     entry = codec.decode(codec.encode(value, **META))
     assert same(value, entry.value), (value, entry.value)
     assert (META["created_ms"], META["fresh_until_ms"], META["compute_us"]) == entry[1:]
@@ -192,7 +196,6 @@ def test_decode_returns_an_entry_with_the_metadata() -> None:
     codec = Codec()
     data = codec.encode({"id": 42}, **META)
     assert Entry({"id": 42}, *META.values()) == codec.decode(data)
-    assert tuple(META.values()) == codec.decode_meta(data)
 
 
 def test_golden_envelope_of_a_small_dict() -> None:
@@ -208,7 +211,7 @@ def test_golden_envelope_of_a_small_dict() -> None:
 
 
 def test_golden_envelope_of_a_compressed_value() -> None:
-    data = Codec(compression_threshold=10).encode("ab" * 100, **META)
+    data = Codec(CodecOptions(compression_threshold=10)).encode("ab" * 100, **META)
     assert (
         "a74d0101"
         "ef0492135cd0a340"
@@ -221,7 +224,7 @@ def test_golden_envelope_of_a_compressed_value() -> None:
 
 
 def test_golden_envelope_of_a_signed_value() -> None:
-    data = Codec(signing_key=b"memo-test-key").encode([1, "x"], **META)
+    data = Codec(CodecOptions(signing_key=b"memo-test-key")).encode([1, "x"], **META)
     assert (
         "a74d0102"
         "d2e641da2c59a195"
@@ -241,11 +244,11 @@ def test_an_envelope_built_from_the_documented_layout_decodes() -> None:
 
 def test_metadata_out_of_range_is_stored_clamped() -> None:
     data = Codec().encode("v", created_ms=-5, fresh_until_ms=2**70, compute_us=2**40)
-    assert (0, 2**64 - 1, 2**32 - 1) == Codec().decode_meta(data)
+    assert ("v", 0, 2**64 - 1, 2**32 - 1) == Codec().decode(data)
 
 
 def test_compression_happens_above_the_threshold_and_only_when_it_shrinks() -> None:
-    codec = Codec(compression_threshold=100)
+    codec = Codec(CodecOptions(compression_threshold=100))
     assert 0 == codec.encode("a" * 50, **META)[3] & 1
     assert 1 == codec.encode("a" * 5000, **META)[3] & 1
     assert 0 == codec.encode(os.urandom(5000), **META)[3] & 1
@@ -258,15 +261,19 @@ def text_like() -> str:
 
 @pytest.mark.parametrize("level", [1, 3, 6, 7, 9])
 def test_every_compression_level_round_trips(level: int) -> None:
-    codec = Codec(compression_threshold=0, compression_level=level)
+    codec = Codec(CodecOptions(compression_threshold=0, compression_level=level))
     data = codec.encode(text_like(), **META)
     assert 1 == data[3] & 1
     assert text_like() == codec.decode(data).value
 
 
 def test_high_levels_compress_at_least_as_well_as_fast_ones() -> None:
-    fast = Codec(compression_threshold=0, compression_level=1).encode(text_like(), **META)
-    tight = Codec(compression_threshold=0, compression_level=9).encode(text_like(), **META)
+    fast = Codec(CodecOptions(compression_threshold=0, compression_level=1)).encode(
+        text_like(), **META
+    )
+    tight = Codec(CodecOptions(compression_threshold=0, compression_level=9)).encode(
+        text_like(), **META
+    )
     assert len(tight) <= len(fast)
 
 
@@ -279,19 +286,45 @@ def test_high_levels_compress_at_least_as_well_as_fast_ones() -> None:
         ("compression_threshold", -1),
         ("max_value_size", 0),
         ("max_value_size", 2**32),
-        ("signing_key", "text"),
+        ("signing_key", 42),
         ("signing_key", b""),
+        ("signing_key", ""),
     ],
 )
 def test_a_bad_setting_is_a_config_error_naming_the_argument(argument: str, bad: Any) -> None:
     with pytest.raises(ConfigError, match=argument):
-        Codec(**{argument: bad})
+        CodecOptions(**{argument: bad})
+
+
+def test_a_codec_reads_its_settings_from_its_options() -> None:
+    options = CodecOptions(compression_threshold=10, compression_level=9, max_value_size=500)
+    codec = Codec(options)
+    assert options is codec.options
+    assert (10, 9, 500) == (
+        codec.compression_threshold,
+        codec.compression_level,
+        codec.max_value_size,
+    )
+    assert (1000, 6, 1 << 20) == (
+        Codec().compression_threshold,
+        Codec().compression_level,
+        Codec().max_value_size,
+    )
+
+
+def test_a_str_signing_key_signs_like_its_utf8_bytes() -> None:
+    data = Codec(CodecOptions(signing_key="k\u00e9y")).encode("v", **META)
+    assert "v" == Codec(CodecOptions(signing_key="k\u00e9y".encode())).decode(data).value
 
 
 def samples() -> list[tuple[Codec, bytes]]:
     value = {"user": 1, "roles": ("a", "b"), "when": dt.date(2024, 1, 2), "n": 2**70}
     value["pad"] = "abc" * 30  # so that the compressing codec does compress
-    codecs = [Codec(), Codec(compression_threshold=0), Codec(signing_key=b"k" * 32)]
+    codecs = [
+        Codec(),
+        Codec(CodecOptions(compression_threshold=0)),
+        Codec(CodecOptions(signing_key=b"k" * 32)),
+    ]
     out = [(codec, codec.encode(value, **META)) for codec in codecs]
     assert [0, 1, 2] == [data[3] for _, data in out]
     return out
@@ -320,7 +353,7 @@ def test_every_single_bit_flip_is_caught(codec: Codec, data: bytes) -> None:
 
 def test_bytes_that_are_not_memo_values_are_corrupt() -> None:
     for data in (b"", b"\xa7", b"{}", b"x" * 100, b"\xa6M\x01\x00" + bytes(60)):
-        for read in (Codec().decode, Codec().decode_value, Codec().decode_meta):
+        for read in (Codec().decode, Codec().decode_value):
             with pytest.raises(DecodeError, match=r"magic|truncated") as info:
                 read(data)
             assert info.value.corrupt, (data, read)
@@ -330,7 +363,7 @@ def test_a_newer_format_version_is_unreadable_but_not_corrupt() -> None:
     data = bytearray(Codec().encode("v", **META))
     for version, corrupt in ((2, False), (255, False), (0, True)):
         data[2] = version
-        for read in (Codec().decode, Codec().decode_value, Codec().decode_meta):
+        for read in (Codec().decode, Codec().decode_value):
             with pytest.raises(DecodeError, match=f"format version {version}") as info:
                 read(bytes(data))
             assert corrupt == info.value.corrupt
@@ -411,11 +444,11 @@ def test_an_lz4_block_that_does_not_decompress_is_corrupt() -> None:
 
 
 def test_signatures_are_checked_and_required() -> None:
-    signed = Codec(signing_key=b"k1")
+    signed = Codec(CodecOptions(signing_key=b"k1"))
     data = signed.encode("v", **META)
     assert "v" == signed.decode(data).value
     with pytest.raises(DecodeError, match="signature mismatch") as info:
-        Codec(signing_key=b"k2").decode(data)
+        Codec(CodecOptions(signing_key=b"k2")).decode(data)
     assert info.value.corrupt
     with pytest.raises(DecodeError, match="not signed") as info:
         signed.decode(Codec().encode("v", **META))
@@ -426,7 +459,7 @@ def test_signatures_are_checked_and_required() -> None:
 
 
 def test_a_forged_expiry_breaks_the_signature() -> None:
-    signed = Codec(signing_key=b"k1")
+    signed = Codec(CodecOptions(signing_key=b"k1"))
     data = bytearray(signed.encode("v", **META))
     data[20:28] = struct.pack(">Q", 2**50)
     data[4:12] = struct.pack(">Q", xxhash.xxh3_64_intdigest(bytes(data[12:])))
@@ -436,8 +469,8 @@ def test_a_forged_expiry_breaks_the_signature() -> None:
 
 
 def test_the_signing_key_never_shows_in_repr() -> None:
-    assert "s3cr3t" not in repr(Codec(signing_key=b"s3cr3t"))
-    assert "signed=True" in repr(Codec(signing_key=b"s3cr3t"))
+    assert "s3cr3t" not in repr(Codec(CodecOptions(signing_key=b"s3cr3t")))
+    assert "signed=True" in repr(Codec(CodecOptions(signing_key=b"s3cr3t")))
     assert "signed=False" in repr(Codec())
 
 
@@ -522,7 +555,7 @@ def test_error_messages_never_show_the_value() -> None:
     with pytest.raises(EncodeError) as unsupported:
         Codec().encode({"password": "hunter2", "x": object()}, **META)
     with pytest.raises(EncodeError) as oversize:
-        Codec(max_value_size=10).encode("hunter2" * 5, **META)
+        Codec(CodecOptions(max_value_size=10)).encode("hunter2" * 5, **META)
     with pytest.raises(DecodeError) as malformed:
         Codec().decode(envelope(msgpack.packb("hunter2") + b"\xc1"))
     for info in (unsupported, oversize, malformed):
@@ -531,7 +564,7 @@ def test_error_messages_never_show_the_value() -> None:
 
 def test_a_value_over_max_value_size_says_its_size_the_limit_and_the_way_out() -> None:
     with pytest.raises(EncodeError, match=r"1002 bytes.*max_value_size=100.*raise max_value_size"):
-        Codec(max_value_size=100).encode("x" * 999, **META)
+        Codec(CodecOptions(max_value_size=100)).encode("x" * 999, **META)
 
 
 @dataclasses.dataclass
@@ -585,7 +618,7 @@ def test_two_classes_cannot_share_a_registered_name() -> None:
 
 
 def test_decode_value_reads_verified_bytes_and_refuses_foreign_ones() -> None:
-    codec = Codec(compression_threshold=0, signing_key=b"k")
+    codec = Codec(CodecOptions(compression_threshold=0, signing_key=b"k"))
     data = codec.encode({"a": [1, 2]}, **META)
     assert {"a": [1, 2]} == codec.decode_value(data)
     with pytest.raises(DecodeError) as info:
@@ -613,7 +646,7 @@ def test_uuid_and_decimal_keep_their_types_and_a_bytearray_comes_back_as_bytes()
 
 
 def test_one_codec_encodes_from_many_threads_at_once() -> None:
-    codec = Codec(compression_threshold=0)
+    codec = Codec(CodecOptions(compression_threshold=0))
     failures: list[Any] = []
 
     def work(n: int) -> None:
@@ -662,21 +695,63 @@ def test_memory_hits_are_independent_copies_however_often_they_are_remembered(
     assert same(value, codec.decode_local(bytes(data)))  # equal bytes, another object
 
 
-def test_only_small_quickly_copied_values_are_remembered() -> None:
-    codec = Codec()
-    flat = codec.encode({"id": 1, "tags": ("a",), "roles": ["admin"]}, **META)
-    nested = codec.encode({"a": [{"b": [1]}]}, **META)  # four levels: decoded afresh
-    for data in (flat, nested):
-        codec.decode_local(data)
-        assert data in codec._seen_once and data not in codec._remembered  # only noted
-        codec.decode_local(data)
-    assert codec._remembered[nested][0] is nested  # decoded afresh at each hit
-    assert codec._remembered[flat][0] == {"id": 1, "tags": ("a",), "roles": ["admin"]}
-    first, second = codec.decode_local(flat), codec.decode_local(flat)
-    assert first == second and first is not second and first["roles"] is not second["roles"]
+class CountingDecoder:
+    """A codec's ``decode_value`` that counts its calls."""
 
+    def __init__(self, codec: Codec) -> None:
+        self.codec, self.calls = codec, 0
+
+    def decode_value(self, data: bytes) -> Any:
+        self.calls += 1
+        return self.codec.decode_value(data)
+
+
+def test_a_quickly_copied_value_is_decoded_twice_then_copied_at_every_hit() -> None:
+    codec = Codec()
+    decode = CountingDecoder(codec)
+    values = DecodedValues(decode)
+    flat = codec.encode({"id": 1, "tags": ("a",), "roles": ["admin"]}, **META)
+    for _ in range(5):
+        values.value(flat)
+    assert 2 == decode.calls  # the first hit is only noted, the second remembers
+    first, second = values.value(flat), values.value(flat)
+    assert {"id": 1, "tags": ("a",), "roles": ["admin"]} == first == second
+    assert first is not second and first["roles"] is not second["roles"]
+    assert 2 == decode.calls
+
+
+def test_a_value_nested_too_deeply_to_copy_quickly_is_decoded_at_every_hit() -> None:
+    codec = Codec()
+    decode = CountingDecoder(codec)
+    values = DecodedValues(decode)
+    nested = codec.encode({"a": [{"b": [1]}]}, **META)  # four levels
+    outs = [values.value(nested) for _ in range(4)]
+    assert 4 == decode.calls
+    assert all({"a": [{"b": [1]}]} == out for out in outs)
+    assert len({id(out) for out in outs}) == 4
+
+
+def test_large_or_compressed_values_are_never_remembered() -> None:
+    codec = Codec()
+    decode = CountingDecoder(codec)
+    values = DecodedValues(decode)
     compressed = codec.encode("x" * 10_000, **META)
-    large = Codec(compression_threshold=10**6).encode(list(range(2000)), **META)
-    for data in (compressed, large, compressed, large):
-        assert codec.decode_local(data) == codec.decode_value(data)
-    assert {flat, nested} == set(codec._remembered) and not codec._seen_once  # never held
+    large = Codec(CodecOptions(compression_threshold=10**6)).encode(list(range(2000)), **META)
+    assert 1 == compressed[3] & 1 and len(large) > REMEMBERED_MAX_BYTES
+    for data in (compressed, large) * 3:
+        assert codec.decode_value(data) == values.value(data)
+    assert 6 == decode.calls
+
+
+def test_a_stream_of_values_seen_once_does_not_push_out_a_remembered_one() -> None:
+    codec = Codec()
+    decode = CountingDecoder(codec)
+    values = DecodedValues(decode)
+    hot = codec.encode({"hot": True}, **META)
+    values.value(hot)
+    values.value(hot)
+    for n in range(10_000):
+        values.value(codec.encode({"n": n}, **META))
+    calls = decode.calls
+    assert {"hot": True} == values.value(hot)
+    assert calls == decode.calls
