@@ -28,8 +28,8 @@ from memo._methods import CachedMethod, attach_helpers
 from memo._plan import CallPlan
 from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
 from memo._ttl import TTL, ttl_to_ms
-from memo._validate import check_fraction, check_seconds
 from memo._types import CachedFunction
+from memo._validate import check_fraction, check_seconds
 from memo.cache import Cache
 from memo.exceptions import ConfigError
 
