@@ -1,0 +1,76 @@
+"""What ``import memo`` costs a memory-only user, beside ``import asyncio``.
+
+    python benchmarks/import_time.py [--rounds N]
+
+Each round starts a fresh interpreter per contender (in an order rotated by the round,
+so drift is shared out evenly) and reads the child's own wall time and CPU time for the
+import alone, measured inside it. Medians and best rounds, in milliseconds; the ratio is
+memo's median over asyncio's. Also lists any heavy package ``import memo`` pulled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+CONTENDERS = {
+    "import asyncio": "asyncio",
+    "import memo": "memo",
+}
+
+PROBE = """
+import json, sys, time
+wall, cpu = time.perf_counter(), time.process_time()
+import {module}
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {{'redis', 'fastapi', 'pydantic', 'starlette'}})
+print(json.dumps([wall * 1000, cpu * 1000, heavy]))
+"""
+
+
+def measure(module: str) -> tuple[float, float, list[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall, cpu, heavy = json.loads(out.stdout)
+    return wall, cpu, heavy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    args = parser.parse_args()
+    names = list(CONTENDERS)
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    cpus: dict[str, list[float]] = {n: [] for n in names}
+    heavy: dict[str, set[str]] = {n: set() for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            wall, cpu, loaded = measure(CONTENDERS[name])
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            heavy[name].update(loaded)
+    print(f"{args.rounds} interleaved rounds, a fresh interpreter each")
+    print(f"  {'contender':<16}{'wall median':>12}{'best':>8}{'cpu median':>12}{'best':>8}  loads")
+    for name in names:
+        print(
+            f"  {name:<16}{statistics.median(walls[name]):>12.1f}{min(walls[name]):>8.1f}"
+            f"{statistics.median(cpus[name]):>12.1f}{min(cpus[name]):>8.1f}"
+            f"  {', '.join(sorted(heavy[name])) or '-'}"
+        )
+    base, memo = "import asyncio", "import memo"
+    print(
+        f"  import memo / import asyncio: wall {statistics.median(walls[memo]) / statistics.median(walls[base]):.2f}x, "
+        f"cpu {statistics.median(cpus[memo]) / statistics.median(cpus[base]):.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
