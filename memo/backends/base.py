@@ -12,9 +12,19 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["AnnouncedWrites", "Backend", "LocalReads", "LocalTier", "ReadsWithTTL"]
+if TYPE_CHECKING:
+    from memo.backends.invalidation import InvalidationListener
+
+__all__ = [
+    "AnnouncedWrites",
+    "Backend",
+    "InvalidationSource",
+    "LocalReads",
+    "LocalTier",
+    "ReadsWithTTL",
+]
 
 
 class Backend(abc.ABC):
@@ -117,3 +127,21 @@ class AnnouncedWrites(Protocol):
     """
 
     on_announced: Callable[[list[str] | None, str | None], None] | None
+
+
+@runtime_checkable
+class InvalidationSource(Protocol):
+    """A remote backend whose writes are announced on a channel a memory tier can hear
+    (Redis pub/sub); a tier in front of it listens there for other processes' writes."""
+
+    def invalidation_listener(
+        self,
+        *,
+        on_keys: Callable[[list[str]], None],
+        on_pattern: Callable[[str], None],
+        on_flush: Callable[[], None],
+        on_trust: Callable[[bool], None],
+        heartbeat: float = 1.0,
+    ) -> InvalidationListener | None:
+        """A listener calling these back, or None when this backend does not announce."""
+        ...

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from memo.backends.base import Backend, ReadsWithTTL
+from memo.backends.base import Backend, InvalidationSource, ReadsWithTTL
 from memo.backends.memory import MemoryBackend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
 
@@ -62,9 +62,8 @@ class TieredBackend(Backend):
         # can keep computations already under way from storing what was just replaced.
         self.on_announced: Callable[[list[str] | None, str | None], None] | None = None
         # A remote with an invalidation channel (RedisBackend) offers a listener.
-        make_listener = getattr(remote, "invalidation_listener", None)
-        if listen and memory_reads and make_listener is not None:
-            self.listener = make_listener(
+        if listen and memory_reads and isinstance(remote, InvalidationSource):
+            self.listener = remote.invalidation_listener(
                 on_keys=self._drop_keys,
                 on_pattern=self._drop_pattern,
                 on_flush=self._flush,
