@@ -27,7 +27,7 @@ from memo._ttl import TTL
 from memo.backends.memory import MemoryBackend
 from memo.backends.tiered import TieredBackend
 from memo.cache import Cache
-from memo.exceptions import BackendUnavailable, ConfigError
+from memo.exceptions import BackendError, BackendUnavailable, ConfigError
 
 if TYPE_CHECKING:
     from memo.backends.redis import RedisBackend
@@ -194,26 +194,29 @@ class GenericRedisCache(Cache):
         """Check that Redis answers; True when it does.
 
         Raises:
-            BackendUnavailable: Redis does not answer and ``fail_on_connection_error``.
+            BackendUnavailable: Redis does not answer (or refuses the credentials) and
+                ``fail_on_connection_error``; the message says which.
         """
-        if await self.redis.ping():
-            # The memory tier is read only once the invalidation channel is confirmed;
-            # waiting here (briefly) lets the first calls use it.
-            await self._tiered.start_listening(self.redis_options.connect_timeout)
-            return True
-        self._tiered.mark_remote_down()
-        if self.fail_on_connection_error:
-            raise BackendUnavailable(
-                f"Redis at {self.redis.masked_url} does not answer: start it, fix "
-                f"redis_url, or pass fail_on_connection_error=False to cache in memory "
-                f"until it is back"
+        try:
+            await self.redis.check()
+        except BackendError as exc:
+            self._tiered.mark_remote_down()
+            if self.fail_on_connection_error:
+                raise BackendUnavailable(
+                    f"{exc}; or pass fail_on_connection_error=False to cache in memory "
+                    f"until Redis is back"
+                ) from exc
+            self._log_once(
+                "connect",
+                "memo: Redis at %s cannot be used (%s); caching in memory until it is back",
+                self.redis.masked_url,
+                exc,
             )
-        self._log_once(
-            "connect",
-            "memo: Redis at %s does not answer; caching in memory until it is back",
-            self.redis.masked_url,
-        )
-        return False
+            return False
+        # The memory tier is read only once the invalidation channel is confirmed;
+        # waiting here (briefly) lets the first calls use it.
+        await self._tiered.start_listening(self.redis_options.connect_timeout)
+        return True
 
     async def get_cache_stats(self) -> dict[str, Any]:
         out = await super().get_cache_stats()

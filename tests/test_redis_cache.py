@@ -458,3 +458,26 @@ async def test_corrupt_bytes_from_redis_never_stay_in_the_memory_tier(
     assert backend.memory.get_local(full) is None
     assert not redis_server.client().exists(full)
     await cache.aclose()
+
+
+@pytest.mark.parametrize("credentials", [":not-the-password@", ""], ids=["wrong", "missing"])
+async def test_refused_credentials_are_named_as_such_without_the_password(
+    make_redis_server: Any, credentials: str
+) -> None:
+    secret = "s3cr3t-pw"
+    server: RedisServer = make_redis_server(password=secret)
+    url = f"redis://{credentials}127.0.0.1:{server.port}/0"
+    strict = GenericRedisCache(url, fail_on_connection_error=True)
+    with pytest.raises(BackendUnavailable, match="refused the credentials") as caught:
+        await strict.connect()
+    assert "not-the-password" not in str(caught.value) and secret not in str(caught.value)
+    lenient = GenericRedisCache(url)
+    assert await lenient.connect() is False  # caches in memory, says why in the log
+
+    @cached(ttl=60, cache=lenient)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert 42 == await double(21)
+    await strict.aclose()
+    await lenient.aclose()

@@ -36,8 +36,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memo._clock import Clock
@@ -59,6 +59,13 @@ T = TypeVar("T")
 
 _SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    """A wrong password or user: redis-py raises AuthenticationError, or a connection
+    error carrying the server's WRONGPASS / NOAUTH reply, depending on the version."""
+    text = str(exc)
+    return isinstance(exc, AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text
 
 
 def _no_retry() -> Retry:
@@ -269,6 +276,11 @@ class RedisBackend(Backend):
             ) from exc
         except (RedisConnectionError, OSError) as exc:
             self._failed()
+            if _refused_credentials(exc):
+                raise BackendUnavailable(
+                    f"Redis at {self.masked_url} refused the credentials "
+                    f"({type(exc).__name__}): check the user name and password in redis_url"
+                ) from exc
             raise BackendUnavailable(
                 f"Redis at {self.masked_url} is unreachable ({type(exc).__name__}: "
                 f"{self.scrub(str(exc))}); check that it runs and that redis_url is right"
@@ -471,9 +483,15 @@ class RedisBackend(Backend):
     async def ping(self) -> bool:
         """Whether the server answers now. Never raises."""
         try:
-            return bool(await self._run("PING", lambda c: c.ping(), read=True))
+            await self.check()
         except BackendError:
             return False
+        return True
+
+    async def check(self) -> None:
+        """PING the server; raise the ``BackendError`` that says why when it does not
+        answer (unreachable, refused credentials, too slow)."""
+        await self._run("PING", lambda c: c.ping(), read=True)
 
     async def release_loop(self) -> None:
         """Close the running loop's connections; the backend stays usable and makes new
