@@ -36,15 +36,14 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memo._clock import Clock
 from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._read_batch import ReadBatcher
+from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends.base import Backend
 from memo.backends.invalidation import InvalidationListener, stop_listeners_of_running_loop
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
@@ -59,13 +58,6 @@ T = TypeVar("T")
 
 _SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500
-
-
-def _refused_credentials(exc: BaseException) -> bool:
-    """A wrong password or user: redis-py raises AuthenticationError, or a connection
-    error carrying the server's WRONGPASS / NOAUTH reply, depending on the version."""
-    text = str(exc)
-    return isinstance(exc, AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text
 
 
 def _no_retry() -> Retry:
@@ -260,37 +252,22 @@ class RedisBackend(Backend):
                 result = await run_with_deadline(
                     self._attempt(command, client, read), self.operation_timeout, f"Redis {what}"
                 )
-        except TimeoutError as exc:  # asyncio.timeout's; BackendTimeout is not a TimeoutError
-            self._failed()
-            raise BackendTimeout(
-                f"Redis {what} did not finish within {self.operation_timeout:g} s: the server "
-                f"is slow or unreachable; raise operation_timeout if it is merely slow"
-            ) from exc
         except BackendTimeout:
             self._failed()
             raise
-        except RedisTimeoutError as exc:
-            self._failed()
-            raise BackendTimeout(
-                f"Redis {what} at {self.masked_url} timed out: {self.scrub(str(exc))}"
-            ) from exc
-        except (RedisConnectionError, OSError) as exc:
-            self._failed()
-            if _refused_credentials(exc):
-                raise BackendUnavailable(
-                    f"Redis at {self.masked_url} refused the credentials "
-                    f"({type(exc).__name__}): check the user name and password in redis_url"
-                ) from exc
-            raise BackendUnavailable(
-                f"Redis at {self.masked_url} is unreachable ({type(exc).__name__}: "
-                f"{self.scrub(str(exc))}); check that it runs and that redis_url is right"
-            ) from exc
-        except RedisError as exc:
-            # The server answered, with an error: not an outage, so the breaker stays shut.
-            self.breaker.record_success()
-            raise BackendError(
-                f"Redis {what} failed: {type(exc).__name__}: {self.scrub(str(exc))}"
-            ) from exc
+        except TRANSLATED as exc:
+            error, outage = translate_error(
+                exc,
+                what=what,
+                where=self.masked_url,
+                scrub=self.scrub,
+                timeout=self.operation_timeout,
+            )
+            if outage:
+                self._failed()
+            else:  # the server answered, with an error: the breaker stays shut
+                self.breaker.record_success()
+            raise error from exc
         finally:
             # Timed-out and failed commands count too: they are what an operator sees.
             self.latency.record(self._clock() - started)
