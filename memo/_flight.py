@@ -26,6 +26,8 @@ __all__ = ["Flight", "FlightTable", "computing_here", "should_refresh_early"]
 
 T = TypeVar("T")
 
+_SETTLED_KEYS = 10_000  # keys whose finished flights are counted
+
 _computing: ContextVar[frozenset[str]] = ContextVar("memo_computing", default=frozenset())
 
 
@@ -57,12 +59,22 @@ class FlightTable:
         ] = weakref.WeakKeyDictionary()
         # Flights with keep=True must outlive their waiters; the loop only holds tasks weakly.
         self._kept: set[asyncio.Task[Any]] = set()
+        # How many flights of each key have finished (bounded: forgotten all at once, the
+        # epoch moving so that no mark taken before compares equal after).
+        self._settled: dict[str, int] = {}
+        self._epoch = 0
 
     def _table(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight[Any]]:
         table = self._by_loop.get(loop)
         if table is None:
             table = self._by_loop[loop] = {}
         return table
+
+    def settled(self, key: str) -> tuple[int, int]:
+        """A mark that moves whenever a flight of ``key`` finishes: a caller who read a
+        cold key while one was computing compares marks taken around its read, since
+        the value stored may have landed after its read was answered."""
+        return self._epoch, self._settled.get(key, 0)
 
     def running(self, key: str) -> Flight[Any] | None:
         """The flight computing ``key`` on the running loop, if any."""
@@ -95,6 +107,11 @@ class FlightTable:
             if table.get(key) is flight:
                 del table[key]
             self._kept.discard(task)
+            settled = self._settled
+            if len(settled) >= _SETTLED_KEYS:
+                settled.clear()
+                self._epoch += 1
+            settled[key] = settled.get(key, 0) + 1
 
         flight.task.add_done_callback(finished)
         if keep:

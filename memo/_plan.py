@@ -146,7 +146,13 @@ class CallPlan:
         if computing_here(full):
             # Called from inside its own computation: waiting would deadlock.
             return await self.func(*args, **kwargs)
+        flights = cache.flights
+        settled = flights.settled(full)
         entry = await cache.read_entry(full)
+        if entry is None and flights.running(full) is None and flights.settled(full) != settled:
+            # A computation of this key finished while the read was out: its value may
+            # have been stored after the read was answered. Read again, not compute again.
+            entry = await cache.read_entry(full)
         if entry is not None:
             now = cache.now_ms()
             if entry.fresh_until_ms > now:

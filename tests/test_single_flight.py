@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -245,3 +246,30 @@ async def test_flights_are_per_event_loop() -> None:
     assert await loop.run_in_executor(None, run_in_new_loop) == 3
     assert await load(3) == 3
     assert runs == 1
+
+
+@pytest.mark.parametrize("kind", ["tiered", "redis-only", "memory"])
+async def test_a_thousand_cold_callers_share_one_computation_on_every_cache_kind(
+    redis_server: Any, kind: str
+) -> None:
+    """Ten runs in a row: a caller whose read of the cold key returns after the first
+    computation finished must not start a second one."""
+    if kind == "memory":
+        cache: memo.Cache = InMemoryCache()
+    else:
+        cache = memo.GenericRedisCache(redis_server.url, enable_memory_cache=kind == "tiered")
+        await cache.connect()
+    for run in range(10):
+        runs = 0
+
+        @cached(ttl=60, cache=cache, namespace=f"run{run}")
+        async def load(user_id: int) -> dict[str, int]:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0)
+            return {"id": user_id}
+
+        results = await asyncio.gather(*(load(7) for _ in range(1000)))
+        assert all(r == {"id": 7} for r in results)
+        assert (run, 1) == (run, runs)
+    await cache.aclose()
