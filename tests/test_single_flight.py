@@ -273,3 +273,24 @@ async def test_a_thousand_cold_callers_share_one_computation_on_every_cache_kind
         assert all(r == {"id": 7} for r in results)
         assert (run, 1) == (run, runs)
     await cache.aclose()
+
+
+async def test_a_thousand_cold_callers_on_a_tiered_cache_share_their_reads(
+    redis_server: Any,
+) -> None:
+    cache = memo.GenericRedisCache(redis_server.url)
+    await cache.connect()
+
+    @cached(ttl=60, cache=cache)
+    async def load(user_id: int) -> int:
+        await asyncio.sleep(0)
+        return user_id
+
+    before = redis_server.commandstats()
+    assert [7] * 1000 == await asyncio.gather(*(load(7) for _ in range(1000)))
+    after = redis_server.commandstats()
+    reads = after.get("get", 0) - before.get("get", 0)
+    # The first reader goes alone; the other 999 wait for it and share one pipeline;
+    # a caller that raced the end of the computation may read once more.
+    assert 2 <= reads <= 4
+    await cache.aclose()

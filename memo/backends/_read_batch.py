@@ -1,7 +1,8 @@
-"""Coalesced reads: concurrent GETs of one event loop go out together as one MGET.
+"""Coalesced reads: concurrent reads of one event loop go out together in one round trip.
 
 A burst of cache misses, or a fan-out, then costs one round trip per loop tick instead
-of one each, and a lone reader waits for nothing: it is sent as a plain GET.
+of one each (one MGET, or one pipeline), readers of the same key share one read, and a
+lone reader waits for nothing: it is sent on its own.
 """
 
 from __future__ import annotations
@@ -9,26 +10,29 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from memo._fork import keep_from_parent
 
 __all__ = ["ReadBatcher"]
 
+T = TypeVar("T")
 
-class _ReadBatch:
-    """Reads of one event loop waiting to go out together as one MGET."""
+
+class _ReadBatch(Generic[T]):
+    """Reads of one event loop waiting to go out together."""
 
     __slots__ = ("in_flight", "scheduled", "tasks", "waiting")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.scheduled = False
-        self.waiting: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self.waiting: dict[str, list[asyncio.Future[T]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
 
-class ReadBatcher:
-    """GET when nothing is in flight; while a read is, join the next MGET.
+class ReadBatcher(Generic[T]):
+    """Read alone when nothing is in flight; while a read is, join the next batch.
 
     ``get_one`` and ``get_many`` send the commands (with their deadline and error
     translation); this class only decides which to send and hands out the results.
@@ -36,12 +40,12 @@ class ReadBatcher:
 
     def __init__(
         self,
-        get_one: Callable[[str], Awaitable[bytes | None]],
-        get_many: Callable[[Sequence[str]], Awaitable[list[bytes | None]]],
+        get_one: Callable[[str], Awaitable[T]],
+        get_many: Callable[[Sequence[str]], Awaitable[list[T]]],
     ) -> None:
         self._get_one = get_one
         self._get_many = get_many
-        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadBatch] = (
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadBatch[T]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -50,25 +54,25 @@ class ReadBatcher:
         keep_from_parent(self._batches.values())
         self._batches = weakref.WeakKeyDictionary()
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> T:
         loop = asyncio.get_running_loop()
         batch = self._batches.get(loop)
         if batch is None:
-            batch = self._batches[loop] = _ReadBatch()
+            batch = self._batches[loop] = _ReadBatch[T]()
         if batch.in_flight == 0 and not batch.waiting:
             batch.in_flight += 1
             try:
                 return await self._get_one(key)
             finally:
                 batch.in_flight -= 1
-        future: asyncio.Future[bytes | None] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         batch.waiting.setdefault(key, []).append(future)
         if not batch.scheduled:
             batch.scheduled = True
             loop.call_soon(self._send_batch, loop, batch)
         return await future
 
-    def _send_batch(self, loop: asyncio.AbstractEventLoop, batch: _ReadBatch) -> None:
+    def _send_batch(self, loop: asyncio.AbstractEventLoop, batch: _ReadBatch[T]) -> None:
         waiting, batch.waiting = batch.waiting, {}
         batch.scheduled = False
         batch.in_flight += 1
@@ -77,7 +81,7 @@ class ReadBatcher:
         task.add_done_callback(batch.tasks.discard)
 
     async def _mget_for(
-        self, waiting: dict[str, list[asyncio.Future[bytes | None]]], batch: _ReadBatch
+        self, waiting: dict[str, list[asyncio.Future[T]]], batch: _ReadBatch[T]
     ) -> None:
         keys = list(waiting)
         try:

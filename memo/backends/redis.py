@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -36,18 +35,18 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from memo._clock import Clock
 from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
+from memo.backends._attempts import Attempts
 from memo.backends._read_batch import ReadBatcher
 from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends.base import Backend
 from memo.backends.invalidation import InvalidationListener, stop_listeners_of_running_loop
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
-from memo.resilience import CircuitBreaker, DeadlineWatchdog, run_with_deadline
+from memo.resilience import CircuitBreaker
 from memo.stats import LatencyWindow
 
 __all__ = ["RedisBackend", "release_loop_connections"]
@@ -130,15 +129,14 @@ class RedisBackend(Backend):
             scrub=self.scrub,
         )
         self._reads = ReadBatcher(self._get_one, self.get_many)
+        self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
         self._client_factory = client_factory or self._client_from_options
         _LIVE_BACKENDS.add(self)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
         )
-        self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineWatchdog] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._attempts = Attempts()
 
     @classmethod
     def from_url(
@@ -200,12 +198,12 @@ class RedisBackend(Backend):
     def _forget_clients(self) -> None:
         """In a forked child: never write to the parent's sockets, nor drop them (see
         memo._fork); make new ones."""
-        for per_loop in (self._clients, self._watchdogs):
-            keep_from_parent(per_loop.values())
+        keep_from_parent(self._clients.values())
+        self._attempts.forget_after_fork()
         self._reads.forget_after_fork()
+        self._reads_with_ttl.forget_after_fork()
         self._announcer.new_origin()
         self._clients = weakref.WeakKeyDictionary()
-        self._watchdogs = weakref.WeakKeyDictionary()
 
     def client(self) -> aioredis.Redis:
         """The redis-py client of the running loop (made on first use; new after a fork).
@@ -246,12 +244,9 @@ class RedisBackend(Backend):
         client = self.client()
         started = self._clock()
         try:
-            if sys.version_info >= (3, 11):
-                result = await self._watched_attempt(command, client, read)
-            else:  # pragma: no cover - Python 3.10
-                result = await run_with_deadline(
-                    self._attempt(command, client, read), self.operation_timeout, f"Redis {what}"
-                )
+            result = await self._attempts.run(
+                command, client, read=read, seconds=self.operation_timeout, what=f"Redis {what}"
+            )
         except BackendTimeout:
             self._failed()
             raise
@@ -275,38 +270,6 @@ class RedisBackend(Backend):
         self.connected = True
         return result
 
-    async def _watched_attempt(
-        self, command: Callable[[aioredis.Redis], Awaitable[T]], client: aioredis.Redis, read: bool
-    ) -> T:
-        """``_attempt`` under the operation deadline, kept by the loop's watchdog."""
-        task = asyncio.current_task()
-        assert task is not None
-        loop = task.get_loop()
-        watchdog = self._watchdogs.get(loop)
-        if watchdog is None:
-            watchdog = self._watchdogs[loop] = DeadlineWatchdog(loop)
-        watchdog.watch(task, self.operation_timeout)
-        try:
-            try:
-                return await self._attempt(command, client, read)
-            finally:
-                watchdog.unwatch(task)
-        except asyncio.CancelledError:
-            if watchdog.expired(task):
-                raise TimeoutError from None
-            raise
-
-    @staticmethod
-    async def _attempt(
-        command: Callable[[aioredis.Redis], Awaitable[T]], client: aioredis.Redis, read: bool
-    ) -> T:
-        try:
-            return await command(client)
-        except (RedisConnectionError, OSError):
-            if not read:
-                raise
-        return await command(client)  # reads get one retry, inside the same deadline
-
     def _failed(self) -> None:
         self.breaker.record_failure()
         self.connected = False
@@ -329,16 +292,29 @@ class RedisBackend(Backend):
         return found  # type: ignore[no-any-return]
 
     async def get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
-        """The value and its remaining milliseconds, in one round trip."""
+        """The value and its remaining milliseconds, in one round trip; concurrent
+        readers share it (one pipeline of GET and PTTL per distinct key)."""
+        return await self._reads_with_ttl.get(key)
 
-        async def both(c: aioredis.Redis) -> list[Any]:
+    async def _get_many_with_ttl(
+        self, keys: Sequence[str]
+    ) -> list[tuple[bytes | None, int | None]]:
+        async def pipelined(c: aioredis.Redis) -> list[Any]:
             async with c.pipeline(transaction=False) as pipe:
-                pipe.get(key)
-                pipe.pttl(key)
+                for key in keys:
+                    pipe.get(key)
+                    pipe.pttl(key)
                 return await pipe.execute()
 
-        data, pttl = await self._run("GET+PTTL", both, read=True)
-        return data, (pttl if pttl is not None and pttl > 0 else None)
+        replies = await self._run("GET+PTTL", pipelined, read=True)
+        return [
+            (data, pttl if pttl is not None and pttl > 0 else None)
+            for data, pttl in zip(replies[::2], replies[1::2], strict=True)
+        ]
+
+    async def _get_one_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        (found,) = await self._get_many_with_ttl([key])
+        return found
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         if ttl_ms <= 0:
