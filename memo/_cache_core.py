@@ -108,8 +108,8 @@ class CacheCore:
             backend,
             self.prefix,
             encode=lambda value, ttl_ms: self.encode_entry(value, ttl_ms),
-            decode=self._decode,
-            failed=self._backend_failed,
+            decode=self.decode_stored,
+            failed=self.backend_failed,
         )
         # Reads that complete without I/O (a memory tier) are served synchronously on
         # the decorator's hit path; a purely local backend needs no second, awaited read.
@@ -134,6 +134,16 @@ class CacheCore:
     # ------------------------------------------------------------------ the seam
     # What decorators, the CLI and the monitor use. Keys here are full keys (the
     # prefix included), as the decorators' hot path builds them.
+
+    @property
+    def backend(self) -> Backend:
+        """The byte backend behind this cache."""
+        return self._backend
+
+    @property
+    def fail_on_connection_error(self) -> bool:
+        """Whether explicit writes raise when the backend fails."""
+        return self._strict_writes
 
     @property
     def stats(self) -> CacheStats:
@@ -184,7 +194,7 @@ class CacheCore:
         local = self._local_get
         data = local(full_key) if local is not None else None
         if data is not None:
-            entry = await self._decode(full_key, data)
+            entry = await self.decode_stored(full_key, data)
             if entry is not None:
                 self._stats.memory_hits += 1
             return entry
@@ -193,11 +203,11 @@ class CacheCore:
         try:
             data = await self._remote.get(full_key)
         except BackendError as exc:
-            self._backend_failed("get", exc)
+            self.backend_failed("get", exc)
             return None
         if data is None:
             return None
-        entry = await self._decode(full_key, data)
+        entry = await self.decode_stored(full_key, data)
         if entry is not None:
             self._stats.redis_hits += 1
         return entry
@@ -218,14 +228,28 @@ class CacheCore:
             self._stats.errors += 1
             raise
 
-    async def store_entry(self, full_key: str, data: bytes, ttl_ms: int) -> bool:
+    async def store_entry(
+        self, full_key: str, data: bytes, ttl_ms: int, *, strict: bool = False
+    ) -> bool:
         """Store encoded bytes for ``ttl_ms`` in the backend; False (counted, logged)
-        when the backend failed. Never raises for the backend."""
-        return await self._put(full_key, data, ttl_ms)
+        when the backend failed, or the error raised with ``strict``."""
+        try:
+            await self._backend.set(full_key, data, ttl_ms)
+        except BackendError as exc:
+            self.backend_failed("set", exc, strict=strict)
+            return False
+        self._stats.sets += 1
+        return True
 
     async def tag_entry(self, tags: Sequence[str], full_key: str, ttl_ms: int) -> None:
         """Record that ``full_key`` was stored with each of ``tags``."""
         await self._tags.add(tags, full_key, ttl_ms)
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Remove every entry stored with one of ``tags`` (see ``@cached(tags=...)``)."""
+        removed = await self._tags.remove(tags, self._flights.invalidate)
+        self._stats.deletes += removed
+        return removed
 
     async def tag_members(self, tag: str) -> list[str]:
         """The relative keys recorded under ``tag`` (some may have expired since)."""
@@ -239,7 +263,7 @@ class CacheCore:
             data = await self._backend.get(full)
             ttl_ms = None if data is None else await self._backend.ttl(full)
         except BackendError as exc:
-            self._backend_failed("get", exc, strict=True)
+            self.backend_failed("get", exc, strict=True)
             raise
         if data is None:
             return None
@@ -255,6 +279,16 @@ class CacheCore:
         tier = self._local_tier
         return dict(_NO_MEMORY) if tier is None else tier.memory_usage()
 
+    async def aclose(self) -> None:
+        """Wait for background refreshes and kept computations, then close the backend."""
+        pending = list(self._background) + self._flights.background()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._closed = True
+        await self._backend.aclose()
+
+    close = aclose
+
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in the background; ``aclose()`` waits for it."""
         task: asyncio.Task[T] = asyncio.get_running_loop().create_task(coro)
@@ -266,29 +300,20 @@ class CacheCore:
         """Count a call that ran uncached (``memo.bypass()``, AI caching off)."""
         self._stats.bypassed += 1
 
-    # ------------------------------------------------------------------ internals
-
-    def _ttl_ms(self, ttl: TTL | None) -> int:
+    def ttl_ms(self, ttl: TTL | None) -> int:
+        """``ttl`` (checked) in milliseconds; None is the cache's ``default_ttl``."""
         return self.default_ttl_ms if ttl is None else ttl_to_ms(ttl)
 
-    async def _put(
-        self, full: str, data: bytes, backend_ttl_ms: int, *, strict: bool = False
-    ) -> bool:
-        try:
-            await self._backend.set(full, data, backend_ttl_ms)
-        except BackendError as exc:
-            self._backend_failed("set", exc, strict=strict)
-            return False
-        self._stats.sets += 1
-        return True
-
-    async def _read_fresh(self, full: str) -> Entry | None:
+    async def read_fresh_entry(self, full: str) -> Entry | None:
+        """The entry under ``full`` if it is still fresh, else None (see ``read_entry``)."""
         entry = await self.read_entry(full)
         if entry is None or entry.fresh_until_ms <= self._wall.now_ms():
             return None
         return entry
 
-    async def _decode(self, full: str, data: bytes, now_ms: int | None = None) -> Entry | None:
+    async def decode_stored(
+        self, full: str, data: bytes, now_ms: int | None = None
+    ) -> Entry | None:
         """Decode stored bytes; a value that does not decode is a miss, never an exception.
 
         Corrupt bytes are deleted. Bytes from a newer format version, or naming a type
@@ -300,7 +325,7 @@ class CacheCore:
             self._stats.decode_errors += 1
             self._stats.errors += 1
             kind = "corrupt" if exc.corrupt else "unreadable"
-            self._log_once(
+            self.log_once(
                 f"decode:{kind}",
                 "memo: a %s value was found in cache %r and treated as a miss (%s)%s",
                 kind,
@@ -316,11 +341,13 @@ class CacheCore:
                 try:
                     await self._backend.delete(full)
                 except BackendError as del_exc:
-                    self._backend_failed("delete", del_exc)
+                    self.backend_failed("delete", del_exc)
             return None
         if now_ms is not None and entry.fresh_until_ms <= now_ms:
             return None
         return entry
+
+    # ------------------------------------------------------------------ internals
 
     def _announced_elsewhere(self, keys: list[str] | None, pattern: str | None) -> None:
         """Another process wrote or deleted these: a computation of them under way here
@@ -331,11 +358,12 @@ class CacheCore:
         elif pattern is not None:
             self._flights.invalidate_matching(compile_glob(pattern))
 
-    def _backend_failed(self, operation: str, exc: BackendError, *, strict: bool = False) -> None:
+    def backend_failed(self, operation: str, exc: BackendError, *, strict: bool = False) -> None:
+        """Count a backend failure and log it once per kind; raise it with ``strict``."""
         self._stats.errors += 1
         if strict:
             raise exc
-        self._log_once(
+        self.log_once(
             f"backend:{operation}:{type(exc).__name__}",
             "memo: %s on cache %r failed (%s); the call goes on without the cache",
             operation,
@@ -343,7 +371,8 @@ class CacheCore:
             exc,
         )
 
-    def _log_once(self, topic: str, message: str, *args: object) -> None:
+    def log_once(self, topic: str, message: str, *args: object) -> None:
+        """A WARNING the first time ``topic`` comes up on this cache, DEBUG after."""
         if topic in self._logged:
             logger.debug(message, *args)
             return

@@ -348,7 +348,5 @@ class CallPlan:
 
     async def peek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cache = self.resolve()
-        entry = await cache.read_entry(cache.prefix + self.keys(args, kwargs))
-        if entry is None or entry.fresh_until_ms <= cache.now_ms():
-            return MISSING
-        return entry.value
+        entry = await cache.read_fresh_entry(cache.prefix + self.keys(args, kwargs))
+        return MISSING if entry is None else entry.value

@@ -8,7 +8,6 @@ decorated calls and the tag index (its parts and the seam other modules use are 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -22,7 +21,6 @@ from memo._options import CodecOptions, MemoryOptions
 from memo._tags import TAG_INDEX_SEGMENT
 from memo._ttl import TTL
 from memo._validate import check_int
-from memo.backends.base import Backend
 from memo.backends.memory import MemoryBackend
 from memo.backends.null import NullBackend
 from memo.exceptions import BackendError, ConfigError
@@ -49,11 +47,6 @@ class Cache(CacheCore):
 
     # ------------------------------------------------------------------ public API
 
-    @property
-    def backend(self) -> Backend:
-        """The byte backend behind this cache."""
-        return self._backend
-
     def resolve(self: CacheT) -> CacheT:
         """This cache. ``fn.cache`` of a ``preset=`` function is a handle whose
         ``resolve()`` builds and returns its cache, so ``fn.cache.resolve()`` always
@@ -63,28 +56,23 @@ class Cache(CacheCore):
     @property
     def compression_threshold(self) -> int:
         """Values whose encoding exceeds this many bytes are lz4-compressed."""
-        return self._codec.compression_threshold
+        return self.codec.compression_threshold
 
     @property
     def compression_level(self) -> int:
         """lz4 level, 1-9 (7-9 use high-compression mode)."""
-        return self._codec.compression_level
-
-    @property
-    def fail_on_connection_error(self) -> bool:
-        """Whether explicit writes raise when the backend fails."""
-        return self._strict_writes
+        return self.codec.compression_level
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` when there is none.
 
         Pass ``default=memo.MISSING`` to tell a stored ``None`` from a miss.
         """
-        entry = await self._read_fresh(self.full_key(key))
+        entry = await self.read_fresh_entry(self.full_key(key))
         if entry is None:
-            self._stats.misses += 1
+            self.stats.misses += 1
             return default
-        self._stats.hits += 1
+        self.stats.hits += 1
         return entry.value
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
@@ -94,59 +82,59 @@ class Cache(CacheCore):
             EncodeError: the value has a type memo cannot store, or is too large.
             ConfigError: the TTL is out of range.
         """
-        ttl_ms = self._ttl_ms(ttl)
+        ttl_ms = self.ttl_ms(ttl)
         full = self.full_key(key)
         data = self.encode_entry(value, ttl_ms)
-        self._flights.invalidate(full)
-        await self._put(full, data, ttl_ms, strict=self._strict_writes)
+        self.flights.invalidate(full)
+        await self.store_entry(full, data, ttl_ms, strict=self.fail_on_connection_error)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True when an entry was there."""
         full = self.full_key(key)
-        self._flights.invalidate(full)
-        self._stats.deletes += 1
+        self.flights.invalidate(full)
+        self.stats.deletes += 1
         try:
-            return await self._backend.delete(full)
+            return await self.backend.delete(full)
         except BackendError as exc:
-            self._backend_failed("delete", exc, strict=self._strict_writes)
+            self.backend_failed("delete", exc, strict=self.fail_on_connection_error)
             return False
 
     async def exists(self, key: str) -> bool:
         """True when a fresh value is stored under ``key`` (not counted as a read)."""
-        return await self._read_fresh(self.full_key(key)) is not None
+        return await self.read_fresh_entry(self.full_key(key)) is not None
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The hits among ``keys``, as a dict; misses are left out."""
         keys = list(keys)
         fulls = [self.full_key(k) for k in keys]
         try:
-            blobs = await self._backend.get_many(fulls)
+            blobs = await self.backend.get_many(fulls)
         except BackendError as exc:
-            self._backend_failed("get_many", exc)
+            self.backend_failed("get_many", exc)
             blobs = [None] * len(fulls)
         found: dict[str, Any] = {}
-        now = self._wall.now_ms()
+        now = self.now_ms()
         for key, full, data in zip(keys, fulls, blobs, strict=True):
-            entry = None if data is None else await self._decode(full, data, now)
+            entry = None if data is None else await self.decode_stored(full, data, now)
             if entry is None:
-                self._stats.misses += 1
+                self.stats.misses += 1
             else:
-                self._stats.hits += 1
+                self.stats.hits += 1
                 found[key] = entry.value
         return found
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> None:
         """Store every item of ``mapping`` with the same TTL."""
-        ttl_ms = self._ttl_ms(ttl)
+        ttl_ms = self.ttl_ms(ttl)
         items = {self.full_key(k): self.encode_entry(v, ttl_ms) for k, v in mapping.items()}
         for full in items:
-            self._flights.invalidate(full)
+            self.flights.invalidate(full)
         try:
-            await self._backend.set_many(items, ttl_ms)
+            await self.backend.set_many(items, ttl_ms)
         except BackendError as exc:
-            self._backend_failed("set_many", exc, strict=self._strict_writes)
+            self.backend_failed("set_many", exc, strict=self.fail_on_connection_error)
             return
-        self._stats.sets += len(items)
+        self.stats.sets += len(items)
 
     async def invalidate_pattern(self, pattern: str) -> int:
         """Remove every key matching a glob ``pattern`` (relative keys); return how many."""
@@ -156,13 +144,13 @@ class Cache(CacheCore):
                 f"(relative to this cache's namespace)"
             )
         full = self.prefix + pattern
-        self._flights.invalidate_matching(compile_glob(full))
+        self.flights.invalidate_matching(compile_glob(full))
         try:
-            removed = await self._backend.delete_pattern(full)
+            removed = await self.backend.delete_pattern(full)
         except BackendError as exc:
-            self._backend_failed("invalidate_pattern", exc, strict=self._strict_writes)
+            self.backend_failed("invalidate_pattern", exc, strict=self.fail_on_connection_error)
             return 0
-        self._stats.deletes += removed
+        self.stats.deletes += removed
         return removed
 
     async def keys(self, pattern: str = "*", *, limit: int = 1000) -> list[str]:
@@ -174,9 +162,9 @@ class Cache(CacheCore):
             raise ConfigError(f"pattern={pattern!r}: pass a non-empty glob such as 'user:*'")
         check_int("limit", limit, 1)
         try:
-            fulls = await self._backend.scan_keys(self.prefix + pattern, limit)
+            fulls = await self.backend.scan_keys(self.prefix + pattern, limit)
         except BackendError as exc:
-            self._backend_failed("keys", exc, strict=self._strict_writes)
+            self.backend_failed("keys", exc, strict=self.fail_on_connection_error)
             return []
         cut = len(self.prefix)
         tag_index = self.prefix + TAG_INDEX_SEGMENT
@@ -188,24 +176,18 @@ class Cache(CacheCore):
 
     clear = invalidate_all
 
-    async def invalidate_tags(self, *tags: str) -> int:
-        """Remove every entry stored with one of ``tags`` (see ``@cached(tags=...)``)."""
-        removed = await self._tags.remove(tags, self._flights.invalidate)
-        self._stats.deletes += removed
-        return removed
-
     async def ttl(self, key: str) -> float | None:
         """Seconds ``key`` still lives in the backend, or None when it is not stored."""
         try:
-            ms = await self._backend.ttl(self.full_key(key))
+            ms = await self.backend.ttl(self.full_key(key))
         except BackendError as exc:
-            self._backend_failed("ttl", exc)
+            self.backend_failed("ttl", exc)
             return None
         return None if ms is None else ms / 1000.0
 
     async def get_cache_stats(self) -> dict[str, Any]:
         """Counters and sizes: hits, misses, hit_ratio (0-1, reads only), memory_usage …"""
-        out = self._stats.as_dict()
+        out = self.stats.as_dict()
         out["cache_type"] = type(self).__name__
         out["namespace"] = self.namespace
         out["memory_usage"] = self.memory_usage()
@@ -215,18 +197,18 @@ class Cache(CacheCore):
     async def health_check(self) -> dict[str, Any]:
         """Write, read and delete a probe value; ``status`` is healthy, degraded or unhealthy."""
         probe = f"__memo_health__:{id(self):x}"
-        started = self._clock()
+        started = self.clock()
         try:
             await self.set(probe, "ok", ttl=60)
-            entry = await self._read_fresh(self.full_key(probe))
-            await self._backend.delete(self.full_key(probe))
+            entry = await self.read_fresh_entry(self.full_key(probe))
+            await self.backend.delete(self.full_key(probe))
         except Exception as exc:  # a health check reports failures, it does not raise them
             return {
                 "status": "unhealthy",
                 "reason": f"probe failed: {type(exc).__name__}",
-                "backend": self._backend.name,
+                "backend": self.backend.name,
             }
-        latency_ms = (self._clock() - started) * 1000.0
+        latency_ms = (self.clock() - started) * 1000.0
         if entry is None or entry.value != "ok":
             status, reason = "degraded", "probe value was not read back"
         else:
@@ -234,23 +216,13 @@ class Cache(CacheCore):
         return {
             "status": status,
             "reason": reason,
-            "backend": self._backend.name,
+            "backend": self.backend.name,
             "latency_ms": round(latency_ms, 3),
         }
 
     async def connect(self) -> bool:
         """Make sure the backend is reachable; True when it is. Memory caches always are."""
         return True
-
-    async def aclose(self) -> None:
-        """Wait for background refreshes and kept computations, then close the backend."""
-        pending = list(self._background) + self._flights.background()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._closed = True
-        await self._backend.aclose()
-
-    close = aclose
 
     async def __aenter__(self: CacheT) -> CacheT:
         await self.connect()
@@ -265,7 +237,7 @@ class Cache(CacheCore):
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(namespace={self.namespace!r}, backend={self._backend!r})"
+        return f"{type(self).__name__}(namespace={self.namespace!r}, backend={self.backend!r})"
 
 
 class InMemoryCache(Cache):
@@ -353,16 +325,16 @@ class NullCache(Cache):
         )
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
-        self._ttl_ms(ttl)  # still validated, so a bad TTL fails in tests with caching off
+        self.ttl_ms(ttl)  # still validated, so a bad TTL fails in tests with caching off
         self.full_key(key)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> None:
-        self._ttl_ms(ttl)
+        self.ttl_ms(ttl)
 
     async def health_check(self) -> dict[str, Any]:
         """Always healthy: there is nothing to reach, and misses are the intended outcome."""
         return {
             "status": "healthy",
             "reason": "caching is disabled (NullCache): every read misses by design",
-            "backend": self._backend.name,
+            "backend": self.backend.name,
         }

@@ -206,7 +206,7 @@ class GenericRedisCache(Cache):
                     f"{exc}; or pass fail_on_connection_error=False to cache in memory "
                     f"until Redis is back"
                 ) from exc
-            self._log_once(
+            self.log_once(
                 "connect",
                 "memo: Redis at %s cannot be used (%s); caching in memory until it is back",
                 self.redis.masked_url,

@@ -143,11 +143,34 @@ def _own_private_names(tree: ast.Module) -> set[str]:
             names.add(node.attr)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            names.add(node.value)  # __slots__ entries, setattr/getattr names
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Attribute):
+            names.add(node.target.attr)
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets
+        ):
+            names.update(
+                c.value
+                for c in ast.walk(node.value)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            )
     return {n for n in names if _is_private(n)}
+
+
+def _private_attribute(node: ast.AST) -> tuple[str, str] | None:
+    """(what is reached, the underscored name) for ``x._name`` and ``getattr(x, "_name")``."""
+    if isinstance(node, ast.Attribute) and _is_private(node.attr):
+        return ast.unparse(node.value), node.attr
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+        and _is_private(node.args[1].value)
+    ):
+        return ast.unparse(node.args[0]), node.args[1].value
+    return None
 
 
 def _reaches_in(name: str, tree: ast.Module, known: set[str]) -> list[str]:
@@ -157,14 +180,12 @@ def _reaches_in(name: str, tree: ast.Module, known: set[str]) -> list[str]:
             found.append(f"{name}:{line} imports {target}.{imported}")
     own = _own_private_names(tree)
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Attribute) or not _is_private(node.attr):
+        reached = _private_attribute(node)
+        # self._x too: a name no class of this module defines comes from a base class
+        # in another module, and is that module's private state.
+        if reached is None or reached[1] in own or reached[1] in FOREIGN_PRIVATE_OK:
             continue
-        value = node.value
-        if isinstance(value, ast.Name) and value.id in ("self", "cls"):
-            continue
-        if node.attr in own or node.attr in FOREIGN_PRIVATE_OK:
-            continue
-        found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+        found.append(f"{name}:{node.lineno} uses {reached[0]}.{reached[1]}")
     return found
 
 
@@ -211,7 +232,9 @@ def test_the_scan_sees_plain_type_checking_and_deferred_imports_as_a_cycle(sourc
     [
         ("from memo.b import _hidden\n", ["memo.a:1 imports memo.b._hidden"]),
         ("def f(cache):\n    return cache._stats\n", ["memo.a:2 uses cache._stats"]),
-        ("class A:\n    def f(self):\n        return self._x\n", []),
+        ("class A:\n    def f(self):\n        self._x = 1\n        return self._x\n", []),
+        ("class B(A):\n    def f(self):\n        return self._x\n", ["memo.a:3 uses self._x"]),
+        ('def f(o):\n    return getattr(o, "_x")\n', ["memo.a:2 uses o._x"]),
         ("class A:\n    _x = 1\ndef f(a):\n    return a._x\n", []),
     ],
 )
