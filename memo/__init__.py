@@ -22,6 +22,7 @@ from memo.ai import AIResponseCache
 from memo.cache import Cache, InMemoryCache, NullCache
 from memo.config import PRESETS, CacheConfig, CacheConfigBuilder, config_from_env, get_preset
 from memo.exceptions import (
+    BackendAuthError,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -43,6 +44,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AIResponseCache",
     "AISettings",
+    "BackendAuthError",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",

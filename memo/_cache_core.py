@@ -26,7 +26,7 @@ from memo._glob import compile_glob
 from memo._options import CodecOptions
 from memo._tags import TagIndex
 from memo._ttl import TTL, ttl_to_ms
-from memo.backends.base import AnnouncedWrites, Backend, LocalReads, LocalTier
+from memo.backends.base import AnnouncedWrites, Backend, LocalReads, LocalTier, RemoteServer
 from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
 from memo.stats import CacheStats
 
@@ -272,6 +272,11 @@ class CacheCore:
             return StoredValue(len(data), self._codec.decode(data), None, ttl)
         except DecodeError as exc:
             return StoredValue(len(data), None, str(exc), ttl)
+
+    def remote_server(self) -> RemoteServer | None:
+        """The server behind this cache (Redis), or None for a cache in memory."""
+        backend = self._backend
+        return backend if isinstance(backend, RemoteServer) else None
 
     def memory_usage(self) -> dict[str, Any]:
         """``entries``, ``bytes``, ``total_mb``, ``utilization`` and ``max_entries`` of

@@ -7,6 +7,7 @@
     ├── KeyDerivationError (TypeError)    an argument with no stable key encoding
     ├── BackendError                      the storage failed (alias: InfrastructureError)
     │   ├── BackendUnavailable            it cannot be reached
+    │   │   └── BackendAuthError          it refused the credentials
     │   └── BackendTimeout                it did not answer within the deadline
     └── CodecError
         ├── EncodeError (TypeError)       a value that cannot be stored
@@ -18,6 +19,7 @@ Each message says what went wrong and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "BackendAuthError",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
@@ -49,6 +51,10 @@ class BackendError(MemoError):
 
 class BackendUnavailable(BackendError):
     """The storage backend cannot be reached."""
+
+
+class BackendAuthError(BackendUnavailable):
+    """The storage refused the credentials (a wrong user name or password)."""
 
 
 class BackendTimeout(BackendError):

@@ -185,6 +185,10 @@ class GenericRedisCache(Cache):
             clock=clock,
         )
 
+    def remote_server(self) -> RedisBackend:
+        """The Redis backend behind the memory tier."""
+        return self.redis
+
     @property
     def invalidation_channel(self) -> bool:
         """Whether writes are announced and memory tiers listen (see the class doc)."""

@@ -14,7 +14,14 @@ import pytest
 import redis as sync_redis
 import xxhash
 
-from memo import BackendUnavailable, CacheFactory, ConfigError, InMemoryCache, cached
+from memo import (
+    BackendAuthError,
+    BackendUnavailable,
+    CacheFactory,
+    ConfigError,
+    InMemoryCache,
+    cached,
+)
 from memo._options import MemoryOptions
 from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
@@ -468,7 +475,7 @@ async def test_refused_credentials_are_named_as_such_without_the_password(
     server: RedisServer = make_redis_server(password=secret)
     url = f"redis://{credentials}127.0.0.1:{server.port}/0"
     strict = GenericRedisCache(url, fail_on_connection_error=True)
-    with pytest.raises(BackendUnavailable, match="refused the credentials") as caught:
+    with pytest.raises(BackendAuthError, match="refused the credentials") as caught:
         await strict.connect()
     assert "not-the-password" not in str(caught.value) and secret not in str(caught.value)
     lenient = GenericRedisCache(url)

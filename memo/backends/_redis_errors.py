@@ -12,7 +12,7 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
+from memo.exceptions import BackendAuthError, BackendError, BackendTimeout, BackendUnavailable
 
 __all__ = ["TRANSLATED", "translate_error"]
 
@@ -41,7 +41,7 @@ def translate_error(
         ), True
     if isinstance(exc, (RedisConnectionError, OSError)):
         if _refused_credentials(exc):
-            return BackendUnavailable(
+            return BackendAuthError(
                 f"Redis at {where} refused the credentials ({type(exc).__name__}): check "
                 f"the user name and password in redis_url"
             ), True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from memo.backends.invalidation import InvalidationListener
+    from memo.stats import LatencyWindow
 
 __all__ = [
     "AnnouncedWrites",
@@ -24,6 +25,7 @@ __all__ = [
     "LocalReads",
     "LocalTier",
     "ReadsWithTTL",
+    "RemoteServer",
 ]
 
 
@@ -144,4 +146,22 @@ class InvalidationSource(Protocol):
         heartbeat: float = 1.0,
     ) -> InvalidationListener | None:
         """A listener calling these back, or None when this backend does not announce."""
+        ...
+
+
+@runtime_checkable
+class RemoteServer(Protocol):
+    """A backend that talks to a server: what operators and monitors ask of it."""
+
+    #: The server's URL with any secret masked, for messages.
+    masked_url: str
+    #: Recent command latencies.
+    latency: LatencyWindow
+
+    async def check(self) -> None:
+        """Raise the ``BackendError`` that says why when the server cannot be used."""
+        ...
+
+    async def server_info(self) -> dict[str, Any]:
+        """The server's own figures (Redis: ``INFO``)."""
         ...
