@@ -206,7 +206,8 @@ class GenericRedisCache(Cache):
         except BackendError as exc:
             self._tiered.mark_remote_down()
             if self.fail_on_connection_error:
-                raise BackendUnavailable(
+                kind = type(exc) if isinstance(exc, BackendUnavailable) else BackendUnavailable
+                raise kind(
                     f"{exc}; or pass fail_on_connection_error=False to cache in memory "
                     f"until Redis is back"
                 ) from exc
