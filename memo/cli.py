@@ -32,7 +32,6 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -40,12 +39,16 @@ from decimal import Decimal
 from typing import Any, TextIO
 from uuid import UUID
 
-from redis.exceptions import AuthenticationError
-
 from memo._presets import PRESET_VALUES
 from memo.cache import Cache
 from memo.config import config_from_env
-from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+from memo.exceptions import (
+    BackendAuthError,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+)
 from memo.factory import build_cache
 
 __all__ = ["main"]
@@ -189,34 +192,13 @@ def _build(args: argparse.Namespace) -> Cache:
         changes["namespace"] = args.namespace
     # The tool says itself when it has no Redis URL; the library's own warning about a
     # memory-only cache would repeat it.
-    library_log = logging.getLogger("memo")
-    level = library_log.level
-    library_log.setLevel(logging.ERROR)
-    try:
-        return build_cache(config.replace(**changes))
-    finally:
-        library_log.setLevel(level)
+    return build_cache(config.replace(**changes), warn=False)
 
 
 def _where(cache: Cache) -> str:
-    redis = getattr(cache, "redis", None)
-    place = redis.masked_url if redis is not None else "process memory"
+    remote = cache.remote_server()
+    place = remote.masked_url if remote is not None else "process memory"
     return f"{place}, namespace {cache.namespace!r}"
-
-
-def _auth_failed(exc: BaseException) -> bool:
-    """Whether Redis refused the credentials somewhere in ``exc``'s chain of causes."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, AuthenticationError):
-            return True
-        # Older redis-py versions report these replies as plain ResponseErrors.
-        if any(word in str(current) for word in ("WRONGPASS", "NOAUTH")):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _failure(cache: Cache, exc: BackendError) -> str:
@@ -226,9 +208,9 @@ def _failure(cache: Cache, exc: BackendError) -> str:
     ``fail_on_connection_error``) that this tool sets for the user; these name the
     flags and variables instead. The URL is masked: no password is ever shown.
     """
-    redis = getattr(cache, "redis", None)
-    where = f"Redis at {redis.masked_url}" if redis is not None else "the cache"
-    if _auth_failed(exc):
+    remote = cache.remote_server()
+    where = f"Redis at {remote.masked_url}" if remote is not None else "the cache"
+    if isinstance(exc, BackendAuthError):
         return (
             f"{where} refused the credentials: authentication failed; check the user name "
             f"and password in the URL (--redis-url or CACHE_REDIS_URL)"
@@ -247,22 +229,9 @@ def _failure(cache: Cache, exc: BackendError) -> str:
     return f"{where} answered with an error: {exc}"
 
 
-async def _reach(cache: Cache) -> None:
-    """Raise BackendError when Redis cannot be used, keeping the reason (refused
-    credentials, no answer) that a plain ping would lose."""
-    redis = getattr(cache, "redis", None)
-    if redis is None:
-        return
-    try:
-        await redis.server_info()
-    except (BackendUnavailable, BackendTimeout):
-        raise
-    except BackendError:
-        pass  # the server answered, refusing INFO alone (renamed, or an ACL): reachable
-
-
 async def _health(cache: Cache, out: Output, args: argparse.Namespace) -> int:
-    if getattr(cache, "redis", None) is None:
+    remote = cache.remote_server()
+    if remote is None:
         # The CLI's own cache in this process's memory would report healthy: true of
         # it, and of nothing an operator asks about.
         reason = f"nothing to check: {_NO_URL}"
@@ -270,14 +239,15 @@ async def _health(cache: Cache, out: Output, args: argparse.Namespace) -> int:
         out.note(reason)
         return USAGE
     try:
-        await _reach(cache)
-    except BackendError as exc:
-        if _auth_failed(exc):
-            reason = _failure(cache, exc)
-            report = {"status": "unhealthy", "reason": reason, "backend": cache.backend.name}
-            out.result(report, f"unhealthy: {reason}")
-            return UNAVAILABLE
-        # Otherwise the health check itself says that Redis does not answer.
+        await remote.check()
+    except BackendAuthError as exc:
+        # The health check alone would say only that Redis does not answer.
+        reason = _failure(cache, exc)
+        report = {"status": "unhealthy", "reason": reason, "backend": cache.backend.name}
+        out.result(report, f"unhealthy: {reason}")
+        return UNAVAILABLE
+    except BackendError:
+        pass  # the health check itself says that Redis does not answer
     report = await cache.health_check()
     latency = f" ({report['latency_ms']} ms)" if "latency_ms" in report else ""
     out.result(report, f"{report['status']}: {report['reason']}{latency}")
@@ -289,9 +259,9 @@ async def _stats(cache: Cache, out: Output, args: argparse.Namespace) -> int:
     stored = len(await cache.keys("*", limit=COUNT_CAP))
     stats["stored_keys"] = stored
     stats["stored_keys_capped"] = stored >= COUNT_CAP
-    redis = getattr(cache, "redis", None)
-    if redis is not None:
-        info = await redis.server_info()
+    remote = cache.remote_server()
+    if remote is not None:
+        info = await remote.server_info()
         stats["server"] = {k: info[k] for k in SERVER_FIGURES if k in info}
     lines = [
         f"cache: {_where(cache)}",
@@ -431,10 +401,14 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
     cache = _build(args)
     try:
         if args.command != "health":
-            if getattr(cache, "redis", None) is None:
-                out.note(f"{_NO_URL}; using {_where(cache)}")
             # A health check reports an outage itself, and does not fail.
-            await _reach(cache)
+            remote = cache.remote_server()
+            if remote is None:
+                out.note(f"{_NO_URL}; using {_where(cache)}")
+            else:
+                # Raises the error that says why (refused credentials, no answer, too
+                # slow); connect() would report a slow server as one that does not answer.
+                await remote.check()
             await cache.connect()
         return await _COMMANDS[args.command](cache, out, args)
     except BackendError as exc:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memo.cache import Cache, live_caches
+from memo._cache_core import CacheCore, live_caches
 from memo.exceptions import ConfigError
 
 __all__ = ["DEFAULT_THRESHOLDS", "Alert", "CachePerformanceMonitor"]
@@ -123,10 +123,10 @@ class CachePerformanceMonitor:
             )
         self._thresholds = merged
 
-    def caches(self) -> list[Cache]:
+    def caches(self) -> list[CacheCore]:
         """The open caches watched now."""
         caches = live_caches() if self._caches is None else self._caches
-        return [c for c in caches if isinstance(c, Cache) and not c.closed]
+        return [c for c in caches if not c.closed]
 
     def alerts(self) -> list[Alert]:
         """Every threshold crossed now, per cache (an empty list when all is well)."""
@@ -135,7 +135,7 @@ class CachePerformanceMonitor:
             raised.extend(self._check(cache))
         return raised
 
-    def _check(self, cache: Cache) -> list[Alert]:
+    def _check(self, cache: CacheCore) -> list[Alert]:
         t = self._thresholds
         name = repr(cache)
         found: list[Alert] = []
@@ -157,8 +157,8 @@ class CachePerformanceMonitor:
                       f"{name}: hit ratio {stats.hit_ratio:.1%} over {reads:,} reads is "
                       f"below hit_ratio_warning {t['hit_ratio_warning']:.0%}")
             )  # fmt: skip
-        redis = getattr(cache, "redis", None)
-        p95 = redis.latency.percentile(0.95) if redis is not None else None
+        remote = cache.remote_server()
+        p95 = remote.latency.percentile(0.95) if remote is not None else None
         if p95 is not None and p95 > t["operation_slow"]:
             found.append(
                 Alert("operation_slow", "warning", name, p95, t["operation_slow"],
@@ -172,10 +172,10 @@ class CachePerformanceMonitor:
         return f"CachePerformanceMonitor({watched}, thresholds={self._thresholds})"
 
 
-def _cache_of(candidate: Any) -> Cache:
+def _cache_of(candidate: Any) -> CacheCore:
     # A decorated function's fn.cache may be a handle that builds its cache on first use.
     resolve = getattr(candidate, "resolve", None)
-    cache = resolve() if callable(resolve) and not isinstance(candidate, Cache) else candidate
-    if not isinstance(cache, Cache):
+    cache = resolve() if callable(resolve) and not isinstance(candidate, CacheCore) else candidate
+    if not isinstance(cache, CacheCore):
         raise ConfigError(f"caches: {candidate!r} is not a memo cache")
     return cache

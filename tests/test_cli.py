@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -13,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import memo.cli
+import memo.monitoring
 from memo import GenericRedisCache, cached
 from memo.cli import main
 from tests.redis_harness import RedisServer
@@ -348,3 +352,32 @@ def test_without_a_redis_url_the_script_says_so_once_and_prints_nothing_on_a_mis
     result = run("get", "absent")
     assert 1 == result.returncode and "" == result.stdout
     assert 1 == result.stderr.count("no Redis URL") and "redis_url given" not in result.stderr
+
+
+@pytest.mark.parametrize("module", [memo.cli, memo.monitoring], ids=["cli", "monitoring"])
+def test_the_tools_use_the_public_seam_not_redis_py_or_attribute_probes(module: Any) -> None:
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] != "redis" for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert (node.module or "").split(".")[0] != "redis"
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr":
+            probed = node.args[1] if len(node.args) > 1 else None
+            assert not (isinstance(probed, ast.Constant) and probed.value == "redis")
+
+
+def test_without_a_redis_url_the_library_logger_is_left_as_configured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    library_log = logging.getLogger("memo")
+    before = library_log.level
+    library_log.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="memo"):
+            assert 1 == main(["get", "absent"])
+        assert logging.DEBUG == library_log.level
+        assert not any("redis_url given" in r.getMessage() for r in caplog.records)
+    finally:
+        library_log.setLevel(before)

@@ -7,6 +7,8 @@ import random
 import pytest
 
 from memo import CachePerformanceMonitor, ConfigError, GenericRedisCache, InMemoryCache
+from memo._cache_core import CacheCore
+from memo.backends.memory import MemoryBackend
 from memo.monitoring import DEFAULT_THRESHOLDS
 from memo.stats import LatencyWindow
 from memo.testing import FakeClock
@@ -99,6 +101,22 @@ async def test_a_bare_monitor_watches_every_open_cache_even_later_ones(clock: Fa
     assert any("built_after_the_monitor" in a.cache for a in monitor.alerts())
     await cache.aclose()
     assert all("built_after_the_monitor" not in a.cache for a in monitor.alerts())
+
+
+async def test_any_cache_core_is_watched_and_one_without_a_server_is_never_slow(
+    clock: FakeClock,
+) -> None:
+    core = CacheCore(MemoryBackend(clock=clock), namespace="bare_core", clock=clock)
+    monitor = CachePerformanceMonitor(caches=[core])
+    assert [core] == monitor.caches()
+    monitor.configure_thresholds({"memory_warning": 1, "memory_critical": 2**40})
+    data = core.encode_entry("v" * 100, 60_000)
+    assert await core.store_entry(core.full_key("k"), data, 60_000)
+    assert ["memory_warning"] == names(monitor)  # and no operation_slow: no remote server
+    with pytest.raises(ConfigError, match="not a memo cache"):
+        CachePerformanceMonitor(caches=[object()])
+    await core.aclose()
+    assert [] == monitor.caches()
 
 
 def test_slow_redis_operations_raise_operation_slow_from_the_p95() -> None:
