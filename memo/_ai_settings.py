@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from memo._canonical import DEFAULT_TEXT_HASH_THRESHOLD, check_text_hash_threshold
 from memo._ttl import TTL, ttl_to_ms
-from memo._validate import check_bool, check_int
+from memo._validate import check_bool
 from memo.exceptions import ConfigError
 
 __all__ = ["AISettings"]
@@ -30,12 +31,12 @@ class AISettings:
             bypassed.
     """
 
-    text_hash_threshold: int = 1000
+    text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD
     operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        check_int("text_hash_threshold", self.text_hash_threshold, 1, 10**9)
+        check_text_hash_threshold(self.text_hash_threshold)
         check_bool("enable_ai_cache", self.enabled)
         ttls = self.operation_ttls
         if not isinstance(ttls, Mapping):

@@ -13,7 +13,15 @@ from operator import itemgetter
 from typing import Any
 
 from memo._binder import CallBinder
-from memo._canonical import SELF_ENTRY, canonical, digest, encode, pack
+from memo._canonical import (
+    DEFAULT_TEXT_HASH_THRESHOLD,
+    SELF_ENTRY,
+    canonical,
+    check_text_hash_threshold,
+    digest,
+    encode,
+    pack,
+)
 from memo._keys import key_segment
 from memo._validate import check_int
 from memo.exceptions import ConfigError, KeyDerivationError
@@ -129,7 +137,7 @@ def ai_key(
     text: str,
     options: Mapping[str, Any] | None,
     version: int = 1,
-    text_hash_threshold: int = 1000,
+    text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
     extra: Sequence[tuple[str, Any]] = (),
 ) -> str:
     """The key of an AI request: ``ai:{operation}:v{version}:{digest}``.
@@ -142,7 +150,7 @@ def ai_key(
         KeyDerivationError: a value with no stable encoding.
     """
     op = (operation, key_segment(operation, "operation"))
-    thr = _whole("text_hash_threshold", text_hash_threshold)
+    thr = check_text_hash_threshold(text_hash_threshold)
     nodes = [(name, encode("an AI request", name, value, thr)) for name, value in extra]
     return _ai_key(op, _whole("version", version), text, options, thr, nodes)
 
@@ -167,11 +175,11 @@ class AIKeyBuilder:
         text_arg: str = "text",
         options_arg: str = "options",
         version: int = 1,
-        text_hash_threshold: int = 1000,
+        text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
         ignore: Iterable[str] = (),
         method: bool = False,
     ) -> None:
-        self._thr = _whole("text_hash_threshold", text_hash_threshold)
+        self._thr = check_text_hash_threshold(text_hash_threshold)
         self._calls = calls = CallBinder(func, method=method, ignore=ignore)
         self._bind, self._method = calls.bind, method
         self._op = (operation, key_segment(operation, "operation"))

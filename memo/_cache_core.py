@@ -26,6 +26,7 @@ from memo._glob import compile_glob
 from memo._options import CodecOptions
 from memo._tags import TagIndex
 from memo._ttl import TTL, ttl_to_ms
+from memo._validate import check_bool
 from memo.backends.base import AnnouncedWrites, Backend, LocalReads, LocalTier, RemoteServer
 from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
 from memo.stats import CacheStats
@@ -103,7 +104,7 @@ class CacheCore:
         self._background: set[asyncio.Task[Any]] = set()
         self._logged: set[str] = set()
         self._closed = False
-        self._strict_writes = fail_on_connection_error
+        self._strict_writes = check_bool("fail_on_connection_error", fail_on_connection_error)
         self._tags = TagIndex(
             backend,
             self.prefix,

@@ -26,9 +26,12 @@ from typing import Any
 import msgpack
 import xxhash
 
+from memo._validate import check_int
 from memo.exceptions import KeyDerivationError
 
 __all__ = [
+    "DEFAULT_TEXT_HASH_THRESHOLD",
+    "check_text_hash_threshold",
     "INT64_MAX",
     "INT64_MIN",
     "KEY_ENTRY",
@@ -40,6 +43,19 @@ __all__ = [
     "pack",
     "self_node",
 ]
+
+#: Strings longer than this many characters enter keys as their digest and length,
+#: unless a decorator or the cache's AI settings say otherwise.
+DEFAULT_TEXT_HASH_THRESHOLD = 1000
+
+
+def check_text_hash_threshold(value: object) -> int:
+    """``value`` when it is a usable ``text_hash_threshold``: characters, 0 (hash every
+    string) to 10**9."""
+    if type(value) is int and 0 <= value <= 10**9:  # checked per AI key: the common case first
+        return value
+    return int(check_int("text_hash_threshold", value, 0, 10**9))
+
 
 # Node tags are inside every stored key's digest: never renumber, only append.
 _LIST, _TUPLE, _DICT, _SET, _FROZENSET, _BIGINT, _NAN, _TEXT, _BYTEARRAY = range(1, 10)

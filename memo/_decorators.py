@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from memo._aikeys import AIKeyBuilder
+from memo._canonical import DEFAULT_TEXT_HASH_THRESHOLD
 from memo._hotpath import make_call
 from memo._keys import KeyBuilder
 from memo._methods import CachedMethod, attach_helpers
@@ -198,7 +199,7 @@ def cached(
     early_refresh: bool = False,
     lock: bool = False,
     lock_wait: float = 5.0,
-    text_hash_threshold: int = 1000,
+    text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
 ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
 def cached(
     ttl: Any = None,
@@ -219,7 +220,7 @@ def cached(
     early_refresh: bool = False,
     lock: bool = False,
     lock_wait: float = 5.0,
-    text_hash_threshold: int = 1000,
+    text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
 ) -> Any:
     """Cache an async function's results, keyed by its arguments.
 
@@ -346,7 +347,9 @@ def ai_cached(
 
         # Without an explicit threshold, the key follows the cache's, as
         # AIResponseCache.build_key does; it is known once the cache is.
-        keys = keys_for(1000 if text_hash_threshold is None else text_hash_threshold)
+        keys = keys_for(
+            DEFAULT_TEXT_HASH_THRESHOLD if text_hash_threshold is None else text_hash_threshold
+        )
         return CallPlan(
             func,
             keys,

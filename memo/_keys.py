@@ -24,7 +24,17 @@ from typing import Any, Literal
 import xxhash
 
 from memo._binder import CallBinder
-from memo._canonical import INT64_MAX, INT64_MIN, KEY_ENTRY, SELF_ENTRY, SEQUENCE_TAGS, encode, pack
+from memo._canonical import (
+    DEFAULT_TEXT_HASH_THRESHOLD,
+    INT64_MAX,
+    INT64_MIN,
+    KEY_ENTRY,
+    SELF_ENTRY,
+    SEQUENCE_TAGS,
+    check_text_hash_threshold,
+    encode,
+    pack,
+)
 from memo._validate import check_int
 from memo.exceptions import ConfigError
 
@@ -120,10 +130,10 @@ class KeyBuilder:
         version: int = 1,
         ignore: Iterable[str] = (),
         key: Callable[..., Any] | None = None,
-        text_hash_threshold: int = 1000,
+        text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
         method: bool = False,
     ) -> None:
-        self._thr = int(check_int("text_hash_threshold", text_hash_threshold, 0))
+        self._thr = check_text_hash_threshold(text_hash_threshold)
         self._calls = calls = CallBinder(func, method=method, ignore=ignore)
         self._bind, self._keyed_types, self._method = calls.bind, calls.keyed_types, method
         version = int(check_int("version", version, 0))

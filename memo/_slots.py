@@ -56,20 +56,20 @@ class CacheSlot:
         self._bound.add(user)
 
     def _build(self) -> Cache:
-        from memo.config import configured_preset, env_overrides
+        from memo.config import PRESETS, configured_preset, env_overrides
+        from memo.factory import build_cache
 
         if self.name is not None:
             return _build_preset(self.name)
         preset = configured_preset()
         if preset is not None:
             return preset_slot(preset).get()
-        from memo._ai_settings import AISettings
-        from memo.cache import InMemoryCache
-
-        enabled = env_overrides()[1].get("enable_ai_cache", True)
-        return InMemoryCache(
-            memory_cache_size=DEFAULT_MEMORY_ENTRIES, ai=AISettings(enabled=enabled)
-        )
+        # In memory (CACHE_REDIS_URL alone does not move the default to Redis: a URL is
+        # a connection detail, CACHE_PRESET the choice of tier); the other variables apply.
+        _, overrides = env_overrides()
+        overrides.pop("redis_url", None)
+        config = PRESETS["simple"].replace(memory_cache_size=DEFAULT_MEMORY_ENTRIES)
+        return build_cache(config.replace(**overrides), warn=False)
 
     def detach(self) -> Cache | None:
         """Forget the cache (returned, for closing) and unbind the functions using it."""

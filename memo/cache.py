@@ -261,6 +261,7 @@ class InMemoryCache(Cache):
         max_value_size: int = CodecOptions.max_value_size,
         signing_key: bytes | str | None = None,
         ai: AISettings | None = None,
+        fail_on_connection_error: bool = False,
         clock: Clock = time.monotonic,
     ) -> None:
         memory = MemoryOptions(
@@ -274,9 +275,14 @@ class InMemoryCache(Cache):
         )
         self._memory = MemoryBackend(memory, clock=clock)
         super().__init__(
-            self._memory, namespace=namespace, default_ttl=default_ttl, codec=codec, ai=ai,
+            self._memory,
+            namespace=namespace,
+            default_ttl=default_ttl,
+            codec=codec,
+            ai=ai,
+            fail_on_connection_error=fail_on_connection_error,
             clock=clock,
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_options(
@@ -287,6 +293,7 @@ class InMemoryCache(Cache):
         namespace: str = "default",
         default_ttl: TTL = 3600,
         ai: AISettings | None = None,
+        fail_on_connection_error: bool = False,
         clock: Clock = time.monotonic,
     ) -> InMemoryCache:
         """The cache these options describe (the factory's way in)."""
@@ -300,6 +307,7 @@ class InMemoryCache(Cache):
             max_value_size=codec.max_value_size,
             signing_key=codec.signing_key,
             ai=ai,
+            fail_on_connection_error=fail_on_connection_error,
             clock=clock,
         )
 

@@ -20,8 +20,8 @@ from memo._env import env_flag
 from memo._options import REDIS_MEMORY_MAX_TTL, CodecOptions, MemoryOptions
 from memo._presets import PRESET_VALUES, PresetValues, preset_values
 from memo._redis_options import RedisOptions, RedisURL
-from memo._ttl import MAX_TTL_SECONDS
-from memo._validate import check_bool, check_int, check_seconds
+from memo._ttl import TTL, ttl_to_ms
+from memo._validate import check_bool
 from memo.exceptions import ConfigError
 
 __all__ = [
@@ -48,29 +48,34 @@ _REDIS_FIELDS = (
 )
 
 
+_SIMPLE = PRESET_VALUES["simple"]
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """Everything needed to build a cache. Validated on construction.
 
     ``preset`` records where the values came from; the defaults are the ``simple``
-    preset's. A configuration with ``text_hash_threshold`` set has AI features (an AI
-    cache is built from it). Each knob is validated by the options object of the layer
-    that uses it (``codec_options()``, ``memory_options()``, ``redis_options()``,
-    ``ai_settings()``), so an error names the field as spelled here.
+    preset's, and the options objects' for what presets do not set. A configuration with
+    ``text_hash_threshold`` set has AI features (an AI cache is built from it). Each
+    knob is checked by the options object of the layer that uses it
+    (``codec_options()``, ``memory_options()``, ``redis_options()``, ``ai_settings()``),
+    so an error names the field as spelled here.
     """
 
-    preset: str = "simple"
+    preset: str = _SIMPLE.name
     enabled: bool = True
     redis_url: str | None = None
     namespace: str = "default"
-    default_ttl: int | float = 3600
+    default_ttl: TTL = _SIMPLE.default_ttl
     enable_memory_cache: bool = True
-    memory_cache_size: int = 100
-    memory_max_ttl: int | float = REDIS_MEMORY_MAX_TTL
+    memory_cache_size: int = _SIMPLE.memory_cache_size
+    memory_max_ttl: float = REDIS_MEMORY_MAX_TTL
     memory_max_bytes: int = MemoryOptions.memory_max_bytes
-    compression_threshold: int = CodecOptions.compression_threshold
-    compression_level: int = CodecOptions.compression_level
+    compression_threshold: int = _SIMPLE.compression_threshold
+    compression_level: int = _SIMPLE.compression_level
     max_value_size: int = CodecOptions.max_value_size
+    signing_key: bytes | str | None = field(default=None, repr=False)
     fail_on_connection_error: bool = False
     use_tls: bool = False
     ssl_ca_certs: str | None = None
@@ -80,30 +85,36 @@ class CacheConfig:
     operation_timeout: float = RedisOptions.operation_timeout
     max_connections: int = RedisOptions.max_connections
     text_hash_threshold: int | None = None
-    operation_ttls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
     enable_ai_cache: bool = True
     invalidation_channel: bool = True
 
     def __post_init__(self) -> None:
-        # Each knob is checked once, by the options object of its boundary; building
-        # them here makes a bad configuration fail where it is written.
-        check_seconds("default_ttl", self.default_ttl, MAX_TTL_SECONDS)
-        check_seconds("memory_max_ttl", self.memory_max_ttl, MAX_TTL_SECONDS)
+        # Each knob is checked by the options object of its layer; building them here
+        # makes a bad configuration fail where it is written.
+        ttl_to_ms(self.default_ttl, "default_ttl")
         for flag in ("enabled", "enable_memory_cache", "fail_on_connection_error"):
             check_bool(flag, getattr(self, flag))
-        if self.text_hash_threshold is not None:
-            check_int("text_hash_threshold", self.text_hash_threshold, 1, 10**9)
-        ai = self.ai_settings()
-        object.__setattr__(self, "operation_ttls", ai.operation_ttls)
+        object.__setattr__(self, "operation_ttls", self.ai_settings().operation_ttls)
         self.codec_options()
-        self.memory_options()
-        if self.redis_url is not None:
-            self.redis_options()
-        else:  # checked all the same, so a mistake shows before a URL is added
-            RedisOptions(
-                RedisURL.parse("redis://localhost"),
-                **{name: getattr(self, name) for name in _REDIS_FIELDS},
-            )
+        MemoryOptions(**self._memory_fields())
+        RedisOptions(
+            RedisURL.parse(self.redis_url or "redis://localhost"),
+            **{name: getattr(self, name) for name in _REDIS_FIELDS},
+        )
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], *, source: str = "config") -> CacheConfig:
+        """A configuration from a mapping of field names (``l1_cache_size`` accepted for
+        ``memory_cache_size``); an unknown name is an error naming ``source``."""
+        return cls(**check_fields(fields, source=source))
+
+    def _memory_fields(self) -> dict[str, Any]:
+        return {
+            "memory_cache_size": self.memory_cache_size,
+            "memory_max_bytes": self.memory_max_bytes,
+            "memory_max_ttl": self.memory_max_ttl,
+        }
 
     def codec_options(self) -> CodecOptions:
         """The codec's part of this configuration."""
@@ -111,15 +122,15 @@ class CacheConfig:
             compression_threshold=self.compression_threshold,
             compression_level=self.compression_level,
             max_value_size=self.max_value_size,
+            signing_key=self.signing_key,  # type: ignore[arg-type]  # a str is encoded there
         )
 
     def memory_options(self) -> MemoryOptions:
         """The memory tier's part (``memory_max_ttl`` applies in front of Redis only)."""
-        return MemoryOptions(
-            memory_cache_size=self.memory_cache_size,
-            memory_max_bytes=self.memory_max_bytes,
-            memory_max_ttl=self.memory_max_ttl if self.redis_url is not None else None,
-        )
+        fields = self._memory_fields()
+        if self.redis_url is None:
+            fields["memory_max_ttl"] = None
+        return MemoryOptions(**fields)
 
     def redis_options(self) -> RedisOptions | None:
         """The Redis connection's part, or None without a ``redis_url``."""
@@ -131,9 +142,12 @@ class CacheConfig:
         )
 
     def ai_settings(self) -> AISettings:
-        """The AI features (defaults when the configuration has none)."""
+        """The AI features (the defaults when the configuration has none)."""
+        threshold = self.text_hash_threshold
         return AISettings(
-            text_hash_threshold=self.text_hash_threshold or AISettings.text_hash_threshold,
+            text_hash_threshold=(
+                AISettings.text_hash_threshold if threshold is None else threshold
+            ),
             operation_ttls=self.operation_ttls,
             enabled=self.enable_ai_cache,
         )
@@ -149,16 +163,12 @@ class CacheConfig:
 
     def replace(self, **changes: Any) -> CacheConfig:
         """A copy with ``changes`` applied (validated again); unknown names are errors."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(
-                f"unknown configuration field(s) {sorted(unknown)}; known: "
-                f"{', '.join(f.name for f in dataclasses.fields(self))}"
-            )
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **check_fields(changes, source="configuration"))
 
     def __repr__(self) -> str:
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        if self.signing_key is not None:
+            shown["signing_key"] = "***"
         if self.redis_url:
             shown["redis_url"] = RedisURL.parse(self.redis_url).masked
         shown["operation_ttls"] = dict(self.operation_ttls)
@@ -190,6 +200,22 @@ def get_preset(name: str) -> CacheConfig:
     return PRESETS[name]
 
 
+def check_fields(fields: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """``fields`` with aliases resolved (``l1_cache_size`` is ``memory_cache_size``);
+    a name that is not a ``CacheConfig`` field is an error naming ``source``."""
+    known = {f.name for f in dataclasses.fields(CacheConfig)}
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        name = ALIASES.get(key, key)
+        if name not in known:
+            raise ConfigError(
+                f"{source}: unknown field {key!r}; known fields: "
+                f"{', '.join(sorted(known | set(ALIASES)))}"
+            )
+        out[name] = value
+    return out
+
+
 def parse_custom_config(raw: str) -> dict[str, Any]:
     """The fields of a ``CACHE_CUSTOM_CONFIG`` JSON object, aliases resolved."""
     try:
@@ -202,17 +228,16 @@ def parse_custom_config(raw: str) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"CACHE_CUSTOM_CONFIG must be a JSON object, not {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(CacheConfig)} - {"preset"}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = ALIASES.get(key, key)
-        if name not in known:
-            raise ConfigError(
-                f"CACHE_CUSTOM_CONFIG: unknown key {key!r}; known keys: "
-                f"{', '.join(sorted(known | set(ALIASES)))}"
-            )
-        out[name] = value
-    return out
+    fields = check_fields(data, source="CACHE_CUSTOM_CONFIG")
+    if "preset" in fields:
+        raise ConfigError("CACHE_CUSTOM_CONFIG: choose the preset with CACHE_PRESET, not 'preset'")
+    return fields
+
+
+def configured_redis_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """``CACHE_REDIS_URL``, or None when it is unset or empty."""
+    env = os.environ if environ is None else environ
+    return env.get("CACHE_REDIS_URL", "").strip() or None
 
 
 def configured_preset(environ: Mapping[str, str] | None = None) -> str | None:
@@ -234,8 +259,9 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[str, dict[s
     env = os.environ if environ is None else environ
     preset = configured_preset(env) or "simple"
     overrides: dict[str, Any] = {}
-    if env.get("CACHE_REDIS_URL"):
-        overrides["redis_url"] = env["CACHE_REDIS_URL"].strip()
+    redis_url = configured_redis_url(env)
+    if redis_url is not None:
+        overrides["redis_url"] = redis_url
     if env.get("CACHE_NAMESPACE"):
         overrides["namespace"] = env["CACHE_NAMESPACE"].strip()
     if env.get("ENABLE_AI_CACHE", "").strip():

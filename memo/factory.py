@@ -9,7 +9,6 @@ one name, default and check ``CacheConfig`` gives it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 from memo._clock import Clock
 from memo.ai import AIResponseCache
 from memo.cache import Cache, InMemoryCache, NullCache
-from memo.config import ALIASES, PRESETS, CacheConfig, config_from_env, env_overrides
+from memo.config import PRESETS, CacheConfig, config_from_env, configured_redis_url
 from memo.exceptions import ConfigError
 from memo.redis_cache import GenericRedisCache
 
@@ -48,16 +47,6 @@ def _warn_memory_only_once() -> None:
             "memo: no redis_url given and CACHE_REDIS_URL is not set: this cache keeps "
             "values in this process's memory only"
         )
-
-
-def _configured_redis_url(redis_url: str | None) -> str | None:
-    """``redis_url``, else ``CACHE_REDIS_URL`` (the other variables are not read here:
-    a factory method's own figures are its purpose's)."""
-    if redis_url is not None:
-        return redis_url
-    _, overrides = env_overrides()
-    url: str | None = overrides.get("redis_url")
-    return url
 
 
 def _describe(purpose: str, fields: dict[str, Any], options: dict[str, Any]) -> CacheConfig:
@@ -97,7 +86,7 @@ class CacheFactory:
         config = _describe(
             "web",
             {
-                "redis_url": _configured_redis_url(redis_url),
+                "redis_url": redis_url if redis_url is not None else configured_redis_url(),
                 "default_ttl": default_ttl,
                 "enable_memory_cache": enable_memory_cache,
                 "memory_cache_size": memory_cache_size,
@@ -128,7 +117,7 @@ class CacheFactory:
         config = _describe(
             "ai",
             {
-                "redis_url": _configured_redis_url(redis_url),
+                "redis_url": redis_url if redis_url is not None else configured_redis_url(),
                 "default_ttl": default_ttl,
                 "enable_memory_cache": enable_memory_cache,
                 "memory_cache_size": memory_cache_size,
@@ -185,14 +174,7 @@ class CacheFactory:
         without a Redis URL.
         """
         if isinstance(config, Mapping):
-            known = {f.name for f in dataclasses.fields(CacheConfig)}
-            fields = {ALIASES.get(k, k): v for k, v in config.items()}
-            unknown = sorted(set(fields) - known)
-            if unknown:
-                raise ConfigError(
-                    f"config: unknown field(s) {unknown}; known: {', '.join(sorted(known))}"
-                )
-            config = CacheConfig(**fields)
+            config = CacheConfig.from_fields(config, source="config")
         if not isinstance(config, CacheConfig):
             raise ConfigError(f"config={config!r}: pass a CacheConfig or a dict of its fields")
         clock = overrides.pop("clock", self._clock)
@@ -227,6 +209,7 @@ def build_cache(config: CacheConfig, clock: Clock = time.monotonic, *, warn: boo
             namespace=config.namespace,
             default_ttl=config.default_ttl,
             ai=ai,
+            fail_on_connection_error=config.fail_on_connection_error,
             clock=clock,
         )
     return GenericRedisCache.from_options(

@@ -24,6 +24,7 @@ from memo._clock import Clock
 from memo._options import REDIS_MEMORY_MAX_TTL, CodecOptions, MemoryOptions
 from memo._redis_options import RedisOptions
 from memo._ttl import TTL
+from memo._validate import check_bool
 from memo.backends.memory import MemoryBackend
 from memo.backends.tiered import TieredBackend
 from memo.cache import Cache
@@ -166,6 +167,7 @@ class GenericRedisCache(Cache):
     ) -> None:
         from memo.backends.redis import RedisBackend  # redis-py loads on first Redis use
 
+        enable_memory_cache = check_bool("enable_memory_cache", enable_memory_cache)
         self.redis: RedisBackend = RedisBackend(redis, clock=clock)
         self.redis_options = redis
         self.enable_memory_cache = enable_memory_cache

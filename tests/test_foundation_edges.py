@@ -8,6 +8,7 @@ the starter's object, and joiners were counted as misses.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -164,3 +165,67 @@ async def test_decorator_options_are_checked_whatever_cache_is_given(
         with pytest.raises(ConfigError, match=f"^{named}"):
             ai_cached("summarize", cache=ai, **options)
     await ai.aclose()
+
+
+def test_text_hash_threshold_has_one_range_for_functions_and_ai_settings() -> None:
+    @cached(ttl=60, text_hash_threshold=0)
+    async def every_string_hashed(text: str) -> str:
+        return text
+
+    assert 0 == AISettings(text_hash_threshold=0).text_hash_threshold
+    for bad in (-1, True, 10**10):
+        with pytest.raises(ConfigError, match=r"^text_hash_threshold="):
+            AISettings(text_hash_threshold=bad)
+        with pytest.raises(ConfigError, match=r"^text_hash_threshold="):
+            cached(ttl=60, text_hash_threshold=bad)(every_string_hashed.__wrapped__)
+
+
+async def test_a_default_ttl_may_be_a_timedelta_everywhere() -> None:
+    five_minutes = timedelta(minutes=5)
+    web = await CacheFactory().for_web_app(default_ttl=five_minutes)
+    assert 300_000 == web.default_ttl_ms
+    assert five_minutes == CacheConfig(default_ttl=five_minutes).replace().default_ttl
+    with pytest.raises(ConfigError, match=r"^default_ttl="):
+        CacheConfig(default_ttl=timedelta(0))
+    await web.aclose()
+
+
+def test_flags_given_to_a_redis_cache_must_be_booleans() -> None:
+    with pytest.raises(ConfigError, match=r"^enable_memory_cache='no'"):
+        GenericRedisCache("redis://127.0.0.1:1/0", enable_memory_cache="no")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^fail_on_connection_error='yes'"):
+        InMemoryCache(fail_on_connection_error="yes")  # type: ignore[arg-type]
+
+
+async def test_the_factory_reads_cache_redis_url_and_nothing_else_for_web_caches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_PRESET", "no-such-preset")
+    monkeypatch.setenv("CACHE_CUSTOM_CONFIG", '{"redis_url": "redis://elsewhere:1/0"}')
+    cache = await CacheFactory().for_web_app(fail_on_connection_error=True)
+    assert isinstance(cache, InMemoryCache)
+    assert cache.fail_on_connection_error is True  # kept, though memory never fails
+    await cache.aclose()
+
+
+async def test_a_signing_key_reaches_the_codec_through_the_factory_and_configuration() -> None:
+    signed = await CacheFactory().for_web_app(signing_key=b"k" * 32)
+    assert signed.codec.options.signing_key == b"k" * 32
+    assert "kkkk" not in repr(CacheConfig(signing_key=b"k" * 32))
+    await signed.set("x", 1)
+    assert 1 == await signed.get("x")
+    await signed.aclose()
+
+
+async def test_the_default_cache_takes_the_namespace_and_custom_config_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import memo
+
+    monkeypatch.setenv("CACHE_NAMESPACE", "svc")
+    monkeypatch.setenv("CACHE_CUSTOM_CONFIG", '{"l1_cache_size": 77}')
+    await memo.aclose_all()
+    cache = memo.default_cache()
+    assert isinstance(cache, InMemoryCache)
+    assert ("memo:svc:", 77) == (cache.prefix, cache.memory_cache_size)
+    await memo.aclose_all()
