@@ -207,6 +207,11 @@ class AIKeyBuilder:
                 except KeyDerivationError:
                     self._defaults[p.name] = None  # any value given for it joins the key
 
+    def pattern(self) -> str:
+        """Glob pattern matching every key of this operation and version (keys are shared
+        with ``AIResponseCache.build_key``, so this reaches what either stored)."""
+        return f"ai:{self._op[1]}:v{self._version}:*"
+
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The AI key of ``func(*args, **kwargs)``."""
         text: Any = None

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from memo._ai_settings import AISettings
 from memo._clock import Clock, WallClock
@@ -31,7 +31,7 @@ from memo.backends.base import AnnouncedWrites, Backend, LocalReads, LocalTier, 
 from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
 from memo.stats import CacheStats
 
-__all__ = ["CacheCore", "StoredValue", "live_caches"]
+__all__ = ["CacheCore", "CacheSource", "StoredValue", "live_caches", "resolve_cache"]
 
 logger = logging.getLogger("memo")
 
@@ -46,6 +46,29 @@ _LIVE: weakref.WeakSet[CacheCore] = weakref.WeakSet()
 def live_caches() -> list[CacheCore]:
     """Every cache of this process that has not been garbage-collected."""
     return list(_LIVE)
+
+
+@runtime_checkable
+class CacheSource(Protocol):
+    """A cache, or anything that stands for one: an ``AIResponseCache`` (which wraps a
+    cache), a decorated function's ``fn.cache`` (which builds its cache on first use)."""
+
+    def resolve(self) -> CacheCore: ...
+
+
+def resolve_cache(candidate: object, argument: str) -> CacheCore:
+    """The cache ``candidate`` is or stands for; a ``TypeError`` naming ``argument`` for
+    anything else."""
+    if isinstance(candidate, CacheCore):
+        return candidate
+    if isinstance(candidate, CacheSource):
+        resolved = candidate.resolve()
+        if isinstance(resolved, CacheCore):
+            return resolved
+    raise TypeError(
+        f"{argument}={candidate!r} is not a memo cache: pass an InMemoryCache, a cache from "
+        f"CacheFactory, an AIResponseCache, or a decorated function's .cache"
+    )
 
 
 @dataclass(frozen=True)
@@ -264,8 +287,7 @@ class CacheCore:
             data = await self._backend.get(full)
             ttl_ms = None if data is None else await self._backend.ttl(full)
         except BackendError as exc:
-            self.backend_failed("get", exc, strict=True)
-            raise
+            self.backend_failed("get", exc, strict=True)  # counted, and raised
         if data is None:
             return None
         ttl = None if ttl_ms is None else ttl_ms / 1000.0

@@ -19,9 +19,10 @@ import logging
 import string
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from memo._aikeys import AIKeyBuilder
+from memo._cache_core import CacheSource, resolve_cache
 from memo._canonical import DEFAULT_TEXT_HASH_THRESHOLD
 from memo._hotpath import make_call
 from memo._keys import KeyBuilder
@@ -37,13 +38,6 @@ from memo.exceptions import ConfigError
 __all__ = ["ai_cached", "cached", "default_cache"]
 
 logger = logging.getLogger("memo")
-
-
-class CacheSource(Protocol):
-    """What ``cache=`` takes: a cache, or anything that resolves to one (an
-    ``AIResponseCache``, another decorated function's ``fn.cache``)."""
-
-    def resolve(self) -> Cache: ...
 
 
 KeyFunc = Callable[[tuple[Any, ...], dict[str, Any]], str]
@@ -160,20 +154,13 @@ def _common_checks(
         raise TypeError("pass either cache= (an instance) or preset= (a name), not both")
     check_fraction("jitter", jitter)
     check_seconds("lock_wait", lock_wait, 3600)
-    if cache is not None and not isinstance(cache, (Cache, DeferredCache)):
-        # Anything that resolves to a cache (an AIResponseCache wraps one) stands for it.
-        resolve = getattr(cache, "resolve", None)
-        resolved = resolve() if callable(resolve) else None
-        if isinstance(resolved, Cache):
-            return resolved, None
-        raise TypeError(
-            f"cache={cache!r} is not a memo cache: pass an InMemoryCache, a cache from "
-            f"CacheFactory, or preset='name'"
-        )
     if isinstance(cache, DeferredCache):
         return None, cache.slot  # another function's fn.cache: share its slot
     if cache is not None:
-        return cache, None
+        resolved = resolve_cache(cache, "cache")
+        if not isinstance(resolved, Cache):
+            raise TypeError(f"cache={cache!r}: decorators need a Cache (InMemoryCache, ...)")
+        return resolved, None
     return None, preset_slot(preset) if preset is not None else default_slot()
 
 

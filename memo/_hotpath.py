@@ -27,7 +27,7 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
     # The hot path reads these from its closure. Until the cache is bound (the first
     # call of a preset or default function) they route every call to plan.lookup,
     # which binds it; bind/unbind below keep them in step with the plan.
-    keys = plan.keys
+    keys: Callable[[tuple[Any, ...], dict[str, Any]], str] = plan.keys
     fstats = plan.stats
     lookup = plan.lookup
     cstats = CacheStats()

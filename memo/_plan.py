@@ -13,7 +13,7 @@ import copy
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from memo._binder import make_binder
 from memo._flight import Flight, computing_here, should_refresh_early
@@ -22,14 +22,20 @@ from memo._slots import CacheSlot, DeferredCache
 from memo._switch import is_bypassed
 from memo._ttl import TTL, ttl_to_ms
 from memo.cache import Cache
-from memo.exceptions import ConfigError, DecodeError, EncodeError
+from memo.exceptions import DecodeError, EncodeError
 from memo.stats import FunctionStats
 
 __all__ = ["CallPlan", "KeyFunc"]
 
 logger = logging.getLogger("memo")
 
-KeyFunc = Callable[[tuple[Any, ...], dict[str, Any]], str]
+
+class KeyFunc(Protocol):
+    """A key builder: the relative key of a call, and the glob of every key it makes."""
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str: ...
+
+    def pattern(self) -> str: ...
 
 
 class CallPlan:
@@ -332,10 +338,7 @@ class CallPlan:
         return await self.resolve().delete(self.keys(args, kwargs))
 
     async def invalidate_all(self) -> int:
-        pattern = getattr(self.keys, "pattern", None)
-        if pattern is None:
-            raise ConfigError("invalidate_all() needs a key builder with a pattern")
-        return await self.resolve().invalidate_pattern(pattern())
+        return await self.resolve().invalidate_pattern(self.keys.pattern())
 
     async def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cache = self.resolve()

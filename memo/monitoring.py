@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memo._cache_core import CacheCore, live_caches
+from memo._cache_core import CacheCore, live_caches, resolve_cache
 from memo.exceptions import ConfigError
 
 __all__ = ["DEFAULT_THRESHOLDS", "Alert", "CachePerformanceMonitor"]
@@ -74,7 +74,7 @@ class CachePerformanceMonitor:
     """
 
     def __init__(self, caches: Iterable[Any] | None = None) -> None:
-        self._caches = None if caches is None else [_cache_of(c) for c in caches]
+        self._caches = None if caches is None else [resolve_cache(c, "caches") for c in caches]
         self._thresholds = dict(DEFAULT_THRESHOLDS)
 
     @property
@@ -170,12 +170,3 @@ class CachePerformanceMonitor:
     def __repr__(self) -> str:
         watched = "every cache" if self._caches is None else f"{len(self._caches)} cache(s)"
         return f"CachePerformanceMonitor({watched}, thresholds={self._thresholds})"
-
-
-def _cache_of(candidate: Any) -> CacheCore:
-    # A decorated function's fn.cache may be a handle that builds its cache on first use.
-    resolve = getattr(candidate, "resolve", None)
-    cache = resolve() if callable(resolve) and not isinstance(candidate, CacheCore) else candidate
-    if not isinstance(cache, CacheCore):
-        raise ConfigError(f"caches: {candidate!r} is not a memo cache")
-    return cache

@@ -27,6 +27,15 @@ from memo import (
 )
 
 
+async def until_coalesced(fn: Any, joiners: int) -> None:
+    """Yield to the loop until ``joiners`` callers wait on ``fn``'s computation."""
+    for _ in range(1000):
+        if fn.stats()["coalesced"] >= joiners:
+            return
+        await asyncio.sleep(0)  # one turn of the loop, not a wait for time
+    raise AssertionError(f"{fn.stats()['coalesced']} of {joiners} callers joined")
+
+
 async def test_operation_ttls_that_are_not_a_mapping_are_a_config_error_naming_them() -> None:
     with pytest.raises(ConfigError, match=r"^operation_ttls='invalid': pass a mapping"):
         await CacheFactory().for_ai_app(operation_ttls="invalid")  # type: ignore[arg-type]
@@ -94,7 +103,7 @@ async def test_joiners_of_an_unstored_computation_get_their_own_copy(why: str) -
         return {"items": [x]}
 
     callers = [asyncio.ensure_future(load(1)) for _ in range(3)]
-    await asyncio.sleep(0)  # every caller has joined the one computation
+    await until_coalesced(load, 2)
     if why == "invalidated":
         await load.invalidate(1)
     gate.set()
@@ -117,7 +126,7 @@ async def test_joiners_of_a_cold_key_are_coalesced_not_misses() -> None:
         return x
 
     callers = [asyncio.ensure_future(load(1)) for _ in range(100)]
-    await asyncio.sleep(0)
+    await until_coalesced(load, 99)
     gate.set()
     assert [1] * 100 == await asyncio.gather(*callers)
     assert 1 == await load(1)
@@ -229,3 +238,26 @@ async def test_the_default_cache_takes_the_namespace_and_custom_config_from_the_
     assert isinstance(cache, InMemoryCache)
     assert ("memo:svc:", 77) == (cache.prefix, cache.memory_cache_size)
     await memo.aclose_all()
+
+
+async def test_invalidate_all_of_an_ai_function_drops_its_operations_entries_only() -> None:
+    ai = await CacheFactory().for_ai_app()
+
+    class Service:
+        @ai_cached("summarize", cache=ai)
+        async def summarize(self, text: str, options: dict[str, Any]) -> str:
+            return text.upper()
+
+        @ai_cached("sentiment", cache=ai)
+        async def sentiment(self, text: str, options: dict[str, Any]) -> str:
+            return "positive"
+
+    service = Service()
+    await service.summarize("a", {})
+    await service.summarize("b", {})
+    await service.sentiment("a", {})
+    await ai.cache_response("c", "summarize", {}, "C")
+    assert 3 == await service.summarize.invalidate_all()
+    assert [] == await ai.keys("ai:summarize:*")
+    assert 1 == len(await ai.keys("ai:sentiment:*"))
+    await ai.aclose()

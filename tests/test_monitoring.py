@@ -113,7 +113,7 @@ async def test_any_cache_core_is_watched_and_one_without_a_server_is_never_slow(
     data = core.encode_entry("v" * 100, 60_000)
     assert await core.store_entry(core.full_key("k"), data, 60_000)
     assert ["memory_warning"] == names(monitor)  # and no operation_slow: no remote server
-    with pytest.raises(ConfigError, match="not a memo cache"):
+    with pytest.raises(TypeError, match="not a memo cache"):
         CachePerformanceMonitor(caches=[object()])
     await core.aclose()
     assert [] == monitor.caches()

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from memo._fork import in_forked_child, keep_from_parent
+from memo._validate import check_seconds
 from memo.backends._messages import decode_message
 
 __all__ = ["ChannelSource", "InvalidationListener", "stop_listeners_of_running_loop"]
@@ -99,8 +100,7 @@ class InvalidationListener:
         on_trust: Callable[[bool], None],
         heartbeat: float = 1.0,
     ) -> None:
-        if heartbeat <= 0:
-            raise ValueError(f"heartbeat={heartbeat!r}: seconds, more than 0")
+        check_seconds("heartbeat", heartbeat, 60)
         self.redis = redis
         self.channel = redis.invalidation_channel
         self.heartbeat = heartbeat
