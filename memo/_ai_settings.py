@@ -34,6 +34,8 @@ class AISettings:
     text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD
     operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
     enabled: bool = True
+    #: ``operation_ttls`` in milliseconds, converted once (read per store).
+    operation_ttls_ms: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_text_hash_threshold(self.text_hash_threshold)
@@ -45,17 +47,18 @@ class AISettings:
                 f'such as {{"summarize": 7200}}'
             )
         checked: dict[str, TTL] = {}
+        in_ms: dict[str, int] = {}
         for operation, ttl in ttls.items():
             if not isinstance(operation, str) or not operation:
                 raise ConfigError(
                     f"operation_ttls: {operation!r} is not an operation name; use "
                     f"non-empty strings such as 'summarize'"
                 )
-            ttl_to_ms(ttl, f"operation_ttls[{operation!r}]")
+            in_ms[operation] = ttl_to_ms(ttl, f"operation_ttls[{operation!r}]")
             checked[operation] = ttl
         object.__setattr__(self, "operation_ttls", MappingProxyType(checked))
+        object.__setattr__(self, "operation_ttls_ms", MappingProxyType(in_ms))
 
     def operation_ttl_ms(self, operation: str | None) -> int | None:
         """The TTL of ``operation`` in milliseconds, or None when it has none of its own."""
-        ttl = self.operation_ttls.get(operation) if operation is not None else None
-        return None if ttl is None else ttl_to_ms(ttl)
+        return None if operation is None else self.operation_ttls_ms.get(operation)

@@ -162,7 +162,7 @@ class AIResponseCache:
         out["ai"] = {
             "enabled": self.ai_enabled,
             "text_hash_threshold": self.text_hash_threshold,
-            "operation_ttls": {op: ttl_to_ms(t) / 1000 for op, t in self.operation_ttls.items()},
+            "operation_ttls": {op: ms / 1000 for op, ms in self.settings.operation_ttls_ms.items()},
         }
         return out
 
