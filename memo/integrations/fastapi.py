@@ -105,7 +105,8 @@ def app_caches(app: Any) -> AppCaches:
 
 
 async def get_web_cache_service(request: Request) -> Cache:
-    """Dependency: the application's web cache (Redis with a memory tier)."""
+    """Dependency: the application's web cache (Redis with a memory tier; in memory when
+    no Redis URL is configured)."""
     return await app_caches(request.app).web_cache()
 
 
