@@ -73,7 +73,8 @@ class CallPlan:
         self.stale_if_error = stale_if_error
         self.early_refresh = early_refresh
         self.tags = tags
-        self.tag_binder = make_binder(func, skip_first=method) if tags else None
+        # Tags see every argument, self included ("tenant:{self.tenant_id}").
+        self.tag_binder = make_binder(func) if tags else None
         self.keep_abandoned = keep_abandoned
         self.operation = operation
         self.stats = FunctionStats()
@@ -293,9 +294,17 @@ class CallPlan:
             return data  # invalidated while encoding: hand it to waiters, don't store
         await cache.store_entry(full, data, ttl_ms + self.stale_ms)
         if self.tags and self.tag_binder is not None:
-            bound = dict(self.tag_binder(args, kwargs))
-            tags = [t.format_map(bound) for t in self.tags]
-            await cache.tag_entry(tags, full, ttl_ms + self.stale_ms)
+            try:
+                bound = dict(self.tag_binder(args, kwargs))
+                tags = [t.format_map(bound) for t in self.tags]
+                await cache.tag_entry(tags, full, ttl_ms + self.stale_ms)
+            except Exception as exc:  # a tag never fails the call it labels
+                cache.log_once(
+                    f"tags:{self.func.__qualname__}",
+                    "memo: tags of %s were not recorded: %r",
+                    self.func.__qualname__,
+                    exc,
+                )
         return data
 
     def ttl_for(self, cache: Cache, value: Any) -> int:

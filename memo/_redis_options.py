@@ -12,6 +12,7 @@ handed to redis-py: reprs, ``str()``, ``masked`` and every error show ``***`` in
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
@@ -23,6 +24,8 @@ __all__ = ["REDIS_SCHEMES", "RedisOptions", "RedisURL"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 _DEFAULT_PORT = 6379
+_MAX_DATABASE = 2**31 - 1  # the most a server's "databases" setting allows
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _EXAMPLES = "redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
 
 #: Query parameters memo passes on to redis-py, each with what a valid value looks like.
@@ -204,6 +207,12 @@ class _Parser:
                 "a '#fragment' means nothing to Redis",
                 "remove it, or percent-encode '#' in a password as %23",
             )
+        userinfo = parts.netloc.rpartition("@")[0]
+        if _BAD_ESCAPE.search(userinfo):
+            raise self.fail(
+                "a '%' in the user name or password is not followed by two hex digits",
+                "percent-encode it as %25 (urllib.parse.quote(password, safe=''))",
+            )
         query = self.query(parts.query)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
@@ -250,6 +259,11 @@ class _Parser:
     def port(self, host_port: str) -> int:
         _, bracket, after = host_port.rpartition("]")
         text = after if bracket else host_port
+        if not bracket and text.count(":") > 1:
+            raise self.fail(
+                f"host {text!r} has more than one ':'",
+                "put an IPv6 address in brackets: redis://[::1]:6379/0",
+            )
         _, colon, port = text.rpartition(":")
         if not colon or port == "":
             return _DEFAULT_PORT
@@ -281,7 +295,13 @@ class _Parser:
                 f"database given twice, /{from_path} and ?db={from_query}", "give it once"
             )
         chosen = from_query if from_query is not None else from_path
-        return int(chosen) if chosen is not None else 0
+        database = int(chosen) if chosen is not None else 0
+        if database > _MAX_DATABASE:
+            raise self.fail(
+                f"database {database} is out of range",
+                f"Redis numbers its databases from 0 (16 by default, {_MAX_DATABASE} at most)",
+            )
+        return database
 
     def query(self, text: str) -> dict[str, str]:
         found: dict[str, str] = {}

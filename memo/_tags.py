@@ -1,14 +1,15 @@
 """Tags: an index entry per tag listing the relative keys stored with it.
 
 The index is a value like any other (encoded by the cache's codec, stored in its
-backend), updated read-modify-write under one lock per cache. That holds within one
-process; across processes a backend with native sets has to make it atomic.
+backend), updated read-modify-write under one lock per cache and event loop. That holds within
+one loop; across loops and processes a backend with native sets has to make it atomic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -53,7 +54,11 @@ class TagIndex:
         self._encode = encode
         self._decode = decode
         self._failed = failed
-        self._lock: asyncio.Lock | None = None
+        # One lock per event loop: an asyncio.Lock belongs to the loop that first waits
+        # on it, and a cache is used from several loops (threads, asyncio.run per job).
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def index_key(self, tag: str) -> str:
         """The full key of ``tag``'s index entry."""
@@ -64,9 +69,11 @@ class TagIndex:
         return f"{self._prefix}{TAG_INDEX_SEGMENT}{tag}"
 
     def _locked(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
 
     async def members(self, tag: str) -> list[str]:
         """The relative keys recorded under ``tag`` (some may have expired since)."""

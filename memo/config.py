@@ -240,6 +240,11 @@ def configured_redis_url(environ: Mapping[str, str] | None = None) -> str | None
     return env.get("CACHE_REDIS_URL", "").strip() or None
 
 
+def configured_ai_caching(environ: Mapping[str, str] | None = None) -> bool:
+    """``ENABLE_AI_CACHE`` (true unless set to a false value)."""
+    return env_flag("ENABLE_AI_CACHE", True, os.environ if environ is None else environ)
+
+
 def configured_preset(environ: Mapping[str, str] | None = None) -> str | None:
     """The preset ``CACHE_PRESET`` names (checked), or None when it is unset."""
     env = os.environ if environ is None else environ
@@ -265,7 +270,7 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[str, dict[s
     if env.get("CACHE_NAMESPACE"):
         overrides["namespace"] = env["CACHE_NAMESPACE"].strip()
     if env.get("ENABLE_AI_CACHE", "").strip():
-        overrides["enable_ai_cache"] = env_flag("ENABLE_AI_CACHE", True, env)
+        overrides["enable_ai_cache"] = configured_ai_caching(env)
     if env.get("CACHE_CUSTOM_CONFIG"):
         overrides.update(parse_custom_config(env["CACHE_CUSTOM_CONFIG"]))
     return preset, overrides

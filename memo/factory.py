@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 from memo._clock import Clock
 from memo.ai import AIResponseCache
 from memo.cache import Cache, InMemoryCache, NullCache
-from memo.config import PRESETS, CacheConfig, config_from_env, configured_redis_url
+from memo.config import (
+    PRESETS,
+    CacheConfig,
+    config_from_env,
+    configured_ai_caching,
+    configured_redis_url,
+)
 from memo.exceptions import ConfigError
 from memo.redis_cache import GenericRedisCache
 
@@ -47,6 +53,12 @@ def _warn_memory_only_once() -> None:
             "memo: no redis_url given and CACHE_REDIS_URL is not set: this cache keeps "
             "values in this process's memory only"
         )
+
+
+def _from_environment() -> dict[str, Any]:
+    """What the environment decides for a web or AI cache whatever its purpose: the
+    Redis URL (``CACHE_REDIS_URL``) and whether AI calls are cached (``ENABLE_AI_CACHE``)."""
+    return {"redis_url": configured_redis_url(), "enable_ai_cache": configured_ai_caching()}
 
 
 def _describe(purpose: str, fields: dict[str, Any], options: dict[str, Any]) -> CacheConfig:
@@ -86,7 +98,8 @@ class CacheFactory:
         config = _describe(
             "web",
             {
-                "redis_url": redis_url if redis_url is not None else configured_redis_url(),
+                **_from_environment(),
+                **({} if redis_url is None else {"redis_url": redis_url}),
                 "default_ttl": default_ttl,
                 "enable_memory_cache": enable_memory_cache,
                 "memory_cache_size": memory_cache_size,
@@ -117,7 +130,8 @@ class CacheFactory:
         config = _describe(
             "ai",
             {
-                "redis_url": redis_url if redis_url is not None else configured_redis_url(),
+                **_from_environment(),
+                **({} if redis_url is None else {"redis_url": redis_url}),
                 "default_ttl": default_ttl,
                 "enable_memory_cache": enable_memory_cache,
                 "memory_cache_size": memory_cache_size,

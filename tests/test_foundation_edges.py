@@ -261,3 +261,94 @@ async def test_invalidate_all_of_an_ai_function_drops_its_operations_entries_onl
     assert [] == await ai.keys("ai:summarize:*")
     assert 1 == len(await ai.keys("ai:sentiment:*"))
     await ai.aclose()
+
+
+def test_tagged_calls_on_redis_work_from_several_event_loops_and_threads(
+    redis_server: Any,
+) -> None:
+    import threading
+
+    import memo
+
+    cache = GenericRedisCache(redis_server.url)
+
+    @cached(ttl=30, cache=cache, tags=("team",))
+    async def load(i: int) -> dict[str, int]:
+        return {"i": i}
+
+    async def many(base: int) -> list[dict[str, int]]:
+        try:
+            return await asyncio.gather(*(load(base + i) for i in range(20)))
+        finally:
+            await memo.release_connections()  # a loop that ends closes its connections
+
+    for n in range(3):  # one event loop after another
+        assert [{"i": n * 100 + i} for i in range(20)] == asyncio.run(many(n * 100))
+    errors: list[BaseException] = []
+
+    def in_a_thread(n: int) -> None:
+        try:
+            assert [{"i": n * 1000 + i} for i in range(20)] == asyncio.run(many(n * 1000))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=in_a_thread, args=(n,)) for n in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [] == errors
+
+    async def invalidate() -> int:
+        removed = await cache.invalidate_tags("team")
+        await cache.aclose()
+        return removed
+
+    assert asyncio.run(invalidate()) > 0
+
+
+async def test_tag_templates_may_read_attributes_of_self_and_of_arguments() -> None:
+    cache = InMemoryCache()
+
+    class Repo:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        @cached(ttl=60, cache=cache, tags=("tenant:{self.tenant}", "user:{user[id]}"))
+        async def profile(self, user: dict[str, int]) -> dict[str, int]:
+            return {"id": user["id"]}
+
+    acme, globex = Repo("acme"), Repo("globex")
+    await acme.profile({"id": 1})
+    await globex.profile({"id": 2})
+    assert 1 == await cache.invalidate_tags("tenant:acme")
+    assert MISSING is await acme.profile.peek({"id": 1})
+    assert {"id": 2} == await globex.profile.peek({"id": 2})
+    assert 1 == await cache.invalidate_tags("user:2")
+
+
+async def test_enable_ai_cache_false_reaches_caches_the_factory_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENABLE_AI_CACHE", "false")
+    ai = await CacheFactory().for_ai_app()
+    runs = 0
+
+    @ai_cached("summarize", cache=ai)
+    async def summarize(text: str, options: dict[str, Any]) -> str:
+        nonlocal runs
+        runs += 1
+        return text
+
+    await summarize("t", {})
+    await summarize("t", {})
+    assert (False, 2) == (ai.ai_enabled, runs)
+    await ai.cache_response("t", "summarize", {}, "stored?")
+    assert await ai.get_cached_response("t", "summarize", {}) is None
+    assert 4 == (await ai.get_cache_stats())["bypassed"]
+    web = await CacheFactory().for_web_app()
+    assert web.ai.enabled is False
+    explicit = await CacheFactory().for_ai_app(enable_ai_cache=True)
+    assert explicit.ai_enabled is True
+    for cache in (ai, web, explicit):
+        await cache.aclose()

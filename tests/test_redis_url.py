@@ -43,6 +43,12 @@ SECRET = "hunter2"
         # A password with an unencoded "/" or "?" cuts the URL short; none of it may show.
         ("redis://:hunter2/x@h:6379/0", "'@' after the host", "percent-encode"),
         ("redis://:hunter2?x@h:6379/0", "'@' after the host", "percent-encode"),
+        # An IPv6 host without brackets, or a second port, would be read as another host.
+        ("redis://:hunter2@fe80::1:6399/0", "more than one ':'", "in brackets"),
+        ("redis://:hunter2@::1:6399/0", "more than one ':'", "in brackets"),
+        ("redis://:hunter2@host:12:6399/0", "more than one ':'", "in brackets"),
+        ("redis://:hunter2@h/99999999999", "database 99999999999 is out of range", "from 0"),
+        ("redis://:hun%zzter2@h/0", "not followed by two hex digits", "%25"),
     ],
 )
 def test_a_malformed_url_is_a_config_error_naming_the_part_and_the_fix_without_the_password(
