@@ -85,19 +85,8 @@ class StoredValue:
 
 
 class CacheCore:
-    """A cache's parts and its seam; see ``memo.cache.Cache`` for the API.
-
-    Args:
-        backend: where the bytes live.
-        namespace: heads every stored key (``memo:{namespace}:``); keys passed to the
-            methods below are relative to it.
-        default_ttl: seconds (or a timedelta) used when ``ttl`` is not given.
-        codec: how values become bytes (compression, size limit, signing).
-        ai: the AI features ``@ai_cached`` and ``AIResponseCache`` read.
-        fail_on_connection_error: explicit writes raise ``BackendError`` instead of
-            being counted and logged (decorated calls never raise for the backend).
-        clock: monotonic seconds; ``memo.testing.FakeClock`` in tests.
-    """
+    """A cache's parts and its seam. ``memo.cache.Cache`` adds the key-value API and
+    documents the arguments."""
 
     def __init__(
         self,
