@@ -15,7 +15,7 @@ redis-py loads with the first Redis cache, FastAPI with the first helper used.
 from memo._ai_settings import AISettings
 from memo._decorators import ai_cached, cached, default_cache
 from memo._sentinel import MISSING
-from memo._slots import aclose_all, release_connections
+from memo._slots import aclose_all, invalidate_tags, release_connections
 from memo._switch import bypass, disable, enable
 from memo._valuetypes import register_type
 from memo.ai import AIResponseCache
@@ -75,6 +75,7 @@ __all__ = [
     "disable",
     "enable",
     "get_preset",
+    "invalidate_tags",
     "register_type",
     "release_connections",
 ]

@@ -23,6 +23,7 @@ from memo._clock import Clock, WallClock
 from memo._codec import Codec, Entry
 from memo._flight import FlightTable
 from memo._glob import compile_glob
+from memo._leasing import Leasing
 from memo._options import CodecOptions
 from memo._tags import TagIndex
 from memo._ttl import TTL, ttl_to_ms
@@ -117,6 +118,7 @@ class CacheCore:
         self._logged: set[str] = set()
         self._closed = False
         self._strict_writes = check_bool("fail_on_connection_error", fail_on_connection_error)
+        self.leasing = Leasing(backend, self.prefix, self.backend_failed)
         self._tags = TagIndex(
             backend,
             self.prefix,
@@ -259,8 +261,18 @@ class CacheCore:
         await self._tags.add(tags, full_key, ttl_ms)
 
     async def invalidate_tags(self, *tags: str) -> int:
-        """Remove every entry stored with one of ``tags`` (see ``@cached(tags=...)``)."""
-        removed = await self._tags.remove(tags, self._flights.invalidate)
+        """Remove every entry stored with one of ``tags`` (see ``@cached(tags=...)``), in
+        every process: on Redis each tag is one server-side step whatever its size, and
+        computations of its members under way anywhere will not store."""
+        if not self.leasing.active:
+            removed = await self._tags.remove(tags, self._flights.invalidate)
+        else:
+            removed = 0
+            for tag in tags:
+                count, members = await self.leasing.invalidate_tag(tag)
+                for key in members:
+                    self._flights.invalidate(key)
+                removed += count
         self._stats.deletes += removed
         return removed
 

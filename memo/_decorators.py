@@ -31,7 +31,7 @@ from memo._plan import CallPlan
 from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
 from memo._ttl import TTL, ttl_to_ms
 from memo._types import CachedFunction
-from memo._validate import check_fraction, check_seconds
+from memo._validate import check_bool, check_fraction, check_seconds
 from memo.cache import Cache
 from memo.exceptions import ConfigError
 
@@ -231,7 +231,10 @@ def cached(
         stale_if_error: when recomputing raises, serve the stale value instead.
         early_refresh: recompute hot keys in the background shortly before they expire
             (probabilistic early expiration, scaled by how long the value took).
-        lock, lock_wait: a cross-process lock for the computation (Redis caches); within
+        lock, lock_wait: on a cache shared by processes (Redis), a process that misses
+            while another computes the key waits up to ``lock_wait`` seconds for its
+            value instead of computing too (a lease per cold key; the holder's crash
+            lets a waiter take over within seconds); within
             one process, concurrent callers always share one computation.
         text_hash_threshold: strings longer than this enter the key as a hash.
 
@@ -243,7 +246,7 @@ def cached(
     given, slot = _common_checks(cache, preset, jitter, lock_wait)
     if ttl is not None:
         ttl_to_ms(ttl)
-    del lock  # within a process single-flight already serialises computations
+    check_bool("lock", lock)
 
     def build(func: Callable[..., Any], method: bool) -> CallPlan:
         keys = KeyBuilder(
@@ -272,6 +275,8 @@ def cached(
             tags=_check_tags(func, tags),
             method=method,
             keep_abandoned=False,
+            lock=lock,
+            lock_wait=lock_wait,
         )
 
     def decorate(func: Any) -> Any:
@@ -295,7 +300,7 @@ def ai_cached(
     stale_ttl: TTL | None = None,
     stale_if_error: bool = False,
     early_refresh: bool = False,
-    lock: bool = False,
+    lock: bool = True,
     lock_wait: float = 5.0,
     text_hash_threshold: int | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
@@ -317,7 +322,7 @@ def ai_cached(
     given, slot = _common_checks(cache, preset, 0.0, lock_wait)
     if not isinstance(operation, str) or not operation:
         raise ConfigError(f"operation={operation!r}: name the AI operation, e.g. 'summarize'")
-    del lock
+    check_bool("lock", lock)
 
     def build(func: Callable[..., Any], method: bool) -> CallPlan:
         def keys_for(threshold: int) -> AIKeyBuilder:
@@ -353,6 +358,8 @@ def ai_cached(
             tags=(),
             method=method,
             keep_abandoned=True,
+            lock=lock,
+            lock_wait=lock_wait,
             operation=operation,
             rekey=keys_for if text_hash_threshold is None else None,
         )

@@ -35,6 +35,8 @@ from memo.exceptions import DecodeError
 __all__ = [
     "COMPRESSED",
     "HEADER_SIZE",
+    "STAMP_OFFSET",
+    "stamp",
     "MAGIC",
     "MAGIC_V1",
     "SIGNATURE_SIZE",
@@ -56,6 +58,10 @@ MAGIC_V1 = MAGIC + bytes([VERSION])
 _HEADER = struct.Struct(">3sBQQQI")  # magic+version, flags, checksum, created, fresh, compute
 _META = struct.Struct(">QQI")
 HEADER_SIZE = _HEADER.size  # 32
+#: Where an envelope's created and fresh-until times sit: together they tell one stored
+#: version from another, so a conditional store can check what it is replacing.
+STAMP_OFFSET = 12
+_STAMP = struct.Struct(">QQ")
 _CHECKED_FROM = 12  # the checksum covers data[12:]
 SIGNATURE_SIZE = 32
 _SIZE = struct.Struct(">I")
@@ -177,3 +183,8 @@ def decompress(body: bytes, max_size: int) -> bytes:
     if len(out) != size:
         raise DecodeError("decompressed size differs from the declared one", corrupt=True)
     return out
+
+
+def stamp(created_ms: int, fresh_until_ms: int) -> bytes:
+    """The bytes at ``STAMP_OFFSET`` of an envelope with these times."""
+    return _STAMP.pack(created_ms, fresh_until_ms)

@@ -9,6 +9,7 @@ the cache's seam (``memo._cache_core``).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import random
@@ -16,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from memo._binder import make_binder
+from memo._codec import Entry
 from memo._flight import Flight, computing_here, should_refresh_early
+from memo._leasing import Lease
 from memo._sentinel import MISSING
 from memo._slots import CacheSlot, DeferredCache
 from memo._switch import is_bypassed
@@ -59,6 +62,8 @@ class CallPlan:
         tags: tuple[str, ...],
         method: bool,
         keep_abandoned: bool,
+        lock: bool = False,
+        lock_wait: float = 5.0,
         operation: str | None = None,
         rekey: Callable[[int], KeyFunc] | None = None,
     ) -> None:
@@ -76,6 +81,10 @@ class CallPlan:
         # Tags see every argument, self included ("tenant:{self.tenant_id}").
         self.tag_binder = make_binder(func) if tags else None
         self.keep_abandoned = keep_abandoned
+        # Across processes sharing a cache with leases (Redis): wait up to lock_wait for
+        # the process computing a cold key instead of computing it too.
+        self.lock = lock
+        self.lock_wait = lock_wait
         self.operation = operation
         self.stats = FunctionStats()
         # The hit path may skip the freshness check only when the backend's own expiry
@@ -172,22 +181,17 @@ class CallPlan:
                     and cache.flights.running(full) is None
                 ):
                     self.stats.refreshes += 1
-                    cache.spawn(self._refresh_quietly(full, args, kwargs))
+                    cache.spawn(self._refresh_in_background(full, args, kwargs, entry))
                 return entry.value
             if self.stale_ms:
-                # Stale but kept: one caller refreshes while the others are served the
-                # old value; with stale_if_error, the refresher falls back to it too.
-                if cache.flights.running(full) is not None:
-                    self.stats.stale_served += 1
-                    self._count_hit(cache)
-                    return entry.value
-                try:
-                    return await self.compute(cache, full, args, kwargs, counted=True)
-                except Exception:
-                    if not self.stale_if_error:
-                        raise
-                    self.stats.stale_served += 1
-                    return entry.value
+                # Stale but kept: every caller is served it at once, and one refresh per
+                # key runs in the background (across processes: the lease holder's).
+                self.stats.stale_served += 1
+                self._count_hit(cache)
+                if cache.flights.running(full) is None:
+                    self.stats.refreshes += 1
+                    cache.spawn(self._refresh_in_background(full, args, kwargs, entry))
+                return entry.value
         return await self.compute(cache, full, args, kwargs, counted=True)
 
     async def uncached(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -209,11 +213,15 @@ class CallPlan:
         kwargs: dict[str, Any],
         *,
         counted: bool = False,
+        replacing: Entry | None = None,
+        background: bool = False,
     ) -> Any:
         """Compute through the cache's single-flight table and return this caller's copy.
 
         With ``counted``, this caller is counted: a miss when it starts the computation,
         ``coalesced`` when it joins one already running (it neither hit nor computed).
+        ``replacing`` is the entry the result replaces (a stale or soon-stale value);
+        ``background`` marks a refresh nobody waits for.
         """
         flights = cache.flights
         running = flights.running(full)
@@ -222,7 +230,9 @@ class CallPlan:
         elif counted:
             self._count_miss(cache)
         flight = running or flights.start(
-            full, lambda f: self._work(cache, f, full, args, kwargs), keep=self.keep_abandoned
+            full,
+            lambda f: self._work(cache, f, full, args, kwargs, replacing, background),
+            keep=self.keep_abandoned,
         )
         value, data = await flights.join(flight)
         if running is None:
@@ -247,21 +257,73 @@ class CallPlan:
         full: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        replacing: Entry | None = None,
+        background: bool = False,
     ) -> tuple[Any, bytes | None]:
+        tags = self._tags_of(cache, args, kwargs)
+        lease = None if flight is None else await cache.leasing.take(full, tags, replacing)
+        if lease is not None and not lease.held:
+            if background and replacing is not None:
+                return replacing.value, None  # another process is refreshing it
+            if self.lock:
+                waited = await self._wait_for_holder(cache, full, tags, replacing)
+                if isinstance(waited, Entry):
+                    return waited.value, None
+                lease = waited
         clock = cache.clock
         started = clock()
         try:
-            value = await self.func(*args, **kwargs)
+            if lease is None:
+                value = await self.func(*args, **kwargs)
+            else:
+                async with cache.leasing.kept(lease):
+                    value = await self.func(*args, **kwargs)
         except Exception:
             self.stats.errors += 1
+            if lease is not None:
+                await cache.leasing.release(lease)  # a waiter may compute now
             raise
         elapsed = clock() - started
         self.stats.computations += 1
         self.stats.compute_seconds += elapsed
-        if flight is not None and flight.invalidated:
-            return value, None
-        data = await self._store(cache, full, value, int(elapsed * 1_000_000), args, kwargs, flight)
+        data = await self._store(cache, full, value, int(elapsed * 1_000_000), tags, flight, lease)
         return value, data
+
+    async def _wait_for_holder(
+        self, cache: Cache, full: str, tags: list[str], replacing: Entry | None
+    ) -> Entry | Lease | None:
+        """``lock=True``: wait for the process holding the lease of ``full`` to store
+        its value, up to ``lock_wait`` seconds. The value; or the lease, once the holder
+        gave it up (it failed, or crashed and the lease expired); or None when the wait
+        ran out (the caller then computes without storing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_wait
+        pause = 0.005
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(pause, left))  # polling: a store announces nothing here
+            pause = min(pause * 2, 0.1)
+            entry = await cache.read_fresh_entry(full)
+            if entry is not None:
+                return entry
+            lease = await cache.leasing.take(full, tags, replacing)
+            if lease is None or lease.held:
+                return lease
+        return None
+
+    def _tags_of(self, cache: Cache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        if not self.tags or self.tag_binder is None:
+            return []
+        try:
+            bound = dict(self.tag_binder(args, kwargs))
+            return [t.format_map(bound) for t in self.tags]
+        except Exception as exc:  # a tag never fails the call it labels
+            cache.log_once(
+                f"tags:{self.func.__qualname__}",
+                "memo: tags of %s were not recorded: %r",
+                self.func.__qualname__,
+                exc,
+            )
+            return []
 
     async def _store(
         self,
@@ -269,17 +331,44 @@ class CallPlan:
         full: str,
         value: Any,
         compute_us: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        tags: list[str],
         flight: Flight[Any] | None,
+        lease: Lease | None,
     ) -> bytes | None:
+        """Encode and store a result (if it should be); the bytes, for joiners' copies.
+
+        Under a lease the store is one server-side step refused when anything overtook
+        the computation (a write, a delete, a tag invalidation, in any process)."""
+        encoded = self._encode(cache, value, compute_us)
+        data = None if encoded is None else encoded[0]
+        if encoded is None or (flight is not None and flight.invalidated):
+            if lease is not None:
+                await cache.leasing.release(lease)
+            return data  # not stored: handed to joiners only
+        data, fresh_ms = encoded
+        ttl_ms = fresh_ms + self.stale_ms
+        if lease is not None:
+            if lease.held and await cache.leasing.store(lease, data, ttl_ms):
+                cache.stats.sets += 1
+            return data
+        if await cache.store_entry(full, data, ttl_ms) and tags and not cache.leasing.active:
+            try:
+                await cache.tag_entry(tags, full, ttl_ms)
+            except Exception as exc:  # a tag never fails the call it labels
+                cache.log_once(f"tags:{full}", "memo: tags were not recorded: %r", exc)
+        return data
+
+    def _encode(self, cache: Cache, value: Any, compute_us: int) -> tuple[bytes, int] | None:
+        """The envelope of a result that should be stored, and its TTL; None when it
+        should not be (a None, a failed ``condition``) or cannot (too large, a type memo
+        cannot store)."""
         if value is None and not self.cache_none:
             return None
         if self.condition is not None and not self.condition(value):
             return None
         ttl_ms = self.ttl_for(cache, value)
         try:
-            data = cache.encode_entry(value, ttl_ms, compute_us=compute_us)
+            return cache.encode_entry(value, ttl_ms, compute_us=compute_us), ttl_ms
         except EncodeError as exc:
             self.stats.errors += 1
             if not self._warned_encode:
@@ -290,22 +379,6 @@ class CallPlan:
                     exc,
                 )
             return None
-        if flight is not None and flight.invalidated:
-            return data  # invalidated while encoding: hand it to waiters, don't store
-        await cache.store_entry(full, data, ttl_ms + self.stale_ms)
-        if self.tags and self.tag_binder is not None:
-            try:
-                bound = dict(self.tag_binder(args, kwargs))
-                tags = [t.format_map(bound) for t in self.tags]
-                await cache.tag_entry(tags, full, ttl_ms + self.stale_ms)
-            except Exception as exc:  # a tag never fails the call it labels
-                cache.log_once(
-                    f"tags:{self.func.__qualname__}",
-                    "memo: tags of %s were not recorded: %r",
-                    self.func.__qualname__,
-                    exc,
-                )
-        return data
 
     def ttl_for(self, cache: Cache, value: Any) -> int:
         if value is None and self.none_ttl_ms is not None:
@@ -317,14 +390,20 @@ class CallPlan:
             ttl_ms = max(1, ttl_ms - int(ttl_ms * self.jitter * self._rand()))
         return ttl_ms
 
-    async def _refresh_quietly(
-        self, full: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    async def _refresh_in_background(
+        self, full: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: Entry
     ) -> None:
+        """Refresh a stale (or, with ``early_refresh``, soon stale) entry nobody waits
+        for; across processes only the lease holder computes."""
         cache = self.resolve()
         try:
-            await self.compute(cache, full, args, kwargs)
-        except Exception as exc:  # the caller already has its value; log and move on
-            logger.warning("memo: early refresh of %s failed: %r", full, exc)
+            await self.compute(cache, full, args, kwargs, replacing=entry, background=True)
+        except Exception as exc:  # the callers have been served; log and move on
+            logger.warning("memo: background refresh of %s failed: %r", full, exc)
+            if self.stale_ms and not self.stale_if_error:
+                # Without stale_if_error a failing function is not hidden for long: the
+                # next caller computes in the foreground, and sees the error.
+                await cache.delete(full[len(cache.prefix) :])
 
     def _count_hit(self, cache: Cache) -> None:
         self.stats.hits += 1

@@ -26,6 +26,7 @@ __all__ = [
     "DeferredCache",
     "aclose_all",
     "default_slot",
+    "invalidate_tags",
     "preset_slot",
     "release_connections",
 ]
@@ -130,6 +131,21 @@ async def aclose_all() -> None:
             closing.append(cache)  # the default may be a preset's cache: close it once
     for cache in closing:
         await cache.aclose()
+
+
+async def invalidate_tags(*tags: str) -> int:
+    """Remove the entries stored with any of ``tags`` from every open cache of this
+    process (the default cache, ``preset=`` caches, every cache a decorated function
+    has used), and through Redis from every process sharing those caches. How many
+    entries were removed."""
+    from memo.cache import live_caches
+
+    default_slot().get()  # so that a default cache in Redis is reached even if unused here
+    removed = 0
+    for cache in live_caches():
+        if not cache.closed:
+            removed += await cache.invalidate_tags(*tags)
+    return removed
 
 
 async def release_connections() -> None:

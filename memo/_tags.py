@@ -19,13 +19,30 @@ from memo._codec import Entry
 from memo.backends.base import Backend
 from memo.exceptions import BackendError, ConfigError
 
-__all__ = ["TAG_INDEX_SEGMENT", "TagIndex"]
+__all__ = ["BOOKKEEPING_SEGMENT", "TAG_INDEX_SEGMENT", "TagIndex", "tag_set_key"]
 
 _SAFE_TAG_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _INDEX_LIMIT = 1024  # members kept per tag before expired ones are pruned
 
-#: Index entries live under ``{prefix}__tags__:``; key listings hide them.
+#: Index entries live under ``{prefix}__tags__:``.
 TAG_INDEX_SEGMENT = "__tags__:"
+#: Every key memo keeps for its own bookkeeping under a cache's prefix starts with this
+#: (tag indexes, tag sets); key listings hide them.
+BOOKKEEPING_SEGMENT = "__tag"
+
+
+def _tag_name(tag: str) -> str:
+    """``tag`` as a key segment: itself when safe, else a digest of it."""
+    if not isinstance(tag, str) or not tag:
+        raise ConfigError(f"tag={tag!r}: tags are non-empty strings")
+    if not _SAFE_TAG_RE.fullmatch(tag):
+        return "h-" + xxhash.xxh3_128_hexdigest(tag.encode("utf-8", "surrogatepass"))
+    return tag
+
+
+def tag_set_key(prefix: str, tag: str) -> str:
+    """The key of ``tag``'s member set on a backend that keeps tag sets itself (Redis)."""
+    return f"{prefix}__tagset__:{_tag_name(tag)}"
 
 
 class TagIndex:
@@ -62,11 +79,7 @@ class TagIndex:
 
     def index_key(self, tag: str) -> str:
         """The full key of ``tag``'s index entry."""
-        if not isinstance(tag, str) or not tag:
-            raise ConfigError(f"tag={tag!r}: tags are non-empty strings")
-        if not _SAFE_TAG_RE.fullmatch(tag):
-            tag = "h-" + xxhash.xxh3_128_hexdigest(tag.encode("utf-8", "surrogatepass"))
-        return f"{self._prefix}{TAG_INDEX_SEGMENT}{tag}"
+        return f"{self._prefix}{TAG_INDEX_SEGMENT}{_tag_name(tag)}"
 
     def _locked(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

@@ -18,9 +18,10 @@ from memo._cache_core import CacheCore, StoredValue, live_caches
 from memo._clock import Clock
 from memo._glob import compile_glob
 from memo._options import CodecOptions, MemoryOptions
-from memo._tags import TAG_INDEX_SEGMENT
+from memo._tags import BOOKKEEPING_SEGMENT
 from memo._ttl import TTL
 from memo._validate import check_int
+from memo.backends.base import LEASE_SUFFIX
 from memo.backends.memory import MemoryBackend
 from memo.backends.null import NullBackend
 from memo.exceptions import BackendError, ConfigError
@@ -167,8 +168,12 @@ class Cache(CacheCore):
             self.backend_failed("keys", exc, strict=self.fail_on_connection_error)
             return []
         cut = len(self.prefix)
-        tag_index = self.prefix + TAG_INDEX_SEGMENT
-        return sorted(full[cut:] for full in fulls if not full.startswith(tag_index))
+        bookkeeping = self.prefix + BOOKKEEPING_SEGMENT
+        return sorted(
+            full[cut:]
+            for full in fulls
+            if not full.startswith(bookkeeping) and not full.endswith(LEASE_SUFFIX)
+        )
 
     async def invalidate_all(self) -> int:
         """Remove every key of this cache's namespace; return how many."""

@@ -285,7 +285,7 @@ async def test_jitter_shortens_ttls_within_the_fraction(cache: InMemoryCache) ->
     assert len({round(t or 0, 1) for t in ttls}) > 1
 
 
-async def test_a_stale_value_is_served_while_one_caller_refreshes(
+async def test_every_caller_of_a_stale_key_is_served_at_once_while_one_refresh_runs(
     cache: InMemoryCache, clock: FakeClock
 ) -> None:
     gate = asyncio.Event()
@@ -300,43 +300,49 @@ async def test_a_stale_value_is_served_while_one_caller_refreshes(
 
     assert await load(1) == 1
     clock.advance(15)  # past ttl, inside the stale window
-    refresher = asyncio.create_task(load(1))
-    await asyncio.sleep(0)
-    assert await load(1) == 1  # served stale while the refresh runs
+    served = await asyncio.gather(*(load(1) for _ in range(100)))
+    assert [1] * 100 == served  # nobody waited for the refresh
+    assert 2 == runs.calls  # the one refresh is running, held on the gate
     gate.set()
-    assert await refresher == 2
-    assert await load(1) == 2
-    assert load.stats()["stale_served"] == 1
+    full = cache.prefix + load.key_for(1)
+    for _ in range(100):  # the refresh is a background task: let it finish
+        if cache.flights.running(full) is None:
+            break
+        await asyncio.sleep(0)
+    assert 2 == await load(1)
+    assert 100 == load.stats()["stale_served"]
+    assert 2 == runs.calls
 
-    clock.advance(10 + 30)  # past the stale window too: a plain miss
-    gate.set()
+    clock.advance(10 + 30 + 1)  # past the refreshed value's stale window too: a plain miss
     assert await load(1) == 3
 
 
-async def test_stale_if_error_serves_the_stale_value_when_the_refresh_raises(
-    cache: InMemoryCache, clock: FakeClock
+async def test_a_failing_refresh_keeps_the_stale_value_only_with_stale_if_error(
+    cache: InMemoryCache, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    runs = Counter()
+    broken = False
 
     @cached(ttl=10, cache=cache, stale_ttl=30, stale_if_error=True)
     async def load(x: int) -> str:
-        if runs() > 1:
+        if broken:
             raise ConnectionError("upstream down")
         return "good"
 
     @cached(ttl=10, cache=cache, stale_ttl=30)
     async def strict(x: int) -> str:
-        if runs() > 3:
+        if broken:
             raise ConnectionError("upstream down")
         return "good"
 
-    assert await load(1) == "good"
-    assert await strict(1) == "good"
+    assert ("good", "good") == (await load(1), await strict(1))
     clock.advance(15)
-    assert await load(1) == "good"
-    runs.calls = 10
+    broken = True
+    assert ("good", "good") == (await load(1), await strict(1))  # served stale at once
+    await cache.aclose()  # waits for both background refreshes
+    assert 2 == sum("background refresh" in r.getMessage() for r in caplog.records)
+    assert "good" == await load(1)  # kept: the stale value is still served
     with pytest.raises(ConnectionError):
-        await strict(1)
+        await strict(1)  # dropped: the next caller computes, and sees the error
 
 
 async def test_early_refresh_recomputes_a_hot_key_before_it_expires(

@@ -24,21 +24,36 @@ __all__ = ["WriteAnnouncer"]
 
 _log = logging.getLogger("memo")
 
-# Both reply {what the write returned, 'OK' or PUBLISH's error}; the channel and the
-# message are the last two arguments.
+# Both reply {what the write returned, 'OK' or PUBLISH's error}.
+# Every script takes the channel and the message as ARGV[1] and ARGV[2].
 _SET_AND_ANNOUNCE = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local sent = redis.pcall('PUBLISH', ARGV[3], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+local sent = redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 if type(sent) == 'table' and sent.err then return {1, sent.err} end
 return {1, 'OK'}
 """
+# KEYS: the entries, then their leases (voided with them); ARGV[3]: how many entries.
 _UNLINK_AND_ANNOUNCE = """
-local removed = redis.call('UNLINK', unpack(KEYS))
+local n = tonumber(ARGV[3])
+local entries, leases = {}, {}
+for i = 1, #KEYS do
+  if i <= n then entries[#entries + 1] = KEYS[i] else leases[#leases + 1] = KEYS[i] end
+end
+local removed = redis.call('UNLINK', unpack(entries))
+if #leases > 0 then redis.call('UNLINK', unpack(leases)) end
 local sent = redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 if type(sent) == 'table' and sent.err then return {removed, sent.err} end
 return {removed, 'OK'}
 """
-_SHA1 = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_SET_AND_ANNOUNCE, _UNLINK_AND_ANNOUNCE)}
+_SHA1: dict[str, str] = {}
+
+
+def _sha1(script: str) -> str:
+    """The SHA1 Redis names ``script`` by (computed once per script)."""
+    sha = _SHA1.get(script)
+    if sha is None:
+        sha = _SHA1[script] = hashlib.sha1(script.encode()).hexdigest()
+    return sha
 
 
 def _text(value: Any) -> str:
@@ -63,6 +78,11 @@ class WriteAnnouncer:
         self._scrub = scrub
         self._scripts = True  # until the server refuses EVALSHA
 
+    @property
+    def scripts_allowed(self) -> bool:
+        """False once the server has refused EVALSHA (an ACL without scripts)."""
+        return self._scripts
+
     def new_origin(self) -> None:
         """In a forked child: siblings forked from one parent must not take each other's
         announcements for their own."""
@@ -80,9 +100,23 @@ class WriteAnnouncer:
             c, _SET_AND_ANNOUNCE, [key], (value, ttl_ms), lambda p: p.set(key, value, px=ttl_ms)
         )
 
-    async def unlink(self, c: Redis, keys: list[str]) -> int:
-        """UNLINK of ``keys``, announced; how many were there."""
-        return int(await self._write(c, _UNLINK_AND_ANNOUNCE, keys, (), lambda p: p.unlink(*keys)))
+    async def unlink(self, c: Redis, keys: list[str], leases: list[str]) -> int:
+        """UNLINK of ``keys`` and of ``leases`` (not counted), announced when announcing;
+        how many of ``keys`` were there."""
+
+        def pipelined(p: Any) -> None:
+            p.unlink(*keys)
+            p.unlink(*leases)
+
+        if not self.enabled:
+            async with c.pipeline(transaction=False) as pipe:
+                pipelined(pipe)
+                found, _ = await pipe.execute()
+                return int(found)
+        reply = await self._write(
+            c, _UNLINK_AND_ANNOUNCE, [*keys, *leases], (len(keys),), pipelined, announced=keys
+        )
+        return int(reply)
 
     async def _write(
         self,
@@ -91,12 +125,15 @@ class WriteAnnouncer:
         keys: list[str],
         args: tuple[Any, ...],
         write: Callable[[Any], object],
+        *,
+        announced: list[str] | None = None,
     ) -> Any:
-        """One write of ``keys`` and its announcement: one EVALSHA of ``script``, or,
-        where scripts are refused, ``write`` and PUBLISH pipelined. The write's reply."""
-        message = self.keys_message(keys)
+        """One write of ``keys`` and its announcement of ``announced`` (default: the
+        keys): one EVALSHA of ``script``, or, where scripts are refused, ``write`` and
+        PUBLISH pipelined. The first write's reply."""
+        message = self.keys_message(keys if announced is None else announced)
         if self._scripts:
-            reply = await self._script(c, script, keys, (*args, self.channel, message))
+            reply = await self.script(c, script, keys, (self.channel, message, *args))
             if reply is not None:
                 result, status = reply
                 if status not in (b"OK", "OK"):
@@ -105,18 +142,17 @@ class WriteAnnouncer:
         async with c.pipeline(transaction=False) as pipe:
             write(pipe)
             pipe.publish(self.channel, message)
-            (result,) = await self.execute(pipe)
-            return result
+            return (await self.execute(pipe))[0]
 
-    async def _script(self, c: Redis, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def script(self, c: Redis, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA (loading the script when the server lacks it); None when scripts are
         refused (an ACL without them), after which this backend pipelines instead."""
         try:
             try:
-                return await c.evalsha(_SHA1[script], len(keys), *keys, *args)
+                return await c.evalsha(_sha1(script), len(keys), *keys, *args)
             except NoScriptError:
                 await c.script_load(script)  # a new or restarted server
-                return await c.evalsha(_SHA1[script], len(keys), *keys, *args)
+                return await c.evalsha(_sha1(script), len(keys), *keys, *args)
         except ResponseError as exc:
             text = str(exc).lower()
             denied = isinstance(exc, NoPermissionError) or text.startswith("noperm")

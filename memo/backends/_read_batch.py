@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from memo._fork import keep_from_parent
 
-__all__ = ["ReadBatcher"]
+__all__ = ["ReadBatcher", "get_with_ttl"]
 
 T = TypeVar("T")
 
@@ -100,3 +100,16 @@ class ReadBatcher(Generic[T]):
                         future.set_result(value)
         finally:
             batch.in_flight -= 1
+
+
+async def get_with_ttl(client: Any, keys: Sequence[str]) -> list[tuple[bytes | None, int | None]]:
+    """Each key's value and remaining milliseconds (None for none), one pipeline."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = await pipe.execute()
+    return [
+        (data, pttl if pttl is not None and pttl > 0 else None)
+        for data, pttl in zip(replies[::2], replies[1::2], strict=True)
+    ]

@@ -18,14 +18,20 @@ if TYPE_CHECKING:
     from memo.backends.invalidation import InvalidationListener
     from memo.stats import LatencyWindow
 
+#: A lease on an entry lives under the entry's key plus this suffix (see ``Leases``).
+LEASE_SUFFIX = "#lease"
+
 __all__ = [
+    "LEASE_SUFFIX",
     "AnnouncedWrites",
     "Backend",
     "InvalidationSource",
     "LocalReads",
+    "Leases",
     "LocalTier",
     "ReadsWithTTL",
     "RemoteServer",
+    "TagSets",
 ]
 
 
@@ -164,4 +170,65 @@ class RemoteServer(Protocol):
 
     async def server_info(self) -> dict[str, Any]:
         """The server's own figures (Redis: ``INFO``)."""
+        ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """A backend shared by processes that hands out leases on cold keys (memcache's design).
+
+    A process that misses and is about to compute takes the key's lease: a random token
+    stored under ``key + LEASE_SUFFIX`` with an expiry, renewed while it computes, and
+    entered in the sets of the tags the computation stores under. A delete of the key,
+    a pattern delete reaching it and an invalidation of one of those tags void the
+    lease; ``store_leased`` stores only while the lease is still the caller's and the
+    entry is still the version the computation replaces, so a result computed from data
+    invalidated or overwritten meanwhile is never stored, in any process.
+
+    ``shares_leases`` says whether leases work right now (a tier in front of a backend
+    without them, or a server refusing scripts, says False).
+    """
+
+    shares_leases: bool
+
+    async def acquire_lease(
+        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        """Take the lease of ``key`` unless someone holds it; True when taken."""
+        ...
+
+    async def renew_lease(
+        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        """Extend the lease while it is still ``token``'s; False when it was voided."""
+        ...
+
+    async def release_lease(self, key: str, token: str) -> None:
+        """Give the lease back (only ``token``'s own)."""
+        ...
+
+    async def store_leased(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        token: str,
+        expect: tuple[int, bytes],
+        tag_sets: Sequence[str],
+    ) -> bool:
+        """Store ``value`` while the lease is ``token``'s and the entry is still the
+        version the computation replaces (``expect``: the bytes at an offset of the
+        stored value, or ``(0, b"")`` for an absent entry); record membership in each
+        tag set. True when stored."""
+        ...
+
+
+@runtime_checkable
+class TagSets(Protocol):
+    """A backend that keeps tag membership itself (recorded by ``store_leased``)."""
+
+    async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
+        """Delete every entry of the tag and void the leases of computations under way
+        for it, in one step; how many entries were there, and the tag's entries (some
+        may have expired already)."""
         ...

@@ -14,12 +14,11 @@ What each command is guaranteed:
   own, and a process forked from another makes new ones instead of sharing sockets.
 * Errors are translated here, most specific first, and never carry the password.
 
-Reads are coalesced in _read_batch.py; writes announced with their keys in _announce.py.
+Reads are coalesced in _read_batch.py; writes announced in _announce.py; leases and tag
+sets are scripts in _leases.py.
 
-Sentinel and Cluster fit behind ``client()``: it is the one place that turns the
-options into a client for the running loop, and the commands below only use what
-every redis-py client offers (pattern deletes and multi-key commands would then be done
-per primary and per slot).
+Sentinel and Cluster fit behind ``client()``, the one place that turns the options into
+a client for the running loop (pattern and multi-key commands then go per primary/slot).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -41,9 +41,10 @@ from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._attempts import Attempts
-from memo.backends._read_batch import ReadBatcher
+from memo.backends._leases import LeaseScripts
+from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
-from memo.backends.base import Backend
+from memo.backends.base import LEASE_SUFFIX, Backend
 from memo.backends.invalidation import InvalidationListener, stop_listeners_of_running_loop
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker
@@ -58,10 +59,8 @@ T = TypeVar("T")
 _SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500
 
-
-def _no_retry() -> Retry:
-    return Retry(NoBackoff(), 0)
-
+# redis-py's own retries off: memo's one deadline (and one retry for reads) rules.
+_no_retry = partial(Retry, NoBackoff(), 0)
 
 _LIVE_BACKENDS: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 
@@ -128,6 +127,7 @@ class RedisBackend(Backend):
             masked_url=self.masked_url,
             scrub=self.scrub,
         )
+        self._leases = LeaseScripts(self._announcer)
         self._reads = ReadBatcher(self._get_one, self.get_many)
         self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
@@ -299,18 +299,7 @@ class RedisBackend(Backend):
     async def _get_many_with_ttl(
         self, keys: Sequence[str]
     ) -> list[tuple[bytes | None, int | None]]:
-        async def pipelined(c: aioredis.Redis) -> list[Any]:
-            async with c.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(key)
-                    pipe.pttl(key)
-                return await pipe.execute()
-
-        replies = await self._run("GET+PTTL", pipelined, read=True)
-        return [
-            (data, pttl if pttl is not None and pttl > 0 else None)
-            for data, pttl in zip(replies[::2], replies[1::2], strict=True)
-        ]
+        return await self._run("GET+PTTL", lambda c: get_with_ttl(c, keys), read=True)
 
     async def _get_one_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
         (found,) = await self._get_many_with_ttl([key])
@@ -351,19 +340,60 @@ class RedisBackend(Backend):
         return await self._unlink(keys)
 
     async def _unlink(self, keys: Sequence[str]) -> int:
-        """UNLINK in chunks; each chunk announced in its own round trip when announcing."""
+        """UNLINK in chunks, each key's lease with it (a computation of a key deleted
+        meanwhile must not store); each chunk announced in its own round trip when
+        announcing. How many of ``keys`` were there."""
         announcer = self._announcer
         removed = 0
         for start in range(0, len(keys), _UNLINK_CHUNK):
             chunk = list(keys[start : start + _UNLINK_CHUNK])
-            if not announcer.enabled:
-                removed += await self._run("UNLINK", lambda c, ks=chunk: c.unlink(*ks))  # type: ignore[misc]
-                continue
+            leases = [key + LEASE_SUFFIX for key in chunk]
             removed += await self._run(
-                "UNLINK+PUBLISH",
-                lambda c, ks=chunk: announcer.unlink(c, ks),  # type: ignore[misc]
+                "UNLINK",
+                lambda c, ks=chunk, ls=leases: announcer.unlink(c, ks, ls),  # type: ignore[misc]
             )
         return removed
+
+    # ------------------------------------------------------------------ leases, tag sets
+
+    @property
+    def shares_leases(self) -> bool:
+        """Leases and tag sets need scripts; True until the server refuses them."""
+        return self._announcer.scripts_allowed
+
+    async def acquire_lease(
+        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        return await self._run(
+            "LEASE", lambda c: self._leases.acquire(c, key, token, lease_ms, tag_sets)
+        )
+
+    async def renew_lease(
+        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        return await self._run(
+            "LEASE RENEW", lambda c: self._leases.renew(c, key, token, lease_ms, tag_sets)
+        )
+
+    async def release_lease(self, key: str, token: str) -> None:
+        await self._run("LEASE RELEASE", lambda c: self._leases.release(c, key, token))
+
+    async def store_leased(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        token: str,
+        expect: tuple[int, bytes],
+        tag_sets: Sequence[str],
+    ) -> bool:
+        return await self._run(
+            "LEASED SET",
+            lambda c: self._leases.store(c, key, value, ttl_ms, token, expect, tag_sets),
+        )
+
+    async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
+        return await self._run("TAG INVALIDATE", lambda c: self._leases.invalidate_tag(c, tag_set))
 
     async def _scan(self, pattern: str) -> AsyncGenerator[list[str], None]:
         """The keys matching ``pattern``, a SCAN batch at a time (never KEYS, which
@@ -389,6 +419,9 @@ class RedisBackend(Backend):
         removed = 0
         async for keys in self._scan(pattern):
             removed += await self._unlink(keys)
+        if not pattern.endswith("*"):  # leases of cold keys: "a:*" reaches "a:1#lease" too
+            async for leases in self._scan(pattern + LEASE_SUFFIX):
+                await self._unlink(leases)
         if announcer.enabled:
             message = announcer.pattern_message(pattern)
             try:
@@ -442,8 +475,7 @@ class RedisBackend(Backend):
         return True
 
     async def check(self) -> None:
-        """PING the server; raise the ``BackendError`` that says why when it does not
-        answer (unreachable, refused credentials, too slow)."""
+        """PING; the ``BackendError`` saying why when the server cannot be used."""
         await self._run("PING", lambda c: c.ping(), read=True)
 
     async def release_loop(self) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from memo.backends.base import Backend, InvalidationSource, ReadsWithTTL
+from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
 from memo.backends.memory import MemoryBackend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
 
@@ -284,23 +284,30 @@ class TieredBackend(Backend):
         return fillable
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
-        await self._store({key: value}, ttl_ms, one=True)
+        await self._store(
+            {key: value}, ttl_ms, lambda: self._sent(self.remote.set(key, value, ttl_ms))
+        )
 
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
-        await self._store(items, ttl_ms, one=False)
+        await self._store(items, ttl_ms, lambda: self._sent(self.remote.set_many(items, ttl_ms)))
 
-    async def _store(self, items: Mapping[str, bytes], ttl_ms: int, *, one: bool) -> None:
+    @staticmethod
+    async def _sent(write: Awaitable[None]) -> bool:
+        await write
+        return True
+
+    async def _store(
+        self, items: Mapping[str, bytes], ttl_ms: int, send: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Write ``items`` to the remote with ``send`` (False: the remote refused them,
+        a leased store overtaken), then to memory if nothing raced the write."""
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         self._listen()
         begun = self._begin_write(items)
         try:
             try:
-                if one:
-                    ((key, value),) = items.items()
-                    await self.remote.set(key, value, ttl_ms)
-                else:
-                    await self.remote.set_many(items, ttl_ms)
+                stored = await send()
             finally:
                 fillable = self._end_write(items, begun)
         except BackendError as exc:
@@ -312,10 +319,79 @@ class TieredBackend(Backend):
             raise
         self._answered()
         for key, value in items.items():
-            if key in fillable:
+            if stored and key in fillable:
                 self.memory.set_local(key, value, ttl_ms)
             else:
                 self.memory.discard_local(key)  # an older copy must not outlive this write
+        return stored
+
+    # -- leases and tag sets: the remote's, with this tier's bookkeeping
+
+    @property
+    def shares_leases(self) -> bool:
+        remote = self.remote
+        return isinstance(remote, Leases) and remote.shares_leases
+
+    def _leases(self) -> Leases:
+        remote = self.remote
+        if not isinstance(remote, Leases):
+            raise BackendError(f"{remote!r} keeps no leases")
+        return remote
+
+    async def _remote_call(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except BackendError as exc:
+            self._failed(exc)
+            raise
+        self._answered()
+        return result
+
+    async def acquire_lease(
+        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        return await self._remote_call(self._leases().acquire_lease(key, token, lease_ms, tag_sets))
+
+    async def renew_lease(
+        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        return await self._remote_call(self._leases().renew_lease(key, token, lease_ms, tag_sets))
+
+    async def release_lease(self, key: str, token: str) -> None:
+        await self._remote_call(self._leases().release_lease(key, token))
+
+    async def store_leased(
+        self,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        token: str,
+        expect: tuple[int, bytes],
+        tag_sets: Sequence[str],
+    ) -> bool:
+        leases = self._leases()
+        return await self._store(
+            {key: value},
+            ttl_ms,
+            lambda: leases.store_leased(key, value, ttl_ms, token, expect, tag_sets),
+        )
+
+    async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
+        """The remote's tag invalidation; this tier drops the members too, and no read
+        racing it fills memory with one of them."""
+        leases = self._leases()
+        if not isinstance(leases, TagSets):
+            raise BackendError(f"{leases!r} keeps no tag sets")
+        self._listen()
+        self._generation += 1
+        try:
+            removed, members = await self._remote_call(leases.invalidate_tag(tag_set))
+        finally:
+            self._generation += 1
+        self._mark(members)
+        for key in members:
+            self.memory.discard_local(key)
+        return removed, members
 
     async def delete(self, key: str) -> bool:
         return bool(await self._delete([key], many=False))

@@ -1,0 +1,149 @@
+"""A cache's leases and tag sets, on a backend that shares them between processes.
+
+A decorated call that misses takes the key's lease before computing (see
+``memo.backends.base.Leases``): the lease makes other processes that hold ``lock=True``
+wait for this one's value instead of computing, and it is what lets the store refuse a
+result that an invalidation, a write or a tag invalidation overtook, in any process.
+The lease lives ``LEASE_MS`` and is renewed while its holder computes, so a holder that
+crashed lets a waiter take over within a few seconds.
+
+On a backend without shared leases (the memory tier alone) nothing here is used: the
+flight table already gives one computation per key in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from memo._codec import Entry
+from memo._envelope import STAMP_OFFSET, stamp
+from memo._tags import tag_set_key
+from memo.backends.base import Backend, Leases, TagSets
+from memo.exceptions import BackendError
+
+__all__ = ["LEASE_MS", "Lease", "Leasing"]
+
+#: How long a lease lives unless renewed; its holder renews it every third of that.
+LEASE_MS = 3000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease asked for: ``held`` when it is this caller's."""
+
+    key: str
+    token: str
+    held: bool
+    #: The sets of the computation's tags (an invalidation of one voids the lease).
+    tag_sets: tuple[str, ...]
+    #: What the stored entry must still be for the store to go through.
+    expect: tuple[int, bytes]
+
+
+class Leasing:
+    """The leases and tag sets of one cache.
+
+    Args:
+        backend: the cache's backend; used only while it shares leases.
+        prefix: the cache's key prefix (tag keys live under it).
+        failed: told of each backend error (operation name, error); never raises.
+    """
+
+    def __init__(
+        self, backend: Backend, prefix: str, failed: Callable[[str, BackendError], None]
+    ) -> None:
+        self._backend = backend if isinstance(backend, Leases) else None
+        self._prefix = prefix
+        self._failed = failed
+
+    @property
+    def active(self) -> bool:
+        """Whether leases and tag sets are in use now."""
+        backend = self._backend
+        return backend is not None and backend.shares_leases
+
+    async def take(
+        self, full_key: str, tags: Sequence[str], replacing: Entry | None
+    ) -> Lease | None:
+        """Ask for the lease of ``full_key`` before computing a value that replaces
+        ``replacing`` (None: the key is cold). None when leases are not in use or the
+        backend failed (the caller then stores as without leases)."""
+        backend = self._backend
+        if backend is None or not backend.shares_leases:
+            return None
+        tag_sets = tuple(tag_set_key(self._prefix, tag) for tag in tags)
+        token = os.urandom(12).hex()
+        try:
+            held = await backend.acquire_lease(full_key, token, LEASE_MS, tag_sets)
+        except BackendError as exc:
+            self._failed("lease", exc)
+            return None
+        expect = (0, b"")
+        if replacing is not None:
+            expect = (STAMP_OFFSET, stamp(replacing.created_ms, replacing.fresh_until_ms))
+        return Lease(full_key, token, held, tag_sets, expect)
+
+    @asynccontextmanager
+    async def kept(self, lease: Lease) -> AsyncIterator[None]:
+        """Renew ``lease`` in the background while the block runs (a computation)."""
+        backend = self._backend
+        if backend is None or not lease.held:
+            yield
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_MS / 3000)
+                try:
+                    renewed = await backend.renew_lease(
+                        lease.key, lease.token, LEASE_MS, lease.tag_sets
+                    )
+                    if not renewed:
+                        return  # voided: the store will be refused, nothing to keep
+                except BackendError as exc:
+                    self._failed("lease", exc)
+
+        renewal = asyncio.get_running_loop().create_task(renew())
+        try:
+            yield
+        finally:
+            renewal.cancel()
+
+    async def release(self, lease: Lease) -> None:
+        """Give a held lease back (the computation failed): a waiter may take it now."""
+        backend = self._backend
+        if backend is None or not lease.held:
+            return
+        try:
+            await backend.release_lease(lease.key, lease.token)
+        except BackendError as exc:
+            self._failed("lease", exc)
+
+    async def store(self, lease: Lease, data: bytes, ttl_ms: int) -> bool:
+        """Store under a held lease; False when refused (overtaken) or failed."""
+        backend = self._backend
+        if backend is None or not lease.held:
+            return False
+        try:
+            return await backend.store_leased(
+                lease.key, data, ttl_ms, lease.token, lease.expect, lease.tag_sets
+            )
+        except BackendError as exc:
+            self._failed("set", exc)
+            return False
+
+    async def invalidate_tag(self, tag: str) -> tuple[int, list[str]]:
+        """Delete the entries of ``tag`` in one server-side step; how many there were,
+        and the tag's members."""
+        backend = self._backend
+        if not isinstance(backend, TagSets):
+            return 0, []
+        try:
+            return await backend.invalidate_tag(tag_set_key(self._prefix, tag))
+        except BackendError as exc:
+            self._failed("invalidate_tags", exc)
+            return 0, []

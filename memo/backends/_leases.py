@@ -1,0 +1,174 @@
+"""Leases and tag sets in Redis: the server-side steps that keep many processes honest.
+
+Each step is one Lua script, so it is atomic on the server and costs one round trip:
+
+* ``acquire``: ``SET lease token NX PX ms``; a lease taken is also entered in the set of
+  each tag the computation will store under, so that invalidating the tag voids it.
+* ``renew``: extend a lease still the caller's (and its place in its tags' sets).
+* ``store``: store the computed value only while the lease is still the caller's (a
+  delete of the key, a pattern delete reaching it or an invalidation of one of its tags
+  voided it otherwise) and the entry is still the version the computation replaced
+  (absent, or the stale value it read, compared by the envelope's stamp, so a write by
+  anyone in between wins); record tag membership in the same step (a sorted set per
+  tag, scored by expiry, pruned of expired members as it is written) and announce it.
+* ``invalidate_tag``: delete every member of a tag, void the members' leases and the
+  leases of computations under way for it, drop the set, announce the entries: one
+  command whatever the keyspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from memo.backends._announce import WriteAnnouncer
+from memo.backends.base import LEASE_SUFFIX
+from memo.exceptions import BackendError
+
+__all__ = ["LeaseScripts"]
+
+# KEYS: the lease, then the sets of the computation's tags. ARGV: token, lease ms.
+_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local ms = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], until_ms, KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
+end
+return 1
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ms = tonumber(ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ms)
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', until_ms, KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
+end
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS: entry, lease, then the tags' sets.
+# ARGV: token, value, ttl ms, stamp offset, stamp ('' = the entry must be absent),
+#       channel, message ('' = not announced).
+_STORE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+local offset = tonumber(ARGV[4])
+local stamp = ARGV[5]
+if stamp == '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+elseif redis.call('GETRANGE', KEYS[1], offset, offset + #stamp - 1) ~= stamp then
+  return 0
+end
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+if #KEYS > 2 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for i = 3, #KEYS do
+    redis.call('ZREM', KEYS[i], KEYS[2])
+    redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+if ARGV[7] ~= '' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
+return 1
+"""
+# KEYS: the tag's set. ARGV: lease suffix, channel, origin ('' = not announced).
+_INVALIDATE_TAG = """
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+local suffix = ARGV[1]
+local removed = 0
+local entries = {}
+for i = 1, #members, 500 do
+  local chunk, voided = {}, {}
+  for j = i, math.min(i + 499, #members) do
+    local key = members[j]
+    if string.sub(key, -#suffix) == suffix then
+      voided[#voided + 1] = key
+    else
+      chunk[#chunk + 1] = key
+      voided[#voided + 1] = key .. suffix
+      entries[#entries + 1] = key
+    end
+  end
+  if #chunk > 0 then
+    removed = removed + redis.call('UNLINK', unpack(chunk))
+    if ARGV[3] ~= '' then redis.pcall('PUBLISH', ARGV[2], cjson.encode({ARGV[3], 0, chunk})) end
+  end
+  redis.call('UNLINK', unpack(voided))
+end
+return {removed, entries}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LeaseScripts:
+    """Runs the lease and tag scripts through a backend's announcer (which loads scripts
+    and knows whether the server allows them and PUBLISH)."""
+
+    def __init__(self, announcer: WriteAnnouncer) -> None:
+        self._announcer = announcer
+
+    async def _run(self, c: Redis, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        reply = await self._announcer.script(c, script, keys, args)
+        if reply is None:
+            raise BackendError(
+                "the server refuses scripts, so memo cannot take leases or keep tag sets "
+                "there: allow EVALSHA and SCRIPT LOAD for memo's user"
+            )
+        return reply
+
+    async def acquire(
+        self, c: Redis, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        return bool(
+            await self._run(c, _ACQUIRE, [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms))
+        )
+
+    async def renew(
+        self, c: Redis, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
+    ) -> bool:
+        return bool(await self._run(c, _RENEW, [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)))
+
+    async def release(self, c: Redis, key: str, token: str) -> None:
+        await self._run(c, _RELEASE, [key + LEASE_SUFFIX], (token,))
+
+    async def store(
+        self,
+        c: Redis,
+        key: str,
+        value: bytes,
+        ttl_ms: int,
+        token: str,
+        expect: tuple[int, bytes],
+        tag_sets: Sequence[str],
+    ) -> bool:
+        announcer = self._announcer
+        message = announcer.keys_message([key]) if announcer.enabled else b""
+        offset, stamp = expect
+        keys = [key, key + LEASE_SUFFIX, *tag_sets]
+        args = (token, value, ttl_ms, offset, stamp, announcer.channel, message)
+        return bool(await self._run(c, _STORE, keys, args))
+
+    async def invalidate_tag(self, c: Redis, tag_set: str) -> tuple[int, list[str]]:
+        announcer = self._announcer
+        origin = announcer.origin if announcer.enabled else ""
+        args = (LEASE_SUFFIX, announcer.channel, origin)
+        removed, entries = await self._run(c, _INVALIDATE_TAG, [tag_set], args)
+        return int(removed), [_text(k) for k in entries]
