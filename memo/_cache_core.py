@@ -25,10 +25,17 @@ from memo._flight import FlightTable
 from memo._glob import compile_glob
 from memo._leasing import Leasing
 from memo._options import CodecOptions
-from memo._tags import TagIndex
+from memo._tags import BOOKKEEPING_SEGMENT, TagIndex
 from memo._ttl import TTL, ttl_to_ms
 from memo._validate import check_bool
-from memo.backends.base import AnnouncedWrites, Backend, LocalReads, LocalTier, RemoteServer
+from memo.backends.base import (
+    LEASE_SUFFIX,
+    AnnouncedWrites,
+    Backend,
+    LocalReads,
+    LocalTier,
+    RemoteServer,
+)
 from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
 from memo.stats import CacheStats
 
@@ -198,6 +205,11 @@ class CacheCore:
         """The full key (prefix included) of a relative ``key``."""
         if not isinstance(key, str) or not key:
             raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
+        if key.endswith(LEASE_SUFFIX) or key.startswith(BOOKKEEPING_SEGMENT):
+            raise ConfigError(
+                f"key={key!r}: keys ending in {LEASE_SUFFIX!r} or starting with "
+                f"{BOOKKEEPING_SEGMENT!r} are memo's own bookkeeping; choose another key"
+            )
         return self.prefix + key
 
     async def read_entry(self, full_key: str) -> Entry | None:
@@ -301,6 +313,12 @@ class CacheCore:
         """The server behind this cache (Redis), or None for a cache in memory."""
         backend = self._backend
         return backend if isinstance(backend, RemoteServer) else None
+
+    def keep_local_copy(self, full_key: str, data: bytes, ttl_ms: int) -> None:
+        """Keep encoded bytes in the memory tier only while it serves alone (Redis down);
+        for a value that must not reach Redis (computed without a lease)."""
+        if self._local_tier is not None:
+            self._local_tier.keep_local_copy(full_key, data, ttl_ms)
 
     def memory_usage(self) -> dict[str, Any]:
         """``entries``, ``bytes``, ``total_mb``, ``utilization`` and ``max_entries`` of

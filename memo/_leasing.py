@@ -136,6 +136,21 @@ class Leasing:
             self._failed("set", exc)
             return False
 
+    async def store_forced(
+        self, full_key: str, data: bytes, ttl_ms: int, tags: Sequence[str]
+    ) -> bool:
+        """Store whatever is under way (an explicit refresh, as a ``set`` would), voiding
+        any lease of the key, with the tags recorded; False when the backend failed."""
+        backend = self._backend
+        if backend is None:
+            return False
+        tag_sets = [tag_set_key(self._prefix, tag) for tag in tags]
+        try:
+            return await backend.store_leased(full_key, data, ttl_ms, "", (-1, b""), tag_sets)
+        except BackendError as exc:
+            self._failed("set", exc)
+            return False
+
     async def invalidate_tag(self, tag: str) -> tuple[int, list[str]]:
         """Delete the entries of ``tag`` in one server-side step; how many there were,
         and the tag's members."""

@@ -260,16 +260,21 @@ class CallPlan:
         replacing: Entry | None = None,
         background: bool = False,
     ) -> tuple[Any, bytes | None]:
+        """Compute, and store as the cache allows: under a lease where leases are shared
+        (Redis), plainly where they are not (memory). ``flight`` is None for an explicit
+        ``refresh()``, whose store wins over any computation under way."""
         tags = self._tags_of(cache, args, kwargs)
-        lease = None if flight is None else await cache.leasing.take(full, tags, replacing)
-        if lease is not None and not lease.held:
-            if background and replacing is not None:
-                return replacing.value, None  # another process is refreshing it
-            if self.lock:
-                waited = await self._wait_for_holder(cache, full, tags, replacing)
-                if isinstance(waited, Entry):
-                    return waited.value, None
-                lease = waited
+        lease = None
+        if flight is not None and cache.leasing.active:
+            lease = await cache.leasing.take(full, tags, replacing)
+            if lease is not None and not lease.held:
+                if background and replacing is not None:
+                    return replacing.value, None  # another process is refreshing it
+                if self.lock:
+                    waited = await self._wait_for_holder(cache, full, tags, replacing)
+                    if isinstance(waited, Entry):
+                        return waited.value, None
+                    lease = waited or lease  # gave up waiting: compute, store nothing
         clock = cache.clock
         started = clock()
         try:
@@ -278,8 +283,9 @@ class CallPlan:
             else:
                 async with cache.leasing.kept(lease):
                     value = await self.func(*args, **kwargs)
-        except Exception:
-            self.stats.errors += 1
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.stats.errors += 1
             if lease is not None:
                 await cache.leasing.release(lease)  # a waiter may compute now
             raise
@@ -315,7 +321,10 @@ class CallPlan:
             return []
         try:
             bound = dict(self.tag_binder(args, kwargs))
-            return [t.format_map(bound) for t in self.tags]
+            tags = [t.format_map(bound) for t in self.tags]
+            if not all(tags):
+                raise ValueError(f"a template of {self.tags!r} rendered as an empty tag")
+            return tags
         except Exception as exc:  # a tag never fails the call it labels
             cache.log_once(
                 f"tags:{self.func.__qualname__}",
@@ -347,15 +356,23 @@ class CallPlan:
             return data  # not stored: handed to joiners only
         data, fresh_ms = encoded
         ttl_ms = fresh_ms + self.stale_ms
-        if lease is not None:
-            if lease.held and await cache.leasing.store(lease, data, ttl_ms):
+        if not cache.leasing.active:  # memory, or a server refusing scripts
+            if await cache.store_entry(full, data, ttl_ms) and tags:
+                try:
+                    await cache.tag_entry(tags, full, ttl_ms)
+                except Exception as exc:  # a tag never fails the call it labels
+                    cache.log_once(f"tags:{full}", "memo: tags were not recorded: %r", exc)
+        elif flight is None:  # an explicit refresh: stored whatever is under way
+            if await cache.leasing.store_forced(full, data, ttl_ms, tags):
                 cache.stats.sets += 1
-            return data
-        if await cache.store_entry(full, data, ttl_ms) and tags and not cache.leasing.active:
-            try:
-                await cache.tag_entry(tags, full, ttl_ms)
-            except Exception as exc:  # a tag never fails the call it labels
-                cache.log_once(f"tags:{full}", "memo: tags were not recorded: %r", exc)
+        elif lease is not None and lease.held:
+            if await cache.leasing.store(lease, data, ttl_ms):
+                cache.stats.sets += 1
+        else:
+            # No lease of ours (the holder stores; or Redis failed when it was asked):
+            # nothing goes to Redis, where it could land after an invalidation it never
+            # heard of; during an outage the memory tier keeps a copy, as for any write.
+            cache.keep_local_copy(full, data, ttl_ms)
         return data
 
     def _encode(self, cache: Cache, value: Any, compute_us: int) -> tuple[bytes, int] | None:
@@ -400,7 +417,7 @@ class CallPlan:
             await self.compute(cache, full, args, kwargs, replacing=entry, background=True)
         except Exception as exc:  # the callers have been served; log and move on
             logger.warning("memo: background refresh of %s failed: %r", full, exc)
-            if self.stale_ms and not self.stale_if_error:
+            if entry.fresh_until_ms <= cache.now_ms() and not self.stale_if_error:
                 # Without stale_if_error a failing function is not hidden for long: the
                 # next caller computes in the foreground, and sees the error.
                 await cache.delete(full[len(cache.prefix) :])

@@ -58,14 +58,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 # KEYS: entry, lease, then the tags' sets.
-# ARGV: token, value, ttl ms, stamp offset, stamp ('' = the entry must be absent),
-#       channel, message ('' = not announced).
+# ARGV: token ('' = forced: no lease needed, any lease voided), value, ttl ms,
+#       stamp offset (-1 = forced: whatever is stored), stamp ('' = the entry must be
+#       absent), channel, message ('' = not announced).
 _STORE = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
 local offset = tonumber(ARGV[4])
 local stamp = ARGV[5]
-if stamp == '' then
+if offset < 0 then
+  -- forced: an explicit refresh stores whatever is there
+elseif stamp == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 elseif redis.call('GETRANGE', KEYS[1], offset, offset + #stamp - 1) ~= stamp then
   return 0

@@ -117,6 +117,11 @@ class LocalTier(Protocol):
         """``entries``, ``bytes``, ``total_mb``, ``utilization`` (0-1) and ``max_entries``."""
         ...
 
+    def keep_local_copy(self, key: str, value: bytes, ttl_ms: int) -> None:
+        """Keep ``value`` in memory only, and only while the memory tier serves alone (a
+        remote in an outage): a value that must not reach the remote."""
+        ...
+
 
 @runtime_checkable
 class ReadsWithTTL(Protocol):
@@ -219,7 +224,8 @@ class Leases(Protocol):
         """Store ``value`` while the lease is ``token``'s and the entry is still the
         version the computation replaces (``expect``: the bytes at an offset of the
         stored value, or ``(0, b"")`` for an absent entry); record membership in each
-        tag set. True when stored."""
+        tag set. True when stored. A ``token`` of ``""`` with ``expect`` at offset -1
+        stores whatever is there (an explicit refresh) and voids any lease."""
         ...
 
 

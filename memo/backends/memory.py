@@ -122,6 +122,9 @@ class MemoryBackend(Backend):
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         self.set_local(key, value, ttl_ms)
 
+    def keep_local_copy(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self.set_local(key, value, ttl_ms)  # memory is all there is
+
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
         for key, value in items.items():
             self.set_local(key, value, ttl_ms)

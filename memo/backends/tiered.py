@@ -325,6 +325,10 @@ class TieredBackend(Backend):
                 self.memory.discard_local(key)  # an older copy must not outlive this write
         return stored
 
+    def keep_local_copy(self, key: str, value: bytes, ttl_ms: int) -> None:
+        if self.remote_down:  # serving alone: the copy is all callers can have
+            self.memory.set_local(key, value, ttl_ms)
+
     # -- leases and tag sets: the remote's, with this tier's bookkeeping
 
     @property
@@ -386,6 +390,11 @@ class TieredBackend(Backend):
         self._generation += 1
         try:
             removed, members = await self._remote_call(leases.invalidate_tag(tag_set))
+        except BackendError:
+            # Which copies carry the tag is known only to the remote: without it, none
+            # may be served any more (the remote's own copies wait for its return).
+            self.memory.clear_local()
+            raise
         finally:
             self._generation += 1
         self._mark(members)

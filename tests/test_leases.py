@@ -1,0 +1,186 @@
+"""Leases at their edges, on real servers: what is stored, and what never is.
+
+Two ``GenericRedisCache`` instances on one server stand for two processes here (each has
+its own flight table and memory tier); tests/test_many_processes.py runs real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from memo import GenericRedisCache, InMemoryCache, cached
+from memo.testing import FakeClock
+from tests.redis_harness import RedisServer
+
+
+def two_caches(server: RedisServer, **options: Any) -> tuple[GenericRedisCache, GenericRedisCache]:
+    return GenericRedisCache(server.url, **options), GenericRedisCache(server.url, **options)
+
+
+async def test_an_explicit_refresh_is_tagged_and_the_tag_removes_it(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    runs = 0
+
+    @cached(ttl=60, cache=cache, tags=("user:{uid}",))
+    async def load(uid: int) -> int:
+        nonlocal runs
+        runs += 1
+        return runs
+
+    assert 1 == await load(1)
+    assert 2 == await load.refresh(1)
+    assert 1 == await cache.invalidate_tags("user:1")
+    assert 3 == await load(1)
+    await cache.aclose()
+
+
+def shared_on(cache: GenericRedisCache, body: Any, **options: Any) -> Any:
+    """One function's key, on ``cache``: as the same code would in another process."""
+
+    @cached(ttl=60, cache=cache, namespace="shared", **options)
+    async def shared(x: int) -> str:
+        return str(await body())
+
+    return shared
+
+
+async def test_a_waiter_that_gives_up_computes_but_stores_nothing(
+    redis_server: RedisServer,
+) -> None:
+    holder_cache, waiter_cache = two_caches(redis_server)
+    release = asyncio.Event()
+
+    async def slowly() -> str:
+        await release.wait()
+        return "holder"
+
+    async def at_once() -> str:
+        return "waiter"
+
+    holder = shared_on(holder_cache, slowly)
+    waiter = shared_on(waiter_cache, at_once, lock=True, lock_wait=0.2)
+    holding = asyncio.ensure_future(holder(1))
+    key = holder_cache.prefix + holder.key_for(1)
+    for _ in range(200):  # until the holder has taken the lease
+        if redis_server.client().exists(key + "#lease"):
+            break
+        await asyncio.sleep(0.005)
+    assert "waiter" == await waiter(1)  # waited 0.2 s, then computed itself
+    assert 0 == redis_server.client().exists(key)  # ...without storing
+    release.set()
+    assert "holder" == await holding
+    assert "holder" == await waiter.peek(1)
+    await holder_cache.aclose()
+    await waiter_cache.aclose()
+
+
+async def test_a_computation_begun_in_an_outage_never_stores_after_redis_returns(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url, operation_timeout=0.2, connect_timeout=0.2)
+    await cache.connect()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def load(x: int) -> str:
+        started.set()
+        await release.wait()
+        return "computed during the outage"
+
+    redis_server.kill()
+    call = asyncio.ensure_future(load(1))
+    await started.wait()  # its lease could not be taken
+    redis_server.restart()
+    release.set()
+    assert "computed during the outage" == await call
+    assert 0 == redis_server.client().exists(cache.prefix + load.key_for(1))
+    await cache.aclose()
+
+
+async def test_a_cancelled_holder_gives_its_lease_back(redis_server: RedisServer) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    never = asyncio.Event()
+
+    @cached(ttl=60, cache=cache)
+    async def slow(x: int) -> int:
+        await never.wait()
+        return x
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(slow(1), 0.2)
+    lease = cache.prefix + slow.key_for(1) + "#lease"
+    for _ in range(200):  # the abandoned computation is cancelled, then gives it back
+        if not redis_server.client().exists(lease):
+            break
+        await asyncio.sleep(0.005)
+    assert 0 == redis_server.client().exists(lease)  # long before it would expire (3 s)
+    await cache.aclose()
+
+
+async def test_a_failing_early_refresh_keeps_the_fresh_value(clock: FakeClock) -> None:
+    cache = InMemoryCache(clock=clock)
+    failing = False
+
+    @cached(ttl=10, cache=cache, stale_ttl=30, early_refresh=True)
+    async def load(x: int) -> str:
+        if failing:
+            raise RuntimeError("transient")
+        clock.advance(5)  # a slow computation: early refresh starts well before expiry
+        return "good"
+
+    assert "good" == await load(1)  # fresh until 10 s after it was stored
+    failing = True
+    clock.advance(4)  # 1 s before expiry: an early refresh is very likely each call
+    for _ in range(20):
+        assert "good" == await load(1)
+        await asyncio.sleep(0)  # let a background refresh run
+    assert load.stats()["refreshes"] >= 1
+    assert "good" == await load.peek(1)  # still there: only a stale value is dropped
+    await cache.aclose()
+
+
+async def test_a_template_rendering_an_empty_tag_never_fails_the_call(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+
+    @cached(ttl=60, cache=cache, tags=("{name}",))
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+    assert "hello " == await greet("")
+    assert "hello x" == await greet("x")
+    assert 1 == await cache.invalidate_tags("x")
+    await cache.aclose()
+
+
+async def test_invalidating_a_tag_during_an_outage_drops_this_process_copies() -> None:
+    cache = GenericRedisCache("redis://127.0.0.1:1/0", operation_timeout=0.05, connect_timeout=0.05)
+    runs = 0
+
+    @cached(ttl=60, cache=cache, tags=("t",))
+    async def load(x: int) -> int:
+        nonlocal runs
+        runs += 1
+        return runs
+
+    assert 1 == await load(1)
+    assert 1 == await load(1)  # the outage tier serves it
+    await cache.invalidate_tags("t")
+    assert 2 == await load(1)
+    await cache.aclose()
+
+
+async def test_keys_reserved_for_bookkeeping_are_refused(redis_server: RedisServer) -> None:
+    from memo import ConfigError
+
+    cache = GenericRedisCache(redis_server.url)
+    for key in ("report#lease", "__tagset__:x"):
+        with pytest.raises(ConfigError, match="bookkeeping"):
+            await cache.set(key, 1)
+    await cache.aclose()
