@@ -184,3 +184,22 @@ async def test_keys_reserved_for_bookkeeping_are_refused(redis_server: RedisServ
         with pytest.raises(ConfigError, match="bookkeeping"):
             await cache.set(key, 1)
     await cache.aclose()
+
+
+async def test_a_burst_of_two_thousand_cold_misses_is_stored_without_errors(
+    redis_server: RedisServer,
+) -> None:
+    """Each miss takes a lease and stores through a script: concurrent ones must share
+    round trips, or the pool and the 0.5 s deadline give out under a burst."""
+    cache = GenericRedisCache(redis_server.url)
+    await cache.connect()
+
+    @cached(ttl=60, cache=cache)
+    async def load(i: int) -> int:
+        return i
+
+    assert list(range(2000)) == await asyncio.gather(*(load(i) for i in range(2000)))
+    stats = await cache.get_cache_stats()
+    assert (0, 2000) == (stats["errors"], stats["sets"])
+    assert 2000 == len(await cache.keys("*", limit=5000))
+    await cache.aclose()

@@ -20,7 +20,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from memo.backends._messages import encode_keys, encode_pattern, new_origin
 
-__all__ = ["WriteAnnouncer"]
+__all__ = ["WriteAnnouncer", "script_sha1"]
 
 _log = logging.getLogger("memo")
 
@@ -48,7 +48,7 @@ return {removed, 'OK'}
 _SHA1: dict[str, str] = {}
 
 
-def _sha1(script: str) -> str:
+def script_sha1(script: str) -> str:
     """The SHA1 Redis names ``script`` by (computed once per script)."""
     sha = _SHA1.get(script)
     if sha is None:
@@ -82,6 +82,12 @@ class WriteAnnouncer:
     def scripts_allowed(self) -> bool:
         """False once the server has refused EVALSHA (an ACL without scripts)."""
         return self._scripts
+
+    def scripts_refused(self) -> None:
+        """The server refused a script: pipeline from now on, and say so once."""
+        if self._scripts:
+            self._scripts = False
+            _log.info("memo: scripts refused by Redis at %s; pipelining", self._masked_url)
 
     def new_origin(self) -> None:
         """In a forked child: siblings forked from one parent must not take each other's
@@ -149,17 +155,16 @@ class WriteAnnouncer:
         refused (an ACL without them), after which this backend pipelines instead."""
         try:
             try:
-                return await c.evalsha(_sha1(script), len(keys), *keys, *args)
+                return await c.evalsha(script_sha1(script), len(keys), *keys, *args)
             except NoScriptError:
                 await c.script_load(script)  # a new or restarted server
-                return await c.evalsha(_sha1(script), len(keys), *keys, *args)
+                return await c.evalsha(script_sha1(script), len(keys), *keys, *args)
         except ResponseError as exc:
             text = str(exc).lower()
             denied = isinstance(exc, NoPermissionError) or text.startswith("noperm")
             if not denied or not any(name in text for name in ("evalsha", "script", "eval")):
                 raise
-            self._scripts = False
-            _log.info("memo: scripts refused by Redis at %s; pipelining", self._masked_url)
+            self.scripts_refused()
             return None
 
     async def execute(self, pipe: Any) -> list[Any]:

@@ -18,16 +18,18 @@ Each step is one Lua script, so it is atomic on the server and costs one round t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from memo.backends._announce import WriteAnnouncer
+from memo.backends._announce import WriteAnnouncer, script_sha1
+from memo.backends._script_batch import Call, ScriptBatcher
 from memo.backends.base import LEASE_SUFFIX
 from memo.exceptions import BackendError
 
-__all__ = ["LeaseScripts"]
+__all__ = ["LeaseCommands"]
 
 # KEYS: the lease, then the sets of the computation's tags. ARGV: token, lease ms.
 _ACQUIRE = """
@@ -121,14 +123,26 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class LeaseScripts:
-    """Runs the lease and tag scripts through a backend's announcer (which loads scripts
-    and knows whether the server allows them and PUBLISH)."""
+#: Runs a command under the backend's deadline, breaker and error translation.
+Runner = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
 
-    def __init__(self, announcer: WriteAnnouncer) -> None:
+
+class LeaseCommands:
+    """A backend's lease and tag-set commands: the scripts above, loaded as needed, sent
+    through the backend's ``run`` (deadline, breaker, error translation), lease
+    acquisitions and stores of concurrent misses batched into shared round trips."""
+
+    def __init__(self, announcer: WriteAnnouncer, run: Runner) -> None:
         self._announcer = announcer
+        self._run = run
+        self._acquires = ScriptBatcher(lambda calls: run("LEASE", self._many(_ACQUIRE, calls)))
+        self._stores = ScriptBatcher(lambda calls: run("LEASED SET", self._many(_STORE, calls)))
 
-    async def _run(self, c: Redis, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def forget_after_fork(self) -> None:
+        self._acquires.forget_after_fork()
+        self._stores.forget_after_fork()
+
+    async def _one(self, c: Redis, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         reply = await self._announcer.script(c, script, keys, args)
         if reply is None:
             raise BackendError(
@@ -137,24 +151,52 @@ class LeaseScripts:
             )
         return reply
 
-    async def acquire(
-        self, c: Redis, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
-    ) -> bool:
-        return bool(
-            await self._run(c, _ACQUIRE, [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms))
-        )
+    def _many(self, script: str, calls: list[Call]) -> Callable[[Redis], Awaitable[list[Any]]]:
+        """Calls of ``script`` pipelined in one round trip; their replies, in order."""
 
-    async def renew(
-        self, c: Redis, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
-    ) -> bool:
-        return bool(await self._run(c, _RENEW, [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)))
+        async def send(c: Redis) -> list[Any]:
+            sha = script_sha1(script)
+            replies: list[Any] = [None] * len(calls)
+            todo = list(range(len(calls)))
+            for loaded in (False, True):
+                async with c.pipeline(transaction=False) as pipe:
+                    for i in todo:
+                        keys, args = calls[i]
+                        pipe.evalsha(sha, len(keys), *keys, *args)
+                    executed = await pipe.execute(raise_on_error=False)
+                    for i, reply in zip(todo, executed, strict=True):
+                        replies[i] = reply
+                # Only the calls the server did not know the script for are sent again:
+                # the others ran (a lease taken must not be asked for twice).
+                todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+                if not todo:
+                    break
+                if not loaded:
+                    await c.script_load(script)  # a new or restarted server
+            for reply in replies:
+                if isinstance(reply, NoPermissionError) or (
+                    isinstance(reply, ResponseError) and str(reply).lower().startswith("noperm")
+                ):
+                    self._announcer.scripts_refused()
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
 
-    async def release(self, c: Redis, key: str, token: str) -> None:
-        await self._run(c, _RELEASE, [key + LEASE_SUFFIX], (token,))
+        return send
+
+    async def acquire(self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]) -> bool:
+        return bool(await self._acquires.call([key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)))
+
+    async def renew(self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]) -> bool:
+        keys, args = [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)
+        return bool(await self._run("LEASE RENEW", lambda c: self._one(c, _RENEW, keys, args)))
+
+    async def release(self, key: str, token: str) -> None:
+        keys, args = [key + LEASE_SUFFIX], (token,)
+        await self._run("LEASE RELEASE", lambda c: self._one(c, _RELEASE, keys, args))
 
     async def store(
         self,
-        c: Redis,
         key: str,
         value: bytes,
         ttl_ms: int,
@@ -167,11 +209,13 @@ class LeaseScripts:
         offset, stamp = expect
         keys = [key, key + LEASE_SUFFIX, *tag_sets]
         args = (token, value, ttl_ms, offset, stamp, announcer.channel, message)
-        return bool(await self._run(c, _STORE, keys, args))
+        return bool(await self._stores.call(keys, args))
 
-    async def invalidate_tag(self, c: Redis, tag_set: str) -> tuple[int, list[str]]:
+    async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
         announcer = self._announcer
         origin = announcer.origin if announcer.enabled else ""
         args = (LEASE_SUFFIX, announcer.channel, origin)
-        removed, entries = await self._run(c, _INVALIDATE_TAG, [tag_set], args)
+        removed, entries = await self._run(
+            "TAG INVALIDATE", lambda c: self._one(c, _INVALIDATE_TAG, [tag_set], args)
+        )
         return int(removed), [_text(k) for k in entries]

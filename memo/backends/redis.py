@@ -41,7 +41,7 @@ from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._attempts import Attempts
-from memo.backends._leases import LeaseScripts
+from memo.backends._leases import LeaseCommands
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends.base import LEASE_SUFFIX, Backend
@@ -127,7 +127,7 @@ class RedisBackend(Backend):
             masked_url=self.masked_url,
             scrub=self.scrub,
         )
-        self._leases = LeaseScripts(self._announcer)
+        self._leases = LeaseCommands(self._announcer, self._run)
         self._reads = ReadBatcher(self._get_one, self.get_many)
         self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
@@ -201,6 +201,7 @@ class RedisBackend(Backend):
         keep_from_parent(self._clients.values())
         self._attempts.forget_after_fork()
         self._reads.forget_after_fork()
+        self._leases.forget_after_fork()
         self._reads_with_ttl.forget_after_fork()
         self._announcer.new_origin()
         self._clients = weakref.WeakKeyDictionary()
@@ -364,19 +365,15 @@ class RedisBackend(Backend):
     async def acquire_lease(
         self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
     ) -> bool:
-        return await self._run(
-            "LEASE", lambda c: self._leases.acquire(c, key, token, lease_ms, tag_sets)
-        )
+        return await self._leases.acquire(key, token, lease_ms, tag_sets)
 
     async def renew_lease(
         self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
     ) -> bool:
-        return await self._run(
-            "LEASE RENEW", lambda c: self._leases.renew(c, key, token, lease_ms, tag_sets)
-        )
+        return await self._leases.renew(key, token, lease_ms, tag_sets)
 
     async def release_lease(self, key: str, token: str) -> None:
-        await self._run("LEASE RELEASE", lambda c: self._leases.release(c, key, token))
+        await self._leases.release(key, token)
 
     async def store_leased(
         self,
@@ -387,13 +384,10 @@ class RedisBackend(Backend):
         expect: tuple[int, bytes],
         tag_sets: Sequence[str],
     ) -> bool:
-        return await self._run(
-            "LEASED SET",
-            lambda c: self._leases.store(c, key, value, ttl_ms, token, expect, tag_sets),
-        )
+        return await self._leases.store(key, value, ttl_ms, token, expect, tag_sets)
 
     async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
-        return await self._run("TAG INVALIDATE", lambda c: self._leases.invalidate_tag(c, tag_set))
+        return await self._leases.invalidate_tag(tag_set)
 
     async def _scan(self, pattern: str) -> AsyncGenerator[list[str], None]:
         """The keys matching ``pattern``, a SCAN batch at a time (never KEYS, which

@@ -1,0 +1,90 @@
+"""Concurrent calls of one script from one event loop go to Redis as one pipeline.
+
+Every miss takes a lease and every computed value is stored through a script: a burst of
+misses (a cold start, a fan-out) would otherwise cost two round trips per call and queue
+on the connection pool past the deadline. As with reads (see _read_batch.py), a lone call
+goes out at once; calls made while one is in flight join the next pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from memo._fork import keep_from_parent
+
+__all__ = ["Call", "ScriptBatcher"]
+
+#: One call of the script: its keys and its arguments.
+Call = tuple[Sequence[str], Sequence[Any]]
+
+
+class _Batch:
+    __slots__ = ("in_flight", "scheduled", "tasks", "waiting")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.scheduled = False
+        self.waiting: list[tuple[Call, asyncio.Future[Any]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
+class ScriptBatcher:
+    """Sends calls of one script with ``send`` (which returns one reply per call, in
+    order, or raises for the whole batch), alone or together."""
+
+    def __init__(self, send: Callable[[list[Call]], Awaitable[list[Any]]]) -> None:
+        self._send = send
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's batches and tasks are not ours (see memo._fork)."""
+        keep_from_parent(self._batches.values())
+        self._batches = weakref.WeakKeyDictionary()
+
+    async def call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch()
+        if batch.in_flight == 0 and not batch.waiting:
+            batch.in_flight += 1
+            try:
+                (reply,) = await self._send([(keys, args)])
+                return reply
+            finally:
+                batch.in_flight -= 1
+        future: asyncio.Future[Any] = loop.create_future()
+        batch.waiting.append(((keys, args), future))
+        if not batch.scheduled:
+            batch.scheduled = True
+            loop.call_soon(self._send_waiting, loop, batch)
+        return await future
+
+    def _send_waiting(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+        waiting, batch.waiting = batch.waiting, []
+        batch.scheduled = False
+        batch.in_flight += 1
+        task = loop.create_task(self._answer(waiting, batch))
+        batch.tasks.add(task)
+        task.add_done_callback(batch.tasks.discard)
+
+    async def _answer(self, waiting: list[tuple[Call, asyncio.Future[Any]]], batch: _Batch) -> None:
+        try:
+            replies = await self._send([call for call, _ in waiting])
+        except BaseException as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), reply in zip(waiting, replies, strict=True):
+                if not future.done():  # a cancelled caller has gone
+                    future.set_result(reply)
+        finally:
+            batch.in_flight -= 1
