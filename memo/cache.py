@@ -162,18 +162,23 @@ class Cache(CacheCore):
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f"pattern={pattern!r}: pass a non-empty glob such as 'user:*'")
         check_int("limit", limit, 1)
-        try:
-            fulls = await self.backend.scan_keys(self.prefix + pattern, limit)
-        except BackendError as exc:
-            self.backend_failed("keys", exc, strict=self.fail_on_connection_error)
-            return []
         cut = len(self.prefix)
         bookkeeping = self.prefix + BOOKKEEPING_SEGMENT
-        return sorted(
-            full[cut:]
-            for full in fulls
-            if not full.startswith(bookkeeping) and not full.endswith(LEASE_SUFFIX)
-        )
+        asked = limit
+        while True:  # memo's own keys (leases, tag sets) are scanned, then left out
+            try:
+                fulls = await self.backend.scan_keys(self.prefix + pattern, asked)
+            except BackendError as exc:
+                self.backend_failed("keys", exc, strict=self.fail_on_connection_error)
+                return []
+            found = [
+                full[cut:]
+                for full in fulls
+                if not full.startswith(bookkeeping) and not full.endswith(LEASE_SUFFIX)
+            ]
+            if len(found) >= limit or len(fulls) < asked or asked >= 64 * limit:
+                return sorted(found)[:limit]
+            asked *= 4
 
     async def invalidate_all(self) -> int:
         """Remove every key of this cache's namespace; return how many."""

@@ -203,3 +203,15 @@ async def test_a_burst_of_two_thousand_cold_misses_is_stored_without_errors(
     assert (0, 2000) == (stats["errors"], stats["sets"])
     assert 2000 == len(await cache.keys("*", limit=5000))
     await cache.aclose()
+
+
+async def test_listings_and_counts_leave_out_leases(redis_server: RedisServer) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    await cache.set_many({"a": 1, "b": 2, "c": 3})
+    raw = redis_server.client()
+    for i in range(50):  # leases of computations under way
+        raw.set(f"{cache.prefix}cold:{i}#lease", b"token", px=60_000)
+    assert ["a", "b", "c"] == await cache.keys("*", limit=3)
+    assert 3 == await cache.invalidate_all()
+    assert 0 == redis_server.dbsize()  # the leases are voided all the same
+    await cache.aclose()

@@ -412,7 +412,9 @@ class RedisBackend(Backend):
         announcer = self._announcer
         removed = 0
         async for keys in self._scan(pattern):
-            removed += await self._unlink(keys)
+            entries = [key for key in keys if not key.endswith(LEASE_SUFFIX)]
+            removed += await self._unlink(entries)  # their leases with them, uncounted
+            await self._unlink([key for key in keys if key.endswith(LEASE_SUFFIX)])
         if not pattern.endswith("*"):  # leases of cold keys: "a:*" reaches "a:1#lease" too
             async for leases in self._scan(pattern + LEASE_SUFFIX):
                 await self._unlink(leases)
