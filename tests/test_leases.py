@@ -215,3 +215,28 @@ async def test_listings_and_counts_leave_out_leases(redis_server: RedisServer) -
     assert 3 == await cache.invalidate_all()
     assert 0 == redis_server.dbsize()  # the leases are voided all the same
     await cache.aclose()
+
+
+async def test_a_server_refusing_scripts_gets_plain_stores_and_tags_still_work(
+    make_redis_server: Any,
+) -> None:
+    server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
+    server.client().execute_command("ACL", "SETUSER", "app", "-evalsha", "-eval", "-script")
+    cache = GenericRedisCache(server.url)
+    runs = 0
+
+    @cached(ttl=60, cache=cache, tags=("team:{team}",))
+    async def load(team: int) -> int:
+        nonlocal runs
+        runs += 1
+        return team
+
+    try:
+        assert 1 == await load(1)  # the lease is refused: stored without one
+        assert 1 == await load(1)
+        assert 1 == runs
+        assert 1 == await cache.invalidate_tags("team:1")
+        assert 1 == await load(1)
+        assert 2 == runs
+    finally:
+        await cache.aclose()
