@@ -38,6 +38,8 @@ class Lease:
     key: str
     token: str
     held: bool
+    #: Not held because a value was stored since the caller read the key: read it.
+    superseded: bool
     #: The sets of the computation's tags (an invalidation of one voids the lease).
     tag_sets: tuple[str, ...]
     #: What the stored entry must still be for the store to go through.
@@ -77,15 +79,15 @@ class Leasing:
             return None
         tag_sets = tuple(tag_set_key(self._prefix, tag) for tag in tags)
         token = os.urandom(12).hex()
-        try:
-            held = await backend.acquire_lease(full_key, token, LEASE_MS, tag_sets)
-        except BackendError as exc:
-            self._failed("lease", exc)
-            return None
         expect = (0, b"")
         if replacing is not None:
             expect = (STAMP_OFFSET, stamp(replacing.created_ms, replacing.fresh_until_ms))
-        return Lease(full_key, token, held, tag_sets, expect)
+        try:
+            taken = await backend.acquire_lease(full_key, token, LEASE_MS, tag_sets, expect)
+        except BackendError as exc:
+            self._failed("lease", exc)
+            return None
+        return Lease(full_key, token, taken == 1, taken == 2, tag_sets, expect)
 
     @asynccontextmanager
     async def kept(self, lease: Lease) -> AsyncIterator[None]:

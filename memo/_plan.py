@@ -270,6 +270,10 @@ class CallPlan:
             if lease is not None and not lease.held:
                 if background and replacing is not None:
                     return replacing.value, None  # another process is refreshing it
+                if lease.superseded:  # stored since this caller read: read, not compute
+                    entry = await cache.read_fresh_entry(full)
+                    if entry is not None:
+                        return entry.value, None
                 if self.lock:
                     waited = await self._wait_for_holder(cache, full, tags, replacing)
                     if isinstance(waited, Entry):

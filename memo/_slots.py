@@ -155,7 +155,7 @@ async def release_connections() -> None:
     connections belong to the loop that opened them and cannot be closed once it has
     ended. The caches open new connections in the next loop that uses them.
     """
-    from memo.backends.redis import release_loop_connections
+    from memo.backends._registry import release_loop_connections
 
     await release_loop_connections()
 

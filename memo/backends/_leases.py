@@ -31,13 +31,22 @@ from memo.exceptions import BackendError
 
 __all__ = ["LeaseCommands"]
 
-# KEYS: the lease, then the sets of the computation's tags. ARGV: token, lease ms.
+# KEYS: the lease, the entry, then the sets of the computation's tags.
+# ARGV: token, lease ms, stamp offset, stamp ('' = the caller read no entry).
+# Replies 1 (taken), 0 (someone else holds it) or 2 (the entry is no longer what the caller
+# read: a value was stored meanwhile, and it should read that instead of computing).
 _ACQUIRE = """
+local offset, stamp = tonumber(ARGV[3]), ARGV[4]
+if stamp == '' then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+elseif redis.call('GETRANGE', KEYS[2], offset, offset + #stamp - 1) ~= stamp then
+  return 2
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 local ms = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], until_ms, KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
 end
@@ -184,8 +193,16 @@ class LeaseCommands:
 
         return send
 
-    async def acquire(self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]) -> bool:
-        return bool(await self._acquires.call([key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)))
+    async def acquire(
+        self,
+        key: str,
+        token: str,
+        lease_ms: int,
+        tag_sets: Sequence[str],
+        expect: tuple[int, bytes],
+    ) -> int:
+        keys = [key + LEASE_SUFFIX, key, *tag_sets]
+        return int(await self._acquires.call(keys, (token, lease_ms, *expect)))
 
     async def renew(self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]) -> bool:
         keys, args = [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)

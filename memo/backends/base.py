@@ -197,9 +197,16 @@ class Leases(Protocol):
     shares_leases: bool
 
     async def acquire_lease(
-        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
-    ) -> bool:
-        """Take the lease of ``key`` unless someone holds it; True when taken."""
+        self,
+        key: str,
+        token: str,
+        lease_ms: int,
+        tag_sets: Sequence[str],
+        expect: tuple[int, bytes],
+    ) -> int:
+        """Take the lease of ``key``: 1 when taken, 0 when someone else holds it, 2 when
+        the entry is no longer the version the caller read (``expect``, as for
+        ``store_leased``): a value was stored meanwhile, to be read, not computed."""
         ...
 
     async def renew_lease(

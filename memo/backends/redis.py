@@ -37,20 +37,21 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from memo._clock import Clock
-from memo._fork import in_forked_child, keep_from_parent
+from memo._fork import keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._attempts import Attempts
 from memo.backends._leases import LeaseCommands
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
+from memo.backends._registry import register
 from memo.backends.base import LEASE_SUFFIX, Backend
-from memo.backends.invalidation import InvalidationListener, stop_listeners_of_running_loop
+from memo.backends.invalidation import InvalidationListener
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker
 from memo.stats import LatencyWindow
 
-__all__ = ["RedisBackend", "release_loop_connections"]
+__all__ = ["RedisBackend"]
 
 _log = logging.getLogger("memo")
 
@@ -61,24 +62,6 @@ _UNLINK_CHUNK = 500
 
 # redis-py's own retries off: memo's one deadline (and one retry for reads) rules.
 _no_retry = partial(Retry, NoBackoff(), 0)
-
-_LIVE_BACKENDS: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
-
-
-async def release_loop_connections() -> None:
-    """Close the running loop's connections of every Redis backend (see ``release_loop``)."""
-    await stop_listeners_of_running_loop()
-    for backend in list(_LIVE_BACKENDS):
-        await backend.release_loop()
-
-
-def _after_fork_in_child() -> None:
-    for backend in list(_LIVE_BACKENDS):
-        backend._forget_clients()
-
-
-# Checked once per fork rather than with a getpid() call on every command.
-in_forked_child(_after_fork_in_child)
 
 
 class RedisBackend(Backend):
@@ -132,7 +115,7 @@ class RedisBackend(Backend):
         self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
         self._client_factory = client_factory or self._client_from_options
-        _LIVE_BACKENDS.add(self)
+        register(self)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
         )
@@ -195,7 +178,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _forget_clients(self) -> None:
+    def forget_after_fork(self) -> None:
         """In a forked child: never write to the parent's sockets, nor drop them (see
         memo._fork); make new ones."""
         keep_from_parent(self._clients.values())
@@ -363,9 +346,14 @@ class RedisBackend(Backend):
         return self._announcer.scripts_allowed
 
     async def acquire_lease(
-        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
-    ) -> bool:
-        return await self._leases.acquire(key, token, lease_ms, tag_sets)
+        self,
+        key: str,
+        token: str,
+        lease_ms: int,
+        tag_sets: Sequence[str],
+        expect: tuple[int, bytes],
+    ) -> int:
+        return await self._leases.acquire(key, token, lease_ms, tag_sets, expect)
 
     async def renew_lease(
         self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]

@@ -352,9 +352,16 @@ class TieredBackend(Backend):
         return result
 
     async def acquire_lease(
-        self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
-    ) -> bool:
-        return await self._remote_call(self._leases().acquire_lease(key, token, lease_ms, tag_sets))
+        self,
+        key: str,
+        token: str,
+        lease_ms: int,
+        tag_sets: Sequence[str],
+        expect: tuple[int, bytes],
+    ) -> int:
+        return await self._remote_call(
+            self._leases().acquire_lease(key, token, lease_ms, tag_sets, expect)
+        )
 
     async def renew_lease(
         self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
