@@ -25,7 +25,7 @@ from memo._flight import FlightTable
 from memo._glob import compile_glob
 from memo._leasing import Leasing
 from memo._options import CodecOptions
-from memo._tags import BOOKKEEPING_SEGMENT, TagIndex
+from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex
 from memo._ttl import TTL, ttl_to_ms
 from memo._validate import check_bool
 from memo.backends.base import (
@@ -205,10 +205,11 @@ class CacheCore:
         """The full key (prefix included) of a relative ``key``."""
         if not isinstance(key, str) or not key:
             raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
-        if key.endswith(LEASE_SUFFIX) or key.startswith(BOOKKEEPING_SEGMENT):
+        if key.endswith(LEASE_SUFFIX) or key.startswith(BOOKKEEPING_SEGMENTS):
             raise ConfigError(
                 f"key={key!r}: keys ending in {LEASE_SUFFIX!r} or starting with "
-                f"{BOOKKEEPING_SEGMENT!r} are memo's own bookkeeping; choose another key"
+                f"{' or '.join(map(repr, BOOKKEEPING_SEGMENTS))} are memo's own "
+                f"bookkeeping; choose another key"
             )
         return self.prefix + key
 
@@ -279,7 +280,9 @@ class CacheCore:
         if not self.leasing.active:
             removed = await self._tags.remove(tags, self._flights.invalidate)
         else:
-            removed = 0
+            # Entries an older memo (or a server refusing scripts) tagged in the index
+            # are reached too: an index entry costs one GET when there is none.
+            removed = await self._tags.remove(tags, self._flights.invalidate)
             for tag in tags:
                 count, members = await self.leasing.invalidate_tag(tag)
                 for key in members:

@@ -69,21 +69,26 @@ class Leasing:
         return backend is not None and backend.shares_leases
 
     async def take(
-        self, full_key: str, tags: Sequence[str], replacing: Entry | None
+        self, full_key: str, tags: Sequence[str], replacing: Entry | None, *, force: bool = False
     ) -> Lease | None:
         """Ask for the lease of ``full_key`` before computing a value that replaces
-        ``replacing`` (None: the key is cold). None when leases are not in use or the
-        backend failed (the caller then stores as without leases)."""
+        ``replacing`` (None: the key is cold); ``force`` takes it whoever holds it and
+        whatever is stored (an explicit refresh). None when leases are not in use or the
+        backend failed (the caller then stores nothing in Redis)."""
         backend = self._backend
         if backend is None or not backend.shares_leases:
             return None
         tag_sets = tuple(tag_set_key(self._prefix, tag) for tag in tags)
         token = os.urandom(12).hex()
         expect = (0, b"")
-        if replacing is not None:
+        if force:
+            expect = (-1, b"")
+        elif replacing is not None:
             expect = (STAMP_OFFSET, stamp(replacing.created_ms, replacing.fresh_until_ms))
         try:
-            taken = await backend.acquire_lease(full_key, token, LEASE_MS, tag_sets, expect)
+            taken = await backend.acquire_lease(
+                full_key, token, LEASE_MS, tag_sets, None if force else expect
+            )
         except BackendError as exc:
             self._failed("lease", exc)
             return None
@@ -134,21 +139,6 @@ class Leasing:
             return await backend.store_leased(
                 lease.key, data, ttl_ms, lease.token, lease.expect, lease.tag_sets
             )
-        except BackendError as exc:
-            self._failed("set", exc)
-            return False
-
-    async def store_forced(
-        self, full_key: str, data: bytes, ttl_ms: int, tags: Sequence[str]
-    ) -> bool:
-        """Store whatever is under way (an explicit refresh, as a ``set`` would), voiding
-        any lease of the key, with the tags recorded; False when the backend failed."""
-        backend = self._backend
-        if backend is None:
-            return False
-        tag_sets = [tag_set_key(self._prefix, tag) for tag in tags]
-        try:
-            return await backend.store_leased(full_key, data, ttl_ms, "", (-1, b""), tag_sets)
         except BackendError as exc:
             self._failed("set", exc)
             return False

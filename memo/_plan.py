@@ -33,6 +33,10 @@ __all__ = ["CallPlan", "KeyFunc"]
 logger = logging.getLogger("memo")
 
 
+#: Stale keys remembered as "refresh failed" at most, per decorated function.
+_REMEMBERED_FAILURES = 10_000
+
+
 class KeyFunc(Protocol):
     """A key builder: the relative key of a call, and the glob of every key it makes."""
 
@@ -91,6 +95,9 @@ class CallPlan:
         # is the logical one: no stale window and no early refresh.
         self.simple = self.stale_ms == 0 and not early_refresh
         self._rand = random.random
+        # Stale keys whose background refresh failed (without stale_if_error): their next
+        # caller computes in the foreground instead of being served the stale value.
+        self._refresh_failed: set[str] = set()
         self._warned_encode = False
         # ENABLE_AI_CACHE=false on the bound cache: AI calls run uncached.
         self.ai_off = False
@@ -173,25 +180,21 @@ class CallPlan:
             now = cache.now_ms()
             if entry.fresh_until_ms > now:
                 self._count_hit(cache)
-                if (
-                    self.early_refresh
-                    and should_refresh_early(
-                        now, entry.fresh_until_ms, entry.compute_us, self._rand
-                    )
-                    and cache.flights.running(full) is None
+                if self.early_refresh and should_refresh_early(
+                    now, entry.fresh_until_ms, entry.compute_us, self._rand
                 ):
-                    self.stats.refreshes += 1
-                    cache.spawn(self._refresh_in_background(full, args, kwargs, entry))
+                    self._refresh_in_background(cache, full, args, kwargs, entry)
                 return entry.value
-            if self.stale_ms:
+            if self.stale_ms and full not in self._refresh_failed:
                 # Stale but kept: every caller is served it at once, and one refresh per
                 # key runs in the background (across processes: the lease holder's).
                 self.stats.stale_served += 1
                 self._count_hit(cache)
-                if cache.flights.running(full) is None:
-                    self.stats.refreshes += 1
-                    cache.spawn(self._refresh_in_background(full, args, kwargs, entry))
+                self._refresh_in_background(cache, full, args, kwargs, entry)
                 return entry.value
+            # A refresh of this stale value failed (no stale_if_error): this caller
+            # computes in the foreground, and sees the error if it fails again.
+            self._refresh_failed.discard(full)
         return await self.compute(cache, full, args, kwargs, counted=True)
 
     async def uncached(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -265,8 +268,10 @@ class CallPlan:
         ``refresh()``, whose store wins over any computation under way."""
         tags = self._tags_of(cache, args, kwargs)
         lease = None
-        if flight is not None and cache.leasing.active:
-            lease = await cache.leasing.take(full, tags, replacing)
+        if cache.leasing.active:
+            # An explicit refresh (no flight) takes the lease whoever holds it: it wins
+            # over computations under way, and loses to invalidations during its own.
+            lease = await cache.leasing.take(full, tags, replacing, force=flight is None)
             if lease is not None and not lease.held:
                 if background and replacing is not None:
                     return replacing.value, None  # another process is refreshing it
@@ -296,7 +301,14 @@ class CallPlan:
         elapsed = clock() - started
         self.stats.computations += 1
         self.stats.compute_seconds += elapsed
-        data = await self._store(cache, full, value, int(elapsed * 1_000_000), tags, flight, lease)
+        try:
+            data = await self._store(
+                cache, full, value, int(elapsed * 1_000_000), tags, flight, lease
+            )
+        except BaseException:  # a condition that raised, a cancellation while storing
+            if lease is not None:
+                await cache.leasing.release(lease)
+            raise
         return value, data
 
     async def _wait_for_holder(
@@ -366,9 +378,6 @@ class CallPlan:
                     await cache.tag_entry(tags, full, ttl_ms)
                 except Exception as exc:  # a tag never fails the call it labels
                     cache.log_once(f"tags:{full}", "memo: tags were not recorded: %r", exc)
-        elif flight is None:  # an explicit refresh: stored whatever is under way
-            if await cache.leasing.store_forced(full, data, ttl_ms, tags):
-                cache.stats.sets += 1
         elif lease is not None and lease.held:
             if await cache.leasing.store(lease, data, ttl_ms):
                 cache.stats.sets += 1
@@ -411,20 +420,41 @@ class CallPlan:
             ttl_ms = max(1, ttl_ms - int(ttl_ms * self.jitter * self._rand()))
         return ttl_ms
 
-    async def _refresh_in_background(
-        self, full: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: Entry
+    def _refresh_in_background(
+        self,
+        cache: Cache,
+        full: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        entry: Entry,
     ) -> None:
-        """Refresh a stale (or, with ``early_refresh``, soon stale) entry nobody waits
-        for; across processes only the lease holder computes."""
-        cache = self.resolve()
-        try:
-            await self.compute(cache, full, args, kwargs, replacing=entry, background=True)
-        except Exception as exc:  # the callers have been served; log and move on
+        """Start refreshing a stale (or, with ``early_refresh``, soon stale) entry nobody
+        waits for, unless a computation of it runs already. The flight starts now, so
+        every other caller of this tick sees it; across processes only the lease holder
+        computes."""
+        flights = cache.flights
+        if flights.running(full) is not None:
+            return
+        self.stats.refreshes += 1
+        flight = flights.start(
+            full,
+            lambda f: self._work(cache, f, full, args, kwargs, entry, True),
+            keep=True,  # nobody waits for it; aclose() does
+        )
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is None:
+                return
             logger.warning("memo: background refresh of %s failed: %r", full, exc)
             if entry.fresh_until_ms <= cache.now_ms() and not self.stale_if_error:
-                # Without stale_if_error a failing function is not hidden for long: the
-                # next caller computes in the foreground, and sees the error.
-                await cache.delete(full[len(cache.prefix) :])
+                if len(self._refresh_failed) >= _REMEMBERED_FAILURES:
+                    self._refresh_failed.clear()
+                self._refresh_failed.add(full)
+
+        flight.task.add_done_callback(finished)
 
     def _count_hit(self, cache: Cache) -> None:
         self.stats.hits += 1

@@ -19,16 +19,24 @@ from memo._codec import Entry
 from memo.backends.base import Backend
 from memo.exceptions import BackendError, ConfigError
 
-__all__ = ["BOOKKEEPING_SEGMENT", "TAG_INDEX_SEGMENT", "TagIndex", "tag_set_key"]
+__all__ = [
+    "BOOKKEEPING_SEGMENTS",
+    "TAG_SET_SEGMENT",
+    "TAG_INDEX_SEGMENT",
+    "TagIndex",
+    "tag_set_key",
+]
 
 _SAFE_TAG_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _INDEX_LIMIT = 1024  # members kept per tag before expired ones are pruned
 
 #: Index entries live under ``{prefix}__tags__:``.
 TAG_INDEX_SEGMENT = "__tags__:"
-#: Every key memo keeps for its own bookkeeping under a cache's prefix starts with this
-#: (tag indexes, tag sets); key listings hide them.
-BOOKKEEPING_SEGMENT = "__tag"
+#: Tag sets on a backend that keeps them itself (Redis).
+TAG_SET_SEGMENT = "__tagset__:"
+#: The keys memo keeps for its own bookkeeping under a cache's prefix start with one of
+#: these (tag indexes, tag sets); key listings hide them, and user keys may not use them.
+BOOKKEEPING_SEGMENTS = (TAG_INDEX_SEGMENT, TAG_SET_SEGMENT)
 
 
 def _tag_name(tag: str) -> str:
@@ -42,7 +50,7 @@ def _tag_name(tag: str) -> str:
 
 def tag_set_key(prefix: str, tag: str) -> str:
     """The key of ``tag``'s member set on a backend that keeps tag sets itself (Redis)."""
-    return f"{prefix}__tagset__:{_tag_name(tag)}"
+    return f"{prefix}{TAG_SET_SEGMENT}{_tag_name(tag)}"
 
 
 class TagIndex:

@@ -18,7 +18,7 @@ from memo._cache_core import CacheCore, StoredValue, live_caches
 from memo._clock import Clock
 from memo._glob import compile_glob
 from memo._options import CodecOptions, MemoryOptions
-from memo._tags import BOOKKEEPING_SEGMENT
+from memo._tags import BOOKKEEPING_SEGMENTS
 from memo._ttl import TTL
 from memo._validate import check_int
 from memo.backends.base import LEASE_SUFFIX
@@ -163,7 +163,7 @@ class Cache(CacheCore):
             raise ConfigError(f"pattern={pattern!r}: pass a non-empty glob such as 'user:*'")
         check_int("limit", limit, 1)
         cut = len(self.prefix)
-        bookkeeping = self.prefix + BOOKKEEPING_SEGMENT
+        bookkeeping = tuple(self.prefix + segment for segment in BOOKKEEPING_SEGMENTS)
         asked = limit
         while True:  # memo's own keys (leases, tag sets) are scanned, then left out
             try:

@@ -111,9 +111,16 @@ async def test_a_cancelled_holder_gives_its_lease_back(redis_server: RedisServer
         await never.wait()
         return x
 
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(slow(1), 0.2)
     lease = cache.prefix + slow.key_for(1) + "#lease"
+    call = asyncio.ensure_future(slow(1))
+    for _ in range(200):  # until the call holds the lease
+        if redis_server.client().exists(lease):
+            break
+        await asyncio.sleep(0.005)
+    assert 1 == redis_server.client().exists(lease)
+    call.cancel()  # the caller goes away: the computation is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await call
     for _ in range(200):  # the abandoned computation is cancelled, then gives it back
         if not redis_server.client().exists(lease):
             break
@@ -240,3 +247,50 @@ async def test_a_server_refusing_scripts_gets_plain_stores_and_tags_still_work(
         assert 2 == runs
     finally:
         await cache.aclose()
+
+
+async def test_an_explicit_refresh_overtaken_by_an_invalidation_is_not_stored(
+    redis_server: RedisServer,
+) -> None:
+    refresher_cache, other_cache = two_caches(redis_server)
+    computing, release = asyncio.Event(), asyncio.Event()
+    versions = iter(["v1", "v2-computed-before-the-invalidation"])
+
+    async def next_version() -> str:
+        value = next(versions)
+        if value != "v1":
+            computing.set()
+            await release.wait()
+        return value
+
+    refresher = shared_on(refresher_cache, next_version)
+    other = shared_on(other_cache, next_version)
+    assert "v1" == await refresher(1)
+    refreshing = asyncio.ensure_future(refresher.refresh(1))
+    await computing.wait()
+    await other.invalidate(1)  # the source changed: the refresh's result is old
+    release.set()
+    assert "v2-computed-before-the-invalidation" == await refreshing  # returned...
+    assert 0 == redis_server.client().exists(other_cache.prefix + other.key_for(1))  # not stored
+    await refresher_cache.aclose()
+    await other_cache.aclose()
+
+
+async def test_one_refused_call_in_a_pipelined_burst_fails_alone(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    await cache.connect()
+
+    @cached(ttl=60, cache=cache, tags=("t:{i}",))
+    async def load(i: int) -> int:
+        return i
+
+    # Tag t:0's set is not a sorted set: the lease script of load(0) fails with WRONGTYPE.
+    redis_server.client().set(cache.prefix + "__tagset__:t:0", b"not a sorted set")
+    assert list(range(50)) == await asyncio.gather(*(load(i) for i in range(50)))
+    assert 49 == len(await cache.keys("*", limit=100))  # every other call stored
+    assert 0 == sum(
+        1 for k in redis_server.client().scan_iter("*#lease")
+    )  # and no lease left behind
+    await cache.aclose()

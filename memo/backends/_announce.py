@@ -20,7 +20,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from memo.backends._messages import encode_keys, encode_pattern, new_origin
 
-__all__ = ["WriteAnnouncer", "script_sha1"]
+__all__ = ["WriteAnnouncer", "is_script_refusal", "script_sha1"]
 
 _log = logging.getLogger("memo")
 
@@ -46,6 +46,16 @@ if type(sent) == 'table' and sent.err then return {removed, sent.err} end
 return {removed, 'OK'}
 """
 _SHA1: dict[str, str] = {}
+
+
+def is_script_refusal(reply: object) -> bool:
+    """Whether ``reply`` is the server refusing scripts themselves (an ACL without EVALSHA
+    or SCRIPT), not a script refused something else (a key pattern, say)."""
+    if not isinstance(reply, ResponseError):
+        return False
+    text = str(reply).lower()
+    denied = isinstance(reply, NoPermissionError) or text.startswith("noperm")
+    return denied and any(name in text for name in ("evalsha", "script", "eval"))
 
 
 def script_sha1(script: str) -> str:
@@ -160,9 +170,7 @@ class WriteAnnouncer:
                 await c.script_load(script)  # a new or restarted server
                 return await c.evalsha(script_sha1(script), len(keys), *keys, *args)
         except ResponseError as exc:
-            text = str(exc).lower()
-            denied = isinstance(exc, NoPermissionError) or text.startswith("noperm")
-            if not denied or not any(name in text for name in ("evalsha", "script", "eval")):
+            if not is_script_refusal(exc):
                 raise
             self.scripts_refused()
             return None

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
-from memo.backends._announce import WriteAnnouncer, script_sha1
+from memo.backends._announce import WriteAnnouncer, is_script_refusal, script_sha1
 from memo.backends._script_batch import Call, ScriptBatcher
 from memo.backends.base import LEASE_SUFFIX
 from memo.exceptions import BackendError
@@ -32,24 +32,31 @@ from memo.exceptions import BackendError
 __all__ = ["LeaseCommands"]
 
 # KEYS: the lease, the entry, then the sets of the computation's tags.
-# ARGV: token, lease ms, stamp offset, stamp ('' = the caller read no entry).
+# ARGV: token, lease ms, stamp offset, stamp ('' = the caller read no entry), force ('1':
+#       an explicit refresh, which takes the lease whoever holds it, whatever is stored).
 # Replies 1 (taken), 0 (someone else holds it) or 2 (the entry is no longer what the caller
 # read: a value was stored meanwhile, and it should read that instead of computing).
+# The tag sets are written first: a script is not rolled back, and a lease must never
+# exist without its place in its tags' sets.
 _ACQUIRE = """
+local force = ARGV[5] == '1'
 local offset, stamp = tonumber(ARGV[3]), ARGV[4]
-if stamp == '' then
+if force then
+  -- whatever is there
+elseif stamp == '' then
   if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 elseif redis.call('GETRANGE', KEYS[2], offset, offset + #stamp - 1) ~= stamp then
   return 2
 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 local ms = tonumber(ARGV[2])
+if not force and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local t = redis.call('TIME')
 local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
 for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], until_ms, KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
 return 1
 """
 _RENEW = """
@@ -128,6 +135,13 @@ return {removed, entries}
 """
 
 
+def _checked(what: str, reply: Any) -> Any:
+    """A pipelined call's reply; its own error, as memo's, when the server refused it."""
+    if isinstance(reply, Exception):
+        raise BackendError(f"Redis {what} failed: {type(reply).__name__}: {reply}") from reply
+    return reply
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -182,13 +196,9 @@ class LeaseCommands:
                     break
                 if not loaded:
                     await c.script_load(script)  # a new or restarted server
-            for reply in replies:
-                if isinstance(reply, NoPermissionError) or (
-                    isinstance(reply, ResponseError) and str(reply).lower().startswith("noperm")
-                ):
+            for reply in replies:  # each caller gets its own reply, error or not
+                if is_script_refusal(reply):
                     self._announcer.scripts_refused()
-                if isinstance(reply, Exception):
-                    raise reply
             return replies
 
         return send
@@ -199,10 +209,13 @@ class LeaseCommands:
         token: str,
         lease_ms: int,
         tag_sets: Sequence[str],
-        expect: tuple[int, bytes],
+        expect: tuple[int, bytes] | None,
     ) -> int:
         keys = [key + LEASE_SUFFIX, key, *tag_sets]
-        return int(await self._acquires.call(keys, (token, lease_ms, *expect)))
+        offset, stamp = expect if expect is not None else (-1, b"")
+        force = "0" if expect is not None else "1"
+        reply = await self._acquires.call(keys, (token, lease_ms, offset, stamp, force))
+        return int(_checked("LEASE", reply))
 
     async def renew(self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]) -> bool:
         keys, args = [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)
@@ -226,7 +239,7 @@ class LeaseCommands:
         offset, stamp = expect
         keys = [key, key + LEASE_SUFFIX, *tag_sets]
         args = (token, value, ttl_ms, offset, stamp, announcer.channel, message)
-        return bool(await self._stores.call(keys, args))
+        return bool(_checked("LEASED SET", await self._stores.call(keys, args)))
 
     async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
         announcer = self._announcer

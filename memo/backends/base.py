@@ -202,11 +202,12 @@ class Leases(Protocol):
         token: str,
         lease_ms: int,
         tag_sets: Sequence[str],
-        expect: tuple[int, bytes],
+        expect: tuple[int, bytes] | None,
     ) -> int:
         """Take the lease of ``key``: 1 when taken, 0 when someone else holds it, 2 when
         the entry is no longer the version the caller read (``expect``, as for
-        ``store_leased``): a value was stored meanwhile, to be read, not computed."""
+        ``store_leased``): a value was stored meanwhile, to be read, not computed.
+        ``expect=None`` takes it whoever holds it (an explicit refresh, which wins)."""
         ...
 
     async def renew_lease(
@@ -231,8 +232,8 @@ class Leases(Protocol):
         """Store ``value`` while the lease is ``token``'s and the entry is still the
         version the computation replaces (``expect``: the bytes at an offset of the
         stored value, or ``(0, b"")`` for an absent entry); record membership in each
-        tag set. True when stored. A ``token`` of ``""`` with ``expect`` at offset -1
-        stores whatever is there (an explicit refresh) and voids any lease."""
+        tag set. True when stored. ``expect`` at offset -1 stores whatever is there (an
+        explicit refresh, under a lease taken with ``expect=None``)."""
         ...
 
 

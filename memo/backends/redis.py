@@ -17,8 +17,9 @@ What each command is guaranteed:
 Reads are coalesced in _read_batch.py; writes announced in _announce.py; leases and tag
 sets are scripts in _leases.py.
 
-Sentinel and Cluster fit behind ``client()``, the one place that turns the options into
-a client for the running loop (pattern and multi-key commands then go per primary/slot).
+Sentinel fits behind ``client()``, the one place that turns the options into a client
+for the running loop. Cluster needs more: the lease and tag scripts touch several keys
+(an entry, its lease, its tags' sets), which one slot must hold (hash tags).
 """
 
 from __future__ import annotations
@@ -351,7 +352,7 @@ class RedisBackend(Backend):
         token: str,
         lease_ms: int,
         tag_sets: Sequence[str],
-        expect: tuple[int, bytes],
+        expect: tuple[int, bytes] | None,
     ) -> int:
         return await self._leases.acquire(key, token, lease_ms, tag_sets, expect)
 

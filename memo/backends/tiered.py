@@ -357,7 +357,7 @@ class TieredBackend(Backend):
         token: str,
         lease_ms: int,
         tag_sets: Sequence[str],
-        expect: tuple[int, bytes],
+        expect: tuple[int, bytes] | None,
     ) -> int:
         return await self._remote_call(
             self._leases().acquire_lease(key, token, lease_ms, tag_sets, expect)
