@@ -31,6 +31,14 @@ from memo.exceptions import BackendError
 
 __all__ = ["LeaseCommands"]
 
+# The server's clock in milliseconds (scripts replicate by effects, so TIME is allowed).
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
 # KEYS: the lease, the entry, then the sets of the computation's tags.
 # ARGV: token, lease ms, stamp offset, stamp ('' = the caller read no entry), force ('1':
 #       an explicit refresh, which takes the lease whoever holds it, whatever is stored).
@@ -38,7 +46,7 @@ __all__ = ["LeaseCommands"]
 # read: a value was stored meanwhile, and it should read that instead of computing).
 # The tag sets are written first: a script is not rolled back, and a lease must never
 # exist without its place in its tags' sets.
-_ACQUIRE = """
+_ACQUIRE = _NOW_MS + """
 local force = ARGV[5] == '1'
 local offset, stamp = tonumber(ARGV[3]), ARGV[4]
 if force then
@@ -50,8 +58,7 @@ elseif redis.call('GETRANGE', KEYS[2], offset, offset + #stamp - 1) ~= stamp the
 end
 local ms = tonumber(ARGV[2])
 if not force and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local t = redis.call('TIME')
-local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
+local until_ms = now_ms() + ms
 for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], until_ms, KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
@@ -59,12 +66,11 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
 return 1
 """
-_RENEW = """
+_RENEW = _NOW_MS + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local ms = tonumber(ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ms)
-local t = redis.call('TIME')
-local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ms
+local until_ms = now_ms() + ms
 for i = 2, #KEYS do
   redis.call('ZADD', KEYS[i], 'XX', until_ms, KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
@@ -79,7 +85,7 @@ return 0
 # ARGV: token ('' = forced: no lease needed, any lease voided), value, ttl ms,
 #       stamp offset (-1 = forced: whatever is stored), stamp ('' = the entry must be
 #       absent), channel, message ('' = not announced).
-_STORE = """
+_STORE = _NOW_MS + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
 local offset = tonumber(ARGV[4])
@@ -94,8 +100,7 @@ end
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
 if #KEYS > 2 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   for i = 3, #KEYS do
     redis.call('ZREM', KEYS[i], KEYS[2])
     redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
