@@ -46,7 +46,9 @@ end
 # read: a value was stored meanwhile, and it should read that instead of computing).
 # The tag sets are written first: a script is not rolled back, and a lease must never
 # exist without its place in its tags' sets.
-_ACQUIRE = _NOW_MS + """
+_ACQUIRE = (
+    _NOW_MS
+    + """
 local force = ARGV[5] == '1'
 local offset, stamp = tonumber(ARGV[3]), ARGV[4]
 if force then
@@ -66,7 +68,10 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
 return 1
 """
-_RENEW = _NOW_MS + """
+)
+_RENEW = (
+    _NOW_MS
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local ms = tonumber(ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ms)
@@ -77,6 +82,7 @@ for i = 2, #KEYS do
 end
 return 1
 """
+)
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -85,7 +91,9 @@ return 0
 # ARGV: token ('' = forced: no lease needed, any lease voided), value, ttl ms,
 #       stamp offset (-1 = forced: whatever is stored), stamp ('' = the entry must be
 #       absent), channel, message ('' = not announced).
-_STORE = _NOW_MS + """
+_STORE = (
+    _NOW_MS
+    + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
 local offset = tonumber(ARGV[4])
@@ -111,6 +119,7 @@ end
 if ARGV[7] ~= '' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return 1
 """
+)
 # KEYS: the tag's set. ARGV: lease suffix, channel, origin ('' = not announced).
 _INVALIDATE_TAG = """
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
