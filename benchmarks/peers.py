@@ -291,6 +291,106 @@ async def redis_tables(url: str, batch: int) -> tuple[list[Contender], list[Cont
     return sequential, concurrent, closers
 
 
+@dataclass
+class Writer:
+    """A contender of table 6: ``run`` writes every key of a batch once."""
+
+    name: str
+    run: Callable[[Sequence[str]], Awaitable[int]]  # how many writes raised
+    note: str = ""
+    wall: list[float] = field(default_factory=list)  # µs per write, one per round
+    cpu: list[float] = field(default_factory=list)  # thread CPU µs per write
+    errors: int = 0
+
+
+async def write_table(url: str, rounds: int) -> list[Writer]:
+    """Table 6: 1 000 writes of distinct keys, raw redis-py SET (sequential and gathered)
+    against memo's ``cache.set`` gathered (announced, and with the channel off)."""
+    import redis.asyncio as aioredis
+
+    from memo import GenericRedisCache
+
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=5)
+    raw = aioredis.Redis(connection_pool=pool)
+    value = b"x" * 60
+    px = TTL * 1000
+
+    async def raw_sequential(keys: Sequence[str]) -> int:
+        for k in keys:
+            await raw.set(f"bench:w:raw:{k}", value, px=px)
+        return 0
+
+    async def raw_gathered(keys: Sequence[str]) -> int:
+        done = await asyncio.gather(
+            *(raw.set(f"bench:w:raw:{k}", value, px=px) for k in keys), return_exceptions=True
+        )
+        return sum(isinstance(r, BaseException) for r in done)
+
+    caches = [
+        GenericRedisCache(url, enable_memory_cache=False, namespace="bench_w"),
+        GenericRedisCache(
+            url, enable_memory_cache=False, namespace="bench_w_quiet", invalidation_channel=False
+        ),
+    ]
+    for cache in caches:
+        await cache.connect()
+    item = {"id": 1, "name": "alice", "roles": ["a", "b"]}
+
+    def memo_gathered(cache: Any) -> Callable[[Sequence[str]], Awaitable[int]]:
+        async def run(keys: Sequence[str]) -> int:
+            before = cache.stats.errors
+            done = await asyncio.gather(*(cache.set(k, item) for k in keys), return_exceptions=True)
+            raised = sum(isinstance(r, BaseException) for r in done)
+            return raised + cache.stats.errors - before
+
+        return run
+
+    async def memo_sequential(keys: Sequence[str]) -> int:
+        before = caches[0].stats.errors
+        for k in keys:
+            await caches[0].set(k, item)
+        return caches[0].stats.errors - before
+
+    writers = [
+        Writer("raw redis-py SET, sequential", raw_sequential, "the reference: one at a time"),
+        Writer("raw redis-py SET, gathered", raw_gathered, "50-connection pool"),
+        Writer("memo cache.set, sequential", memo_sequential, "announced (SET+PUBLISH script)"),
+        Writer("memo cache.set, gathered", memo_gathered(caches[0]), "announced"),
+        Writer(
+            "memo, gathered, channel off", memo_gathered(caches[1]), "invalidation_channel=False"
+        ),
+    ]
+    keys = [f"w:{i}" for i in range(REDIS_KEYS)]
+    for w in writers:  # warm: connections made, scripts loaded
+        await w.run(keys)
+    for r in range(rounds):
+        k = r % len(writers)
+        for w in writers[k:] + writers[:k]:
+            gc.disable()
+            c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+            w.errors += await w.run(keys)
+            t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
+            gc.enable()
+            w.wall.append((t1 - t0) / len(keys) / 1000)
+            w.cpu.append((c1 - c0) / len(keys) / 1000)
+    for cache in caches:
+        await cache.aclose()
+    await raw.aclose()
+    return writers
+
+
+def report_writes(writers: list[Writer]) -> None:
+    print(f"\nTable 6: {REDIS_KEYS:,} writes of distinct keys per round (µs per write)")
+    print(f"  {'contender':<31}{'wall med':>9}{'wall best':>10}{'CPU med':>9}{'errors':>8}  note")
+    for w in writers:
+        wall, cpu = statistics.median(w.wall), statistics.median(w.cpu)
+        print(f"  {w.name:<31}{wall:>9.2f}{min(w.wall):>10.2f}{cpu:>9.2f}{w.errors:>8}  {w.note}")
+    by_name = {w.name: statistics.median(w.wall) for w in writers}
+    reference = by_name["raw redis-py SET, sequential"]
+    for name in ("memo cache.set, gathered", "memo, gathered, channel off"):
+        target(f"{name} / sequential raw SET (wall)", by_name[name] / reference, 0.3, True)
+
+
 # --- measuring and reporting ------------------------------------------------------------
 
 
@@ -498,6 +598,8 @@ async def redis_report(args: argparse.Namespace) -> None:
             result = close()
             if asyncio.iscoroutine(result):
                 await result
+    writers = await write_table(args.redis, args.rounds)
+    report_writes(writers)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -505,7 +607,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15)")
     ap.add_argument("--batch", type=int, default=None, help="calls per timed batch (20 000)")
     ap.add_argument("--quick", action="store_true", help="5 rounds, 5 000 calls, 10**5 entries")
-    ap.add_argument("--redis", metavar="URL", help="add tables 4 and 5: hits served by Redis")
+    ap.add_argument("--redis", metavar="URL", help="add tables 4 to 6: Redis hits and writes")
     ap.add_argument("--redis-only", action="store_true", help="with --redis: only the Redis tables")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 15)

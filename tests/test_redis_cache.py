@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+import redis.asyncio as aioredis
 import xxhash
 
 from memo import (
     BackendAuthError,
+    BackendError,
     BackendUnavailable,
     CacheFactory,
     ConfigError,
@@ -488,3 +490,120 @@ async def test_refused_credentials_are_named_as_such_without_the_password(
     assert 42 == await double(21)
     await strict.aclose()
     await lenient.aclose()
+
+
+async def test_a_thousand_concurrent_writes_are_stored_in_a_few_round_trips(
+    redis_server: RedisServer,
+) -> None:
+    cache = redis_only(redis_server)
+    assert await cache.connect()
+    before = redis_server.commandstats()
+
+    await asyncio.gather(*(cache.set(f"w:{i}", i) for i in range(1000)))
+
+    after = redis_server.commandstats()
+    assert 1000 == after.get("set", 0) - before.get("set", 0)
+    assert 1000 == redis_server.dbsize()
+    assert 0 == (await cache.get_cache_stats())["errors"]
+    # Alone, each write was one EVALSHA announcing its key: 1 000 of each.
+    assert after.get("evalsha", 0) - before.get("evalsha", 0) <= 2  # the lone first write
+    assert after.get("publish", 0) - before.get("publish", 0) <= 3
+    assert 999 == await cache.get("w:999")
+    await cache.aclose()
+
+
+class _CountingRedis(aioredis.Redis):
+    """A client that counts its round trips: single commands and pipelines."""
+
+    round_trips = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.round_trips += 1
+        return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        self.round_trips += 1
+        return super().pipeline(transaction, shard_hint)
+
+
+async def test_unannounced_concurrent_writes_share_pipelines_and_a_lone_write_goes_alone(
+    redis_server: RedisServer,
+) -> None:
+    clients: list[_CountingRedis] = []
+
+    def factory() -> aioredis.Redis:
+        pool = aioredis.BlockingConnectionPool.from_url(redis_server.url, max_connections=50)
+        clients.append(_CountingRedis(connection_pool=pool))
+        return clients[-1]
+
+    backend = RedisBackend.from_url(
+        redis_server.url, invalidation_channel=False, client_factory=factory
+    )
+    await backend.set("memo:lone", b"v", 60_000)
+    assert 1 == clients[0].round_trips and b"v" == redis_server.client().get("memo:lone")
+
+    await asyncio.gather(*(backend.set(f"memo:w:{i}", b"%d" % i, 60_000) for i in range(1000)))
+
+    assert 1001 == redis_server.dbsize()
+    assert clients[0].round_trips <= 1 + 3  # the lone write, then the burst: 1 + 1 (+ 1)
+    assert b"999" == redis_server.client().get("memo:w:999")
+    assert 0 == redis_server.commandstats().get("publish", 0)
+    await backend.aclose()
+
+
+async def test_a_write_refused_in_a_batch_fails_alone(make_redis_server: Any) -> None:
+    server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
+    backend = RedisBackend.from_url(server.url)
+    server.client().execute_command("ACL", "SETUSER", "app", "resetkeys", "~memo:*")
+    keys = [f"memo:w:{i}" for i in range(100)]
+    keys[50] = "elsewhere:50"  # outside the user's keys: refused by the server
+
+    results = await asyncio.gather(
+        *(backend.set(key, b"v", 60_000) for key in keys), return_exceptions=True
+    )
+
+    assert isinstance(results[50], BackendError) and "NOPERM" in str(results[50]).upper()
+    assert "app-secret" not in str(results[50])
+    assert [None] * 99 == results[:50] + results[51:]
+    assert 99 == server.dbsize()
+    assert backend.announce and backend.breaker.allow()
+    await backend.aclose()
+
+
+async def test_a_publish_refused_in_a_batch_stops_announcing_once_and_stores_every_write(
+    make_redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
+    server.client().execute_command("ACL", "SETUSER", "app", "-publish")
+    backend = RedisBackend.from_url(server.url)
+    with caplog.at_level(logging.WARNING, logger="memo"):
+        await asyncio.gather(*(backend.set(f"memo:w:{i}", b"v", 60_000) for i in range(200)))
+        await asyncio.gather(*(backend.set(f"memo:x:{i}", b"v", 60_000) for i in range(200)))
+    assert 400 == server.dbsize()
+    assert 1 == sum("refused PUBLISH" in r.getMessage() for r in caplog.records)
+    assert backend.announce is False
+    await backend.aclose()
+
+
+async def test_a_batch_of_writes_reaches_the_memory_tier_of_another_process(
+    redis_server: RedisServer,
+) -> None:
+    writer = GenericRedisCache(redis_server.url)
+    reader = GenericRedisCache(redis_server.url)
+    assert await writer.connect() and await reader.connect()
+    await writer.set_many({f"k:{i}": "old" for i in range(300)})
+    backend = reader.backend
+    assert isinstance(backend, TieredBackend)
+    for i in range(300):
+        assert "old" == await reader.get(f"k:{i}")
+    assert all(backend.memory.get_local(f"{reader.prefix}k:{i}") for i in range(300))
+
+    await asyncio.gather(*(writer.set(f"k:{i}", "new") for i in range(300)))
+
+    give_up = time.monotonic() + 10
+    while any(backend.memory.get_local(f"{reader.prefix}k:{i}") for i in range(300)):
+        assert time.monotonic() < give_up, "the batch's announcement never arrived"
+        await asyncio.sleep(0.01)
+    assert ["new"] * 300 == [await reader.get(f"k:{i}") for i in range(300)]
+    await writer.aclose()
+    await reader.aclose()

@@ -3,7 +3,8 @@
 Every miss takes a lease and every computed value is stored through a script: a burst of
 misses (a cold start, a fan-out) would otherwise cost two round trips per call and queue
 on the connection pool past the deadline. As with reads (see _read_batch.py), a lone call
-goes out at once; calls made while one is in flight join the next pipeline.
+goes out at once; calls made while one is in flight join the next pipeline. Plain writes
+are batched the same way (see _write_batch.py).
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ class _Batch:
 
 class ScriptBatcher:
     """Sends calls of one script with ``send`` (which returns one reply per call, in
-    order, or raises for the whole batch), alone or together."""
+    order, or raises for the whole batch), alone or together; at most ``max_batch``
+    calls per ``send`` (None: no bound), a larger batch going as several at once."""
 
-    def __init__(self, send: Callable[[list[Call]], Awaitable[list[Any]]]) -> None:
+    def __init__(
+        self, send: Callable[[list[Call]], Awaitable[list[Any]]], *, max_batch: int | None = None
+    ) -> None:
         self._send = send
+        self._max_batch = max_batch
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
             weakref.WeakKeyDictionary()
         )
@@ -68,10 +73,12 @@ class ScriptBatcher:
     def _send_waiting(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
         waiting, batch.waiting = batch.waiting, []
         batch.scheduled = False
-        batch.in_flight += 1
-        task = loop.create_task(self._answer(waiting, batch))
-        batch.tasks.add(task)
-        task.add_done_callback(batch.tasks.discard)
+        size = self._max_batch or len(waiting)
+        for start in range(0, len(waiting), size):
+            batch.in_flight += 1
+            task = loop.create_task(self._answer(waiting[start : start + size], batch))
+            batch.tasks.add(task)
+            task.add_done_callback(batch.tasks.discard)
 
     async def _answer(self, waiting: list[tuple[Call, asyncio.Future[Any]]], batch: _Batch) -> None:
         try:

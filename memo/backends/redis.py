@@ -14,8 +14,8 @@ What each command is guaranteed:
   own, and a process forked from another makes new ones instead of sharing sockets.
 * Errors are translated here, most specific first, and never carry the password.
 
-Reads are coalesced in _read_batch.py; writes announced in _announce.py; leases and tag
-sets are scripts in _leases.py.
+Reads are coalesced in _read_batch.py, writes in _write_batch.py; writes announced in
+_announce.py; leases and tag sets are scripts in _leases.py.
 
 Sentinel fits behind ``client()``, the one place that turns the options into a client
 for the running loop. Cluster needs more: the lease and tag scripts touch several keys
@@ -46,6 +46,7 @@ from memo.backends._leases import LeaseCommands
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends._registry import register
+from memo.backends._write_batch import WriteBatcher
 from memo.backends.base import LEASE_SUFFIX, Backend
 from memo.backends.invalidation import InvalidationListener
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
@@ -112,6 +113,13 @@ class RedisBackend(Backend):
             scrub=self.scrub,
         )
         self._leases = LeaseCommands(self._announcer, self._run)
+        self._writes = WriteBatcher(
+            self._announcer,
+            self._run,
+            where=self.masked_url,
+            scrub=self.scrub,
+            timeout=self.operation_timeout,
+        )
         self._reads = ReadBatcher(self._get_one, self.get_many)
         self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
@@ -186,6 +194,7 @@ class RedisBackend(Backend):
         self._attempts.forget_after_fork()
         self._reads.forget_after_fork()
         self._leases.forget_after_fork()
+        self._writes.forget_after_fork()
         self._reads_with_ttl.forget_after_fork()
         self._announcer.new_origin()
         self._clients = weakref.WeakKeyDictionary()
@@ -291,13 +300,11 @@ class RedisBackend(Backend):
         return found
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        """SET (announced when announcing) when no write is in flight; while one is,
+        join the next pipeline of writes (see _write_batch.py)."""
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
-        announcer = self._announcer
-        if not announcer.enabled:
-            await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
-            return
-        await self._run("SET+PUBLISH", lambda c: announcer.set(c, key, value, ttl_ms))
+        await self._writes.set(key, value, ttl_ms)
 
     async def set_many(self, items: Mapping[str, bytes], ttl_ms: int) -> None:
         if ttl_ms <= 0:
