@@ -1,4 +1,4 @@
-"""What ``import memo`` costs a memory-only user, beside ``import asyncio``.
+"""What importing memo costs, beside ``import asyncio``.
 
     python benchmarks/import_time.py [--rounds N]
 
@@ -16,24 +16,28 @@ import statistics
 import subprocess
 import sys
 
+#: What each contender runs in a fresh interpreter. ``import memo`` loads a name's
+#: module at its first use; the ``from memo import ...`` rows show what using it costs.
 CONTENDERS = {
-    "import asyncio": "asyncio",
-    "import memo": "memo",
+    "import asyncio": "import asyncio",
+    "import memo": "import memo",
+    "from memo import cached": "from memo import cached",
+    "... GenericRedisCache": "from memo import GenericRedisCache",
 }
 
 PROBE = """
 import json, sys, time
 wall, cpu = time.perf_counter(), time.process_time()
-import {module}
+{statement}
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {{'redis', 'fastapi', 'pydantic', 'starlette'}})
 print(json.dumps([wall * 1000, cpu * 1000, heavy]))
 """
 
 
-def measure(module: str) -> tuple[float, float, list[str]]:
+def measure(statement: str) -> tuple[float, float, list[str]]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(module=module)],
+        [sys.executable, "-c", PROBE.format(statement=statement)],
         capture_output=True,
         text=True,
         check=True,
@@ -58,18 +62,20 @@ def main() -> None:
             cpus[name].append(cpu)
             heavy[name].update(loaded)
     print(f"{args.rounds} interleaved rounds, a fresh interpreter each")
-    print(f"  {'contender':<16}{'wall median':>12}{'best':>8}{'cpu median':>12}{'best':>8}  loads")
+    print(f"  {'contender':<26}{'wall median':>12}{'best':>8}{'cpu median':>12}{'best':>8}  loads")
     for name in names:
         print(
-            f"  {name:<16}{statistics.median(walls[name]):>12.1f}{min(walls[name]):>8.1f}"
+            f"  {name:<26}{statistics.median(walls[name]):>12.1f}{min(walls[name]):>8.1f}"
             f"{statistics.median(cpus[name]):>12.1f}{min(cpus[name]):>8.1f}"
             f"  {', '.join(sorted(heavy[name])) or '-'}"
         )
-    base, memo = "import asyncio", "import memo"
-    print(
-        f"  import memo / import asyncio: wall {statistics.median(walls[memo]) / statistics.median(walls[base]):.2f}x, "
-        f"cpu {statistics.median(cpus[memo]) / statistics.median(cpus[base]):.2f}x"
-    )
+    base = "import asyncio"
+    for name in names[1:]:
+        print(
+            f"  {name} / import asyncio: "
+            f"wall {statistics.median(walls[name]) / statistics.median(walls[base]):.2f}x, "
+            f"cpu {statistics.median(cpus[name]) / statistics.median(cpus[base]):.2f}x"
+        )
 
 
 if __name__ == "__main__":

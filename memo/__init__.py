@@ -8,19 +8,16 @@
     async def get_user(user_id: int) -> dict: ...
 
 Backends live in ``memo.backends``, counters in ``memo.stats``, the FastAPI helpers in
-``memo.integrations.fastapi``. Importing ``memo`` loads neither redis-py nor FastAPI:
-redis-py loads with the first Redis cache, FastAPI with the first helper used.
+``memo.integrations.fastapi``. ``import memo`` loads only the exceptions: each public name
+loads its module at its first use, redis-py loads with the first Redis cache, FastAPI
+with the first helper used.
 """
 
-from memo._ai_settings import AISettings
-from memo._decorators import ai_cached, cached, default_cache
-from memo._sentinel import MISSING
-from memo._slots import aclose_all, invalidate_tags, release_connections
-from memo._switch import bypass, disable, enable
-from memo._valuetypes import register_type
-from memo.ai import AIResponseCache
-from memo.cache import Cache, InMemoryCache, NullCache
-from memo.config import PRESETS, CacheConfig, CacheConfigBuilder, config_from_env, get_preset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from memo.exceptions import (
     BackendAuthError,
     BackendError,
@@ -34,10 +31,56 @@ from memo.exceptions import (
     KeyDerivationError,
     MemoError,
 )
-from memo.factory import CacheFactory
-from memo.interface import CacheInterface
-from memo.monitoring import CachePerformanceMonitor
-from memo.redis_cache import GenericRedisCache
+
+if TYPE_CHECKING:  # what the names below are; they load on first use (see __getattr__)
+    from memo._ai_settings import AISettings
+    from memo._decorators import ai_cached, cached, default_cache
+    from memo._sentinel import MISSING
+    from memo._slots import aclose_all, invalidate_tags, release_connections
+    from memo._switch import bypass, disable, enable
+    from memo._valuetypes import register_type
+    from memo.ai import AIResponseCache
+    from memo.cache import Cache, InMemoryCache, NullCache
+    from memo.config import PRESETS, CacheConfig, CacheConfigBuilder, config_from_env, get_preset
+    from memo.factory import CacheFactory
+    from memo.interface import CacheInterface
+    from memo.monitoring import CachePerformanceMonitor
+    from memo.redis_cache import GenericRedisCache
+
+#: Where each public name lives. ``import memo`` loads none of these modules: a name is
+#: imported at its first use, so a program that imports memo pays for what it uses.
+_LAZY = {
+    "AISettings": "memo._ai_settings",
+    "ai_cached": "memo._decorators",
+    "cached": "memo._decorators",
+    "default_cache": "memo._decorators",
+    "MISSING": "memo._sentinel",
+    "aclose_all": "memo._slots",
+    "invalidate_tags": "memo._slots",
+    "release_connections": "memo._slots",
+    "bypass": "memo._switch",
+    "disable": "memo._switch",
+    "enable": "memo._switch",
+    "register_type": "memo._valuetypes",
+    "AIResponseCache": "memo.ai",
+    "Cache": "memo.cache",
+    "InMemoryCache": "memo.cache",
+    "NullCache": "memo.cache",
+    "PRESETS": "memo.config",
+    "CacheConfig": "memo.config",
+    "CacheConfigBuilder": "memo.config",
+    "config_from_env": "memo.config",
+    "get_preset": "memo.config",
+    "CacheFactory": "memo.factory",
+    "CacheInterface": "memo.interface",
+    "CachePerformanceMonitor": "memo.monitoring",
+    "GenericRedisCache": "memo.redis_cache",
+    # FastAPI helpers, importable from memo as the usage guide does (not in __all__:
+    # they need FastAPI, which memo does not require).
+    "cache_lifespan": "memo.integrations.fastapi",
+    "get_ai_cache_service": "memo.integrations.fastapi",
+    "get_web_cache_service": "memo.integrations.fastapi",
+}
 
 __version__ = "0.1.0.dev0"
 
@@ -80,14 +123,15 @@ __all__ = [
     "release_connections",
 ]
 
-#: FastAPI helpers, importable from ``memo`` as the usage guide does, loaded on first use
-#: so that ``import memo`` never needs FastAPI (they are not in ``__all__`` for that reason).
-_FASTAPI_NAMES = frozenset({"cache_lifespan", "get_ai_cache_service", "get_web_cache_service"})
-
 
 def __getattr__(name: str) -> object:
-    if name in _FASTAPI_NAMES:
-        from memo.integrations import fastapi
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
 
-        return getattr(fastapi, name)
-    raise AttributeError(f"module 'memo' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
