@@ -43,7 +43,7 @@ _MEMO_SETS = {
     "timeout": "memo waits for a pooled connection within operation_timeout=",
     "max_connections": "pass max_connections= to memo",
     "retry_on_timeout": "memo retries reads once, within operation_timeout=",
-    "protocol": "memo speaks RESP2, redis-py's default",
+    "protocol": "memo uses the protocol redis-py chooses by default",
 }
 _ACCEPTED = ("db", *_CREDENTIALS, *_PASSED_ON)
 _SECRET_WORDS = ("pass", "pwd", "token", "secret", "auth", "key")
