@@ -15,7 +15,6 @@ with the first helper used.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from memo.exceptions import (
@@ -124,7 +123,32 @@ __all__ = [
 ]
 
 
+#: Subpackages and modules reachable as attributes (``memo.backends.RedisBackend``), loaded
+#: at first use like the names above.
+_SUBMODULES = frozenset(
+    {
+        "ai",
+        "backends",
+        "cache",
+        "cli",
+        "config",
+        "factory",
+        "integrations",
+        "interface",
+        "monitoring",
+        "redis_cache",
+        "resilience",
+        "stats",
+        "testing",
+    }
+)
+
+
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"memo.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'memo' has no attribute {name!r}")
@@ -134,4 +158,5 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    dunders = {name for name in globals() if name.startswith("__")}
+    return sorted(dunders | set(__all__) | _SUBMODULES | {"exceptions"})

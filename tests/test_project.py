@@ -207,3 +207,20 @@ def test_importing_memo_loads_neither_redis_nor_fastapi() -> None:
     assert out.returncode == 0, out.stderr
     loaded = _importers(out.stderr, {"redis", "fastapi"})
     assert [] == loaded, "imported by `import memo`:\n" + "\n".join(loaded)
+
+
+@pytest.mark.slow
+def test_the_modules_the_docs_name_are_attributes_of_memo_after_import_memo() -> None:
+    code = (
+        "import memo; "
+        "print(memo.backends.RedisBackend.__name__, memo.stats.CacheStats.__name__, "
+        "memo.config.CacheConfig.__name__, memo.testing.FakeClock.__name__); "
+        "print(sorted(n for n in dir(memo) if not n.startswith('__') and n not in memo.__all__))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    names, extra = out.stdout.splitlines()
+    assert "RedisBackend CacheStats CacheConfig FakeClock" == names
+    # dir() shows the public names and the submodules, not the machinery of lazy loading.
+    assert "_LAZY" not in extra and "importlib" not in extra and "TYPE_CHECKING" not in extra

@@ -35,7 +35,8 @@ class _Batch:
 class ScriptBatcher:
     """Sends calls of one script with ``send`` (which returns one reply per call, in
     order, or raises for the whole batch), alone or together; at most ``max_batch``
-    calls per ``send`` (None: no bound), a larger batch going as several at once."""
+    calls per ``send`` (None: no bound), a larger batch going as several, one after the
+    other (so that calls keep their order)."""
 
     def __init__(
         self, send: Callable[[list[Call]], Awaitable[list[Any]]], *, max_batch: int | None = None
@@ -73,14 +74,22 @@ class ScriptBatcher:
     def _send_waiting(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
         waiting, batch.waiting = batch.waiting, []
         batch.scheduled = False
-        size = self._max_batch or len(waiting)
-        for start in range(0, len(waiting), size):
-            batch.in_flight += 1
-            task = loop.create_task(self._answer(waiting[start : start + size], batch))
-            batch.tasks.add(task)
-            task.add_done_callback(batch.tasks.discard)
+        batch.in_flight += 1
+        task = loop.create_task(self._answer_all(waiting, batch))
+        batch.tasks.add(task)
+        task.add_done_callback(batch.tasks.discard)
 
-    async def _answer(self, waiting: list[tuple[Call, asyncio.Future[Any]]], batch: _Batch) -> None:
+    async def _answer_all(
+        self, waiting: list[tuple[Call, asyncio.Future[Any]]], batch: _Batch
+    ) -> None:
+        size = self._max_batch or len(waiting)
+        try:
+            for start in range(0, len(waiting), size):
+                await self._answer(waiting[start : start + size])
+        finally:
+            batch.in_flight -= 1
+
+    async def _answer(self, waiting: list[tuple[Call, asyncio.Future[Any]]]) -> None:
         try:
             replies = await self._send([call for call, _ in waiting])
         except BaseException as exc:
@@ -93,5 +102,3 @@ class ScriptBatcher:
             for (_, future), reply in zip(waiting, replies, strict=True):
                 if not future.done():  # a cancelled caller has gone
                     future.set_result(reply)
-        finally:
-            batch.in_flight -= 1

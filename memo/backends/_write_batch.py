@@ -4,11 +4,10 @@ Each write used to be its own round trip (one EVALSHA of the announcing script, 
 plain SET): a burst of writes (a cold start, a fan-out of stores) queued on the
 connection pool and could miss the deadline. As with reads and lease scripts (see
 _read_batch.py, _script_batch.py), a lone write goes out at once, exactly as before;
-writes made while one is in flight join the next batch: one pipeline of SETs, followed,
-when announcing, by one PUBLISH naming every key of the batch (one message for every
-listening process to decode, not one per key). That is how ``set_many`` already writes;
-each SET still precedes the announcement of its key. Each write gets its own reply: one
-refused by the server fails alone.
+writes made while one is in flight join the next batch: announced, one script that sets
+them all and publishes one message naming every key (one message for every listening
+process to decode, not one per key), applied by Redis whole or not at all; otherwise one
+pipeline of SETs. Each write gets its own reply: one refused by the server fails alone.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._redis_errors import translate_error
@@ -24,10 +24,29 @@ from memo.backends._script_batch import Call, ScriptBatcher
 
 __all__ = ["WriteBatcher"]
 
+# KEYS: the entries. ARGV: channel, message, then (ttl ms, value) per entry. Replies one
+# status per write ('OK' or its error) and PUBLISH's status last.
+_SETS_AND_ANNOUNCE = """
+local replies = {}
+for i = 1, #KEYS do
+  local r = redis.pcall('SET', KEYS[i], ARGV[2 + 2 * i], 'PX', ARGV[1 + 2 * i])
+  if type(r) == 'table' and r.err then replies[i] = r.err else replies[i] = 'OK' end
+end
+local sent = redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+if type(sent) == 'table' and sent.err then replies[#KEYS + 1] = sent.err
+else replies[#KEYS + 1] = 'OK' end
+return replies
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 #: Runs a command under the backend's deadline, breaker and error translation.
 Runner = Callable[[str, Callable[[Redis], Awaitable[Any]]], Awaitable[Any]]
 
-#: Writes per pipeline: a larger burst goes as several pipelines, each with its deadline.
+#: Writes per round trip: a larger burst goes as several, one after the other.
 MAX_BATCH = 1000
 
 
@@ -84,9 +103,30 @@ class WriteBatcher:
 
     async def _pipeline(self, c: Redis, calls: list[Call]) -> list[Any]:
         """The SETs of ``calls`` (and the PUBLISH of their keys when announcing) in one
-        round trip; per write None, or the server's error for that write alone."""
+        round trip; per write None, or the server's error for that write alone.
+
+        Announced, they go as one script, so that Redis applies them and the
+        announcement together or not at all: a pipeline cut short by the deadline could
+        leave writes applied whose PUBLISH never went, and other processes' memory tiers
+        holding what they replaced. Pipelined only where the server refuses scripts."""
         announcer = self._announcer
         announcing = announcer.enabled  # read once: the PUBLISH is sent or not for all
+        if announcing and announcer.scripts_allowed:
+            keys = [key for (key,), _ in calls]
+            args: list[Any] = [announcer.channel, announcer.keys_message(keys)]
+            for _, (value, ttl_ms) in calls:
+                args += (ttl_ms, value)
+            try:
+                reply = await announcer.script(c, _SETS_AND_ANNOUNCE, keys, args)
+            except ResponseError:
+                # The server refused the script as a whole (an ACL denying one of its
+                # keys, say): each write goes alone, so that only the refused one fails.
+                return [await self._alone(c, call) for call in calls]
+            if reply is not None:
+                *written, published = reply
+                if published not in (b"OK", "OK"):
+                    announcer.refused(ResponseError(_text(published)))
+                return [None if r in (b"OK", "OK") else ResponseError(_text(r)) for r in written]
         async with c.pipeline(transaction=False) as pipe:
             for (key,), (value, ttl_ms) in calls:
                 # Not pipe.set(): its keyword handling cost 2 µs of about 28 a write.
@@ -100,3 +140,12 @@ class WriteBatcher:
             if isinstance(published, Exception):  # refused (an ACL): announcing stops, once
                 announcer.refused(published)
         return [result if isinstance(result, Exception) else None for result in results]
+
+    async def _alone(self, c: Redis, call: Call) -> Any:
+        """One write, announced, on its own: None, or the server's error for it."""
+        (key,), (value, ttl_ms) = call
+        try:
+            await self._announcer.set(c, key, value, ttl_ms)
+        except ResponseError as exc:
+            return exc
+        return None
