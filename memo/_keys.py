@@ -45,7 +45,13 @@ _SEGMENT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _LABEL_CHARS = frozenset(_SEGMENT_CHARS)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_FAST_MAP_SIZE, _FAST_STR_LEN = 4096, 64
+_FAST_STR_LEN = 64
+#: Calls remembered per generation of the fast map; two generations are kept, so at most
+#: twice this many (see KeyBuilder.__call__).
+_FAST_GENERATION = 2048
+#: Calls with more positional arguments than this (through *args) always derive: an entry
+#: holds its arguments, and its size must stay bounded with the count of entries.
+_FAST_ARGS = 16
 _FAST_TYPES = frozenset({int, str, bool, type(None)})
 _IMMUTABLE: tuple[type, ...] = (bool, int, float, str, bytes, Decimal, uuid.UUID, enum.Enum)
 _IMMUTABLE += (dt.date, dt.time, dt.timedelta)
@@ -151,7 +157,9 @@ class KeyBuilder:
         # read outside state, or when a default could be mutated in place.
         kept = [p for p in calls.params[method:] if p.name not in calls.ignore]
         frozen = all(p.default is p.empty or _is_immutable(p.default) for p in kept)
+        # The young generation of the fast map (None: no fast map), then the old one.
         self._fast: dict[tuple[Any, ...], str] | None = {} if key is None and frozen else None
+        self._old: dict[tuple[Any, ...], str] = {}
         self._shapes: dict[tuple[type, ...], tuple[int, ...] | Literal[False]] = {}
 
     @property
@@ -200,14 +208,25 @@ class KeyBuilder:
             mk = (types, rest)
         found = fast.get(mk)
         if found is None:
-            found = self._derive(args, kwargs)
-            if len(fast) >= _FAST_MAP_SIZE:
-                fast.clear()
+            # Two generations bound the map without a wholesale clear: a full young one
+            # becomes the old one (the previous old one dropped), and a call found there
+            # moves back. So a call made again within a generation's worth of other calls
+            # keeps its key, however many one-off calls pass. Threads may race here; each
+            # step is one dict operation under the GIL, and the worst outcome is a
+            # generation lost: keys derived again, never a wrong one.
+            found = self._old.get(mk)
+            if found is None:
+                found = self._derive(args, kwargs)
+            if len(fast) >= _FAST_GENERATION:
+                self._old, self._fast = fast, {}
+                fast = self._fast
             fast[mk] = found
         return found
 
     def _shape(self, types: tuple[type, ...]) -> tuple[int, ...] | Literal[False]:
         """Positions of the strs if all these types may use the fast map, else False."""
+        if len(types) > _FAST_ARGS:
+            return False  # not recorded: such shapes could be many, and large
         strs: tuple[int, ...] | Literal[False] = False
         if _FAST_TYPES.issuperset(types):
             strs = tuple(i for i, t in enumerate(types) if t is str)

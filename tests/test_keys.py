@@ -597,9 +597,87 @@ def test_warm_fast_map_for_methods_matches_the_slow_path() -> None:
 
 def test_fast_map_is_bounded() -> None:
     builder = KeyBuilder(fx.get_user)
-    for i in range(5000):
+    for i in range(20_000):
         builder((i,), {})
-    assert builder._fast is not None and len(builder._fast) <= 4096
+    assert builder._fast is not None and len(builder._fast) + len(builder._old) <= 4096
+
+    async def variadic(*items: int) -> None: ...
+
+    many = KeyBuilder(variadic)
+    many((*range(17),), {})  # an entry holds its arguments: too many never enter
+    many((*range(16),), {})
+    assert many._fast is not None and len(many._fast) + len(many._old) == 1
+
+
+def _counting(builder: KeyBuilder) -> Counter[Any]:
+    """Count the full derivations of ``builder``, by the arguments derived."""
+    counts: Counter[Any] = Counter()
+    derive = builder._derive
+
+    def counted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        counts[args] += 1
+        return derive(args, kwargs)
+
+    builder._derive = counted  # type: ignore[method-assign]
+    return counts
+
+
+def test_hot_keys_stay_in_the_fast_map_while_one_off_calls_pass() -> None:
+    builder = KeyBuilder(fx.get_user)
+    counts = _counting(builder)
+    hot = [(i,) for i in range(200)]
+    keys = {args: builder(args, {}) for args in hot}
+    one_off = 10**6
+    for _ in range(100):  # 20 000 one-off calls: ten young generations filled and dropped
+        for args in hot:
+            assert builder(args, {}) == keys[args]
+            one_off += 1
+            builder((one_off,), {})
+    assert all(counts[args] == 1 for args in hot)  # derived once, served ever since
+    assert sum(counts.values()) == len(hot) + 20_000
+    assert len(builder._fast or ()) + len(builder._old) <= 4096
+
+
+def test_a_call_dropped_from_both_generations_is_derived_again() -> None:
+    builder = KeyBuilder(fx.get_user)
+    counts = _counting(builder)
+    first = builder((-1,), {})
+    for i in range(5000):  # more than two generations of other calls
+        builder((i,), {})
+    assert builder((-1,), {}) == first
+    assert counts[(-1,)] == 2
+
+
+_scalars = st.one_of(
+    st.sampled_from([0, 1, -1, True, False, None, 0.0, -0.0, 1.0, "", "1", "a", "x" * 65]),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=70),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pool=st.lists(
+        st.one_of(st.tuples(_scalars), st.tuples(_scalars, _scalars)), min_size=1, max_size=40
+    ),
+    order=st.lists(st.integers(0, 39), min_size=1, max_size=300),
+)
+def test_keys_served_after_many_refills_equal_the_full_derivation(
+    pool: list[tuple[Any, ...]], order: list[int]
+) -> None:
+    """With generations of 4 calls, a stream of calls fills and drops them many times;
+    every key served, from either generation or derived, is the full derivation's."""
+
+    async def f(x: Any, y: Any = "y") -> None: ...
+
+    warm, cold = KeyBuilder(f), KeyBuilder(f)
+    cold._fast = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("memo._keys._FAST_GENERATION", 4)
+        for i in order:
+            args = pool[i % len(pool)]
+            assert warm(args, {}) == cold(args, {}), args
+            assert len(warm._fast or ()) <= 4 and len(warm._old) <= 4
 
 
 def test_fast_map_is_off_for_key_callables_and_mutable_defaults() -> None:
