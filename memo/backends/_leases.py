@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from memo.backends._announce import WriteAnnouncer, is_script_refusal, script_sha1
-from memo.backends._script_batch import Call, ScriptBatcher
+from memo.backends._batching import Call, CallBatcher
 from memo.backends.base import LEASE_SUFFIX
 from memo.exceptions import BackendError
 
@@ -172,8 +172,8 @@ class LeaseCommands:
     def __init__(self, announcer: WriteAnnouncer, run: Runner) -> None:
         self._announcer = announcer
         self._run = run
-        self._acquires = ScriptBatcher(lambda calls: run("LEASE", self._many(_ACQUIRE, calls)))
-        self._stores = ScriptBatcher(lambda calls: run("LEASED SET", self._many(_STORE, calls)))
+        self._acquires = CallBatcher(lambda calls: run("LEASE", self._many(_ACQUIRE, calls)))
+        self._stores = CallBatcher(lambda calls: run("LEASED SET", self._many(_STORE, calls)))
 
     def forget_after_fork(self) -> None:
         self._acquires.forget_after_fork()

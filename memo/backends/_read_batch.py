@@ -7,35 +7,22 @@ lone reader waits for nothing: it is sent on its own.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from memo._fork import keep_from_parent
+from memo.backends._batching import Call, CallBatcher
 
 __all__ = ["ReadBatcher", "get_with_ttl"]
 
 T = TypeVar("T")
 
 
-class _ReadBatch(Generic[T]):
-    """Reads of one event loop waiting to go out together."""
-
-    __slots__ = ("in_flight", "scheduled", "tasks", "waiting")
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.scheduled = False
-        self.waiting: dict[str, list[asyncio.Future[T]]] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-
-
 class ReadBatcher(Generic[T]):
     """Read alone when nothing is in flight; while a read is, join the next batch.
 
     ``get_one`` and ``get_many`` send the commands (with their deadline and error
-    translation); this class only decides which to send and hands out the results.
+    translation); this class only decides which to send and hands out the results:
+    a batch asks for each distinct key once, and its readers share the answer.
     """
 
     def __init__(
@@ -45,61 +32,21 @@ class ReadBatcher(Generic[T]):
     ) -> None:
         self._get_one = get_one
         self._get_many = get_many
-        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadBatch[T]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._batcher = CallBatcher(self._send)
 
     def forget_after_fork(self) -> None:
-        """In a forked child: the parent's batches and tasks are not ours (see memo._fork)."""
-        keep_from_parent(self._batches.values())
-        self._batches = weakref.WeakKeyDictionary()
+        self._batcher.forget_after_fork()
 
     async def get(self, key: str) -> T:
-        loop = asyncio.get_running_loop()
-        batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = _ReadBatch[T]()
-        if batch.in_flight == 0 and not batch.waiting:
-            batch.in_flight += 1
-            try:
-                return await self._get_one(key)
-            finally:
-                batch.in_flight -= 1
-        future: asyncio.Future[T] = loop.create_future()
-        batch.waiting.setdefault(key, []).append(future)
-        if not batch.scheduled:
-            batch.scheduled = True
-            loop.call_soon(self._send_batch, loop, batch)
-        return await future
+        value: T = await self._batcher.call((key,), ())
+        return value
 
-    def _send_batch(self, loop: asyncio.AbstractEventLoop, batch: _ReadBatch[T]) -> None:
-        waiting, batch.waiting = batch.waiting, {}
-        batch.scheduled = False
-        batch.in_flight += 1
-        task = loop.create_task(self._mget_for(waiting, batch))
-        batch.tasks.add(task)
-        task.add_done_callback(batch.tasks.discard)
-
-    async def _mget_for(
-        self, waiting: dict[str, list[asyncio.Future[T]]], batch: _ReadBatch[T]
-    ) -> None:
-        keys = list(waiting)
-        try:
-            values = await self._get_many(keys)
-        except BaseException as exc:
-            for futures in waiting.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for key, value in zip(keys, values, strict=True):
-                for future in waiting[key]:
-                    if not future.done():  # a cancelled reader has gone
-                        future.set_result(value)
-        finally:
-            batch.in_flight -= 1
+    async def _send(self, calls: list[Call]) -> list[T]:
+        if len(calls) == 1:
+            return [await self._get_one(calls[0][0][0])]
+        keys = list(dict.fromkeys(keys[0] for keys, _ in calls))  # distinct, in order
+        found = dict(zip(keys, await self._get_many(keys), strict=True))
+        return [found[keys[0]] for keys, _ in calls]
 
 
 async def get_with_ttl(client: Any, keys: Sequence[str]) -> list[tuple[bytes | None, int | None]]:

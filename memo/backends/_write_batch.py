@@ -2,8 +2,8 @@
 
 Each write used to be its own round trip (one EVALSHA of the announcing script, or a
 plain SET): a burst of writes (a cold start, a fan-out of stores) queued on the
-connection pool and could miss the deadline. As with reads and lease scripts (see
-_read_batch.py, _script_batch.py), a lone write goes out at once, exactly as before;
+connection pool and could miss the deadline. As with reads and lease scripts (the
+mechanism is _batching.py), a lone write goes out at once, exactly as before;
 writes made while one is in flight join the next batch: announced, one script that sets
 them all and publishes one message naming every key (one message for every listening
 process to decode, not one per key), applied by Redis whole or not at all; otherwise one
@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from memo.backends._announce import WriteAnnouncer
+from memo.backends._batching import Call, CallBatcher
 from memo.backends._redis_errors import translate_error
-from memo.backends._script_batch import Call, ScriptBatcher
 
 __all__ = ["WriteBatcher"]
 
@@ -75,7 +75,7 @@ class WriteBatcher:
         self._where = where
         self._scrub = scrub
         self._timeout = timeout
-        self._batcher = ScriptBatcher(self._send, max_batch=MAX_BATCH)
+        self._batcher = CallBatcher(self._send, max_batch=MAX_BATCH)
 
     def forget_after_fork(self) -> None:
         self._batcher.forget_after_fork()

@@ -1,10 +1,11 @@
-"""Concurrent calls of one script from one event loop go to Redis as one pipeline.
+"""Concurrent calls of one event loop go to Redis together, in one round trip.
 
-Every miss takes a lease and every computed value is stored through a script: a burst of
-misses (a cold start, a fan-out) would otherwise cost two round trips per call and queue
-on the connection pool past the deadline. As with reads (see _read_batch.py), a lone call
-goes out at once; calls made while one is in flight join the next pipeline. Plain writes
-are batched the same way (see _write_batch.py).
+The one coalescing mechanism of the Redis backend: reads (_read_batch.py), writes
+(_write_batch.py) and lease scripts (_leases.py) each give it a ``send`` that turns a
+list of calls into one round trip. A burst (a cold start, a fan-out) would otherwise
+cost a round trip per call and queue on the connection pool past the deadline. A lone
+call goes out at once, waiting for nothing; calls made while one is in flight join the
+next batch, sent when the loop next runs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 from memo._fork import keep_from_parent
 
-__all__ = ["Call", "ScriptBatcher"]
+__all__ = ["Call", "CallBatcher"]
 
-#: One call of the script: its keys and its arguments.
+#: One call: its keys and its arguments.
 Call = tuple[Sequence[str], Sequence[Any]]
 
 
@@ -32,8 +33,8 @@ class _Batch:
         self.tasks: set[asyncio.Task[None]] = set()
 
 
-class ScriptBatcher:
-    """Sends calls of one script with ``send`` (which returns one reply per call, in
+class CallBatcher:
+    """Sends calls with ``send`` (which returns one reply per call, in
     order, or raises for the whole batch), alone or together; at most ``max_batch``
     calls per ``send`` (None: no bound), a larger batch going as several, one after the
     other (so that calls keep their order)."""
