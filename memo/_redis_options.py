@@ -14,15 +14,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 from memo._validate import check_bool, check_int, check_seconds
 from memo.exceptions import ConfigError
 
-__all__ = ["REDIS_SCHEMES", "RedisOptions", "RedisURL"]
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["COHERENCE_MODES", "REDIS_SCHEMES", "RedisOptions", "RedisURL"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+COHERENCE_MODES = ("tracking", "channel")
 _DEFAULT_PORT = 6379
 _MAX_DATABASE = 2**31 - 1  # the most a server's "databases" setting allows
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -348,8 +352,11 @@ class RedisOptions:
             free connection rather than fail.
         use_tls: connect with TLS even though the URL says ``redis://``.
         ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS files (used on TLS connections).
-        invalidation_channel: announce writes on Redis pub/sub and let memory tiers
-            listen for other processes' writes.
+        invalidation_channel: keep memory tiers coherent with what other processes
+            write (False: a memory tier trusts its TTLs alone).
+        coherence: how: ``"tracking"`` (the server tells each memory tier of changes
+            to the keys it read, Redis 6 and later; the channel where the server
+            refuses it) or ``"channel"`` (writes announced on pub/sub, heard by all).
     """
 
     url: RedisURL
@@ -361,6 +368,7 @@ class RedisOptions:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     invalidation_channel: bool = True
+    coherence: str = "tracking"
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, RedisURL):
@@ -373,6 +381,11 @@ class RedisOptions:
         check_int("max_connections", self.max_connections, 1, 10_000)
         check_bool("use_tls", self.use_tls)
         check_bool("invalidation_channel", self.invalidation_channel)
+        if self.coherence not in COHERENCE_MODES:
+            raise ConfigError(
+                f"coherence={self.coherence!r}: must be 'tracking' (the server tells each "
+                f"memory tier what changed) or 'channel' (writes announced on pub/sub)"
+            )
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -403,6 +416,18 @@ class RedisOptions:
     @property
     def tls(self) -> bool:
         return self.connection_url.tls
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context redis-py would build from these options; None without TLS."""
+        if not self.tls:
+            return None
+        import ssl  # only where TLS is used: it costs milliseconds to import
+
+        context = ssl.create_default_context(cafile=self.ssl_ca_certs)
+        context.check_hostname = dict(self.url.options).get("ssl_check_hostname") != "false"
+        if self.ssl_certfile is not None:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
 
     def ssl_arguments(self) -> dict[str, str]:
         """The TLS files to hand to redis-py, when the connection is TLS."""

@@ -45,6 +45,7 @@ _REDIS_FIELDS = (
     "ssl_certfile",
     "ssl_keyfile",
     "invalidation_channel",
+    "coherence",
 )
 
 
@@ -88,6 +89,7 @@ class CacheConfig:
     operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
     enable_ai_cache: bool = True
     invalidation_channel: bool = True
+    coherence: str = RedisOptions.coherence
 
     def __post_init__(self) -> None:
         # Each knob is checked by the options object of its layer; building them here

@@ -53,9 +53,12 @@ class GenericRedisCache(Cache):
         max_connections: the pool's size; callers wait (within the deadline) for a
             free connection rather than fail.
         use_tls, ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS settings.
-        invalidation_channel: announce this cache's writes on Redis pub/sub and drop
-            what other processes announce from the memory tier (default True). Turn it
-            off only where no other process keeps a memory tier of the same keys.
+        invalidation_channel: keep the memory tier coherent with what other processes
+            (and any Redis client) write (default True). Turn it off only where no
+            other process writes the keys a memory tier holds.
+        coherence: ``"tracking"`` (default): Redis tells the memory tier when a key it
+            read changes (``CLIENT TRACKING``, Redis 6+; the channel where refused);
+            ``"channel"``: writes are announced on pub/sub and every tier hears all.
         Other arguments as for ``InMemoryCache``.
     """
 
@@ -82,6 +85,7 @@ class GenericRedisCache(Cache):
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
         invalidation_channel: bool = True,
+        coherence: str = RedisOptions.coherence,
         ai: AISettings | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -103,6 +107,7 @@ class GenericRedisCache(Cache):
                 ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile,
                 invalidation_channel=invalidation_channel,
+                coherence=coherence,
             ),
             MemoryOptions(
                 memory_cache_size=memory_cache_size,
@@ -237,6 +242,10 @@ class GenericRedisCache(Cache):
             "invalidation": {
                 "channel": self.redis.invalidation_channel if self.invalidation_channel else None,
                 "announcing": self.redis.announce,
+                # How the memory tier hears of changes: "tracking", "channel" or None.
+                "mode": None
+                if listener is None
+                else ("tracking" if listener.reads_tracked else "channel"),
                 "listening": listener is not None and listener.trusted,
                 "reconnects": listener.reconnects if listener is not None else 0,
             },
@@ -257,10 +266,12 @@ class GenericRedisCache(Cache):
         if result["status"] == "healthy" and listener is not None and not listener.trusted:
             # Correct but slower: every read goes to Redis until the channel is back.
             result["status"] = "degraded"
-            result["reason"] = (
-                f"invalidation channel {listener.channel} is not subscribed; the memory "
-                f"tier is bypassed and reads go to Redis"
+            lost = (
+                "the tracking connection is down"
+                if listener.reads_tracked
+                else f"invalidation channel {listener.channel} is not subscribed"
             )
+            result["reason"] = f"{lost}; the memory tier is bypassed and reads go to Redis"
         return result
 
     def __repr__(self) -> str:

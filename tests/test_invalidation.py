@@ -1,7 +1,10 @@
-"""The invalidation channel: writes in one process reach the memory tiers of others.
+"""Coherence: writes in one process reach the memory tiers of others.
 
 Two caches on one real redis-server stand for two processes: each has its own memory
-tier, its own connections and its own origin, exactly as separate processes would.
+tier, its own connections and its own origin, exactly as separate processes would. The
+tests over ``two_processes`` run with both ways of keeping tiers coherent (server-assisted
+tracking and the channel); those about the channel's own mechanics pin the channel, and
+tracking's own mechanics are in test_tracking.py.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 from memo import Cache, GenericRedisCache
 from memo.backends import MemoryBackend
 from memo.backends._messages import decode_message, encode_keys, encode_pattern
+from memo.backends._tracking import TrackingListener
 from memo.backends.invalidation import InvalidationListener
 from memo.backends.redis import RedisBackend
 from memo.backends.tiered import TieredBackend
@@ -45,18 +49,35 @@ def tiered(cache: Cache) -> TieredBackend:
     return backend
 
 
+def tracked(cache: Cache) -> bool:
+    listener = tiered(cache).listener
+    return listener is not None and listener.reads_tracked
+
+
 async def heard(cache: Cache, write: Awaitable[Any]) -> None:
-    """Run another process's ``write`` and wait until ``cache`` has heard it."""
+    """Run another process's ``write`` and wait until ``cache`` has heard it (with
+    tracking, nothing is told of a key the tier never read: the write is enough)."""
     listener = tiered(cache).listener
     assert listener is not None
     before = listener.heard
     await write
-    await eventually(lambda: listener.heard > before, "the announcement heard")
+    if not tracked(cache):
+        await eventually(lambda: listener.heard > before, "the announcement heard")
+
+
+async def kill_listeners(server: RedisServer) -> int:
+    """What a network blip does to the connections memory tiers listen on."""
+    client = server.client()
+    killed = int(client.client_kill_filter(_type="pubsub") or 0)
+    for entry in client.client_list():
+        if entry.get("name") == "memo-tracking":
+            killed += int(client.client_kill_filter(_id=entry["id"]) or 0)
+    return killed
 
 
 async def holding_a_copy(
     writer: Cache, reader: Cache, key: str, value: Any
-) -> InvalidationListener:
+) -> InvalidationListener | TrackingListener:
     """``writer`` stores ``value``; ``reader`` hears it, reads it and holds a memory copy."""
     await heard(reader, writer.set(key, value))
     assert value == await reader.get(key)
@@ -66,10 +87,24 @@ async def holding_a_copy(
     return listener
 
 
+@pytest.fixture(params=["tracking", "channel"])
+async def two_processes(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Cache, Cache]]:
+    first = GenericRedisCache(redis_server.url, coherence=request.param)
+    second = GenericRedisCache(redis_server.url, coherence=request.param)
+    assert await first.connect() and await second.connect()
+    assert tracked(first) == (request.param == "tracking")
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
 @pytest.fixture
-async def two_processes(redis_server: RedisServer) -> AsyncIterator[tuple[Cache, Cache]]:
-    first = GenericRedisCache(redis_server.url)
-    second = GenericRedisCache(redis_server.url)
+async def channel_processes(redis_server: RedisServer) -> AsyncIterator[tuple[Cache, Cache]]:
+    """Two processes whose tiers hear each other through the channel."""
+    first = GenericRedisCache(redis_server.url, coherence="channel")
+    second = GenericRedisCache(redis_server.url, coherence="channel")
     assert await first.connect() and await second.connect()
     yield first, second
     await first.aclose()
@@ -123,10 +158,10 @@ async def test_deletes_patterns_and_clear_reach_the_other_memory_tier(
     assert not in_memory(reader, "order:1")
 
 
-async def test_a_process_keeps_its_own_fresh_write_in_memory(
-    two_processes: tuple[Cache, Cache],
+async def test_with_the_channel_a_process_keeps_its_own_fresh_write_in_memory(
+    channel_processes: tuple[Cache, Cache],
 ) -> None:
-    writer, reader = two_processes
+    writer, reader = channel_processes
     await writer.set("mine", 1)
     # Published after "mine": once the writer hears it, it has had its own message too.
     await heard(writer, reader.set("probe", 1))
@@ -139,9 +174,7 @@ async def test_a_lost_channel_bypasses_memory_and_flushes_it_before_trusting_it_
     writer, reader = two_processes
     listener = await holding_a_copy(writer, reader, "k", "v1")
 
-    # What a network blip does to the subscriber's connection.
-    killed = redis_server.client().client_kill_filter(_type="pubsub")
-    assert killed >= 2  # both caches' subscribers
+    assert await kill_listeners(redis_server) >= 2  # both caches' listening connections
 
     await eventually(lambda: listener.reconnects >= 1, "the reader resubscribed")
     assert listener.trusted
@@ -153,15 +186,17 @@ async def test_a_lost_channel_bypasses_memory_and_flushes_it_before_trusting_it_
     assert stats["redis"]["invalidation"]["reconnects"] >= 1
 
 
-async def test_while_the_channel_is_down_memory_is_neither_read_nor_filled(
-    redis_server: RedisServer,
+@pytest.mark.parametrize("coherence", ["tracking", "channel"])
+async def test_while_the_listener_is_down_memory_is_neither_read_nor_filled(
+    redis_server: RedisServer, coherence: str
 ) -> None:
-    redis = RedisBackend.from_url(redis_server.url)
+    redis = RedisBackend.from_url(redis_server.url, coherence=coherence)
     backend = TieredBackend(MemoryBackend(), redis, listen=True, heartbeat=0.2)
     cache = Cache(backend)
     try:
         assert await backend.start_listening(5.0)
         await cache.set("k", 1)
+        await cache.get("k")  # (with tracking, only a read fills memory)
         assert in_memory(cache, "k")
 
         backend._trust(False)  # what the listener does the moment it loses the channel
@@ -174,8 +209,13 @@ async def test_while_the_channel_is_down_memory_is_neither_read_nor_filled(
         await cache.aclose()
 
 
-async def test_a_paused_server_is_noticed_by_its_silence(redis_server: RedisServer) -> None:
-    redis = RedisBackend.from_url(redis_server.url, connect_timeout=0.2, operation_timeout=0.2)
+@pytest.mark.parametrize("coherence", ["tracking", "channel"])
+async def test_a_paused_server_is_noticed_by_its_silence(
+    redis_server: RedisServer, coherence: str
+) -> None:
+    redis = RedisBackend.from_url(
+        redis_server.url, connect_timeout=0.2, operation_timeout=0.2, coherence=coherence
+    )
     backend = TieredBackend(MemoryBackend(), redis, listen=True, heartbeat=0.1)
     cache = Cache(backend)
     try:
@@ -236,9 +276,9 @@ async def test_a_read_fills_memory_unless_its_key_was_announced_meanwhile(
 
 
 async def test_undecodable_messages_are_counted_and_ignored(
-    two_processes: tuple[Cache, Cache], redis_server: RedisServer
+    channel_processes: tuple[Cache, Cache], redis_server: RedisServer
 ) -> None:
-    writer, reader = two_processes
+    writer, reader = channel_processes
     listener = tiered(reader).listener
     assert listener is not None
     await heard(reader, writer.set("k", 1))
@@ -254,7 +294,7 @@ async def test_a_refused_publish_does_not_fail_writes(
 ) -> None:
     server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
     server.client().execute_command("ACL", "SETUSER", "app", "-publish")
-    cache = GenericRedisCache(server.url)
+    cache = GenericRedisCache(server.url, coherence="channel")
     try:
         with caplog.at_level(logging.WARNING, logger="memo"):
             await cache.set("k", 1)
@@ -268,10 +308,11 @@ async def test_a_refused_publish_does_not_fail_writes(
         await cache.aclose()
 
 
+@pytest.mark.parametrize("coherence", ["tracking", "channel"])
 async def test_the_cli_invalidation_reaches_a_running_process(
-    redis_server: RedisServer,
+    redis_server: RedisServer, coherence: str
 ) -> None:
-    cache = GenericRedisCache(redis_server.url)
+    cache = GenericRedisCache(redis_server.url, coherence=coherence)
     try:
         assert await cache.connect()
         await cache.set_many({"user:1": 1, "user:2": 2, "order:1": 3})
@@ -322,7 +363,7 @@ async def test_writes_use_one_script_call_and_fall_back_when_scripts_are_refused
     make_redis_server: Any,
 ) -> None:
     server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
-    cache = GenericRedisCache(server.url)
+    cache = GenericRedisCache(server.url, coherence="channel")
     try:
         await cache.set("k", 1)
         await cache.delete("k")
@@ -394,11 +435,11 @@ async def test_two_writes_of_one_key_in_flight_leave_memory_empty() -> None:
 
 
 async def test_a_pattern_delete_that_fails_late_has_announced_what_it_deleted(
-    two_processes: tuple[Cache, Cache], monkeypatch: pytest.MonkeyPatch
+    channel_processes: tuple[Cache, Cache], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from memo.exceptions import BackendTimeout
 
-    writer, reader = two_processes
+    writer, reader = channel_processes
     await heard(reader, writer.set_many({f"user:{i}": i for i in range(5)}))
     for i in range(5):
         await reader.get(f"user:{i}")
@@ -447,14 +488,17 @@ def _write_in_child(cache: Cache) -> None:
 
 
 @pytest.mark.slow
-def test_forked_siblings_hear_each_other(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("coherence", ["tracking", "channel"])
+def test_forked_siblings_hear_each_other(redis_server: RedisServer, coherence: str) -> None:
     import multiprocessing
 
-    cache = GenericRedisCache(redis_server.url)  # built before the fork, as with --preload
+    # Built before the fork, as with --preload.
+    cache = GenericRedisCache(redis_server.url, coherence=coherence)
 
     async def parent() -> None:
         assert await cache.connect()
         await cache.set("k", "from the parent")
+        assert "from the parent" == await cache.get("k")
         assert in_memory(cache, "k")
         child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(cache,))
         child.start()
@@ -472,7 +516,7 @@ async def test_a_refused_subscribe_leaves_a_working_cache_that_reads_redis(
 ) -> None:
     server: RedisServer = make_redis_server(acl_user=("app", "app-secret"))
     server.client().execute_command("ACL", "SETUSER", "app", "resetchannels")
-    cache = GenericRedisCache(server.url, connect_timeout=0.3)
+    cache = GenericRedisCache(server.url, connect_timeout=0.3, coherence="channel")
     try:
         with caplog.at_level(logging.WARNING, logger="memo"):
             assert await cache.connect()  # Redis answers; only the channel is refused

@@ -10,9 +10,11 @@ stops, once, with a warning that says what that costs and how to fix it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,7 +22,10 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from memo.backends._messages import encode_keys, encode_pattern, new_origin
 
-__all__ = ["WriteAnnouncer", "is_script_refusal", "script_sha1"]
+__all__ = ["LISTENER_RECHECK", "WriteAnnouncer", "is_script_refusal", "script_sha1"]
+
+#: Seconds a count of no channel listeners lets writes go unannounced (see announcing).
+LISTENER_RECHECK = 1.0
 
 _log = logging.getLogger("memo")
 
@@ -79,7 +84,14 @@ class WriteAnnouncer:
     """
 
     def __init__(
-        self, channel: str, *, enabled: bool, masked_url: str, scrub: Callable[[str], str]
+        self,
+        channel: str,
+        *,
+        enabled: bool,
+        masked_url: str,
+        scrub: Callable[[str], str],
+        count_listeners: Callable[[], Awaitable[int]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channel = channel
         self.enabled = enabled
@@ -87,6 +99,46 @@ class WriteAnnouncer:
         self._masked_url = masked_url
         self._scrub = scrub
         self._scripts = True  # until the server refuses EVALSHA
+        self._count_listeners = count_listeners
+        self._clock = clock
+        self._unheard_until = 0.0  # writes go unannounced until then: nobody listened
+        self._counting: asyncio.Task[None] | None = None
+
+    def announcing(self) -> bool:
+        """Whether the next write is announced.
+
+        Always, while ``enabled``, unless ``count_listeners`` is given (memory tiers are
+        told by the server, ``_tracking.py``): then only while somebody listens on the
+        channel. A count of none vouches for ``LISTENER_RECHECK`` seconds from when it
+        was asked; past that, writes are announced again until a new count says none,
+        so a listener subscribing now misses no write made after that long (it flushes
+        its tier once more then: see ``InvalidationListener``)."""
+        if not self.enabled:
+            return False
+        if self._count_listeners is None:
+            return True
+        now = self._clock()
+        if now < self._unheard_until:
+            return False
+        if self._counting is None or self._counting.done():
+            self._counting = asyncio.get_running_loop().create_task(self._recount(now))
+        return True
+
+    async def stop_counting(self) -> None:
+        """Wait for a count under way in this loop (before its connections close)."""
+        task, self._counting = self._counting, None
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return
+        await asyncio.wait({task}, timeout=1.0)  # bounded: it runs under the deadline
+        task.cancel()
+
+    async def _recount(self, asked_at: float) -> None:
+        assert self._count_listeners is not None
+        try:
+            listeners = await self._count_listeners()
+        except Exception:
+            return
+        self._unheard_until = asked_at + LISTENER_RECHECK if listeners == 0 else 0.0
 
     @property
     def scripts_allowed(self) -> bool:
@@ -101,8 +153,10 @@ class WriteAnnouncer:
 
     def new_origin(self) -> None:
         """In a forked child: siblings forked from one parent must not take each other's
-        announcements for their own."""
+        announcements for their own (and the parent's count of listeners is not ours)."""
         self.origin = new_origin()
+        self._counting = None
+        self._unheard_until = 0.0
 
     def keys_message(self, keys: Sequence[str]) -> bytes:
         return encode_keys(self.origin, keys)
@@ -116,6 +170,17 @@ class WriteAnnouncer:
             c, _SET_AND_ANNOUNCE, [key], (value, ttl_ms), lambda p: p.set(key, value, px=ttl_ms)
         )
 
+    async def set_many(self, c: Redis, items: Mapping[str, bytes], ttl_ms: int) -> None:
+        """SETs with PX, pipelined; announced (with one PUBLISH) when announcing."""
+        async with c.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, px=ttl_ms)
+            if not self.announcing():
+                await pipe.execute()
+                return
+            pipe.publish(self.channel, self.keys_message(list(items)))
+            await self.execute(pipe)
+
     async def unlink(self, c: Redis, keys: list[str], leases: list[str]) -> int:
         """UNLINK of ``keys`` and of ``leases`` (not counted), announced when announcing;
         how many of ``keys`` were there."""
@@ -124,7 +189,7 @@ class WriteAnnouncer:
             p.unlink(*keys)
             p.unlink(*leases)
 
-        if not self.enabled:
+        if not self.announcing():
             async with c.pipeline(transaction=False) as pipe:
                 pipelined(pipe)
                 found, _ = await pipe.execute()

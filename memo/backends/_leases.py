@@ -249,7 +249,7 @@ class LeaseCommands:
         tag_sets: Sequence[str],
     ) -> bool:
         announcer = self._announcer
-        message = announcer.keys_message([key]) if announcer.enabled else b""
+        message = announcer.keys_message([key]) if announcer.announcing() else b""
         offset, stamp = expect
         keys = [key, key + LEASE_SUFFIX, *tag_sets]
         args = (token, value, ttl_ms, offset, stamp, announcer.channel, message)
@@ -257,7 +257,7 @@ class LeaseCommands:
 
     async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
         announcer = self._announcer
-        origin = announcer.origin if announcer.enabled else ""
+        origin = announcer.origin if announcer.announcing() else ""
         args = (LEASE_SUFFIX, announcer.channel, origin)
         removed, entries = await self._run(
             "TAG INVALIDATE", lambda c: self._one(c, _INVALIDATE_TAG, [tag_set], args)

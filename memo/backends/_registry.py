@@ -12,6 +12,7 @@ import weakref
 from typing import Protocol
 
 from memo._fork import in_forked_child
+from memo.backends._tracking import stop_trackers_of_running_loop
 from memo.backends.invalidation import stop_listeners_of_running_loop
 
 __all__ = ["register", "release_loop_connections"]
@@ -34,6 +35,7 @@ def register(backend: _Registered) -> None:
 async def release_loop_connections() -> None:
     """Close the running loop's connections of every Redis backend and listener."""
     await stop_listeners_of_running_loop()
+    await stop_trackers_of_running_loop()
     for backend in list(_LIVE):
         await backend.release_loop()
 

@@ -92,12 +92,12 @@ class WriteBatcher:
         announcer = self._announcer
         if len(calls) == 1:  # alone: today's single command, the script when announcing
             ((key,), (value, ttl_ms)) = calls[0]
-            if not announcer.enabled:
+            if not announcer.announcing():
                 await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
             else:
                 await self._run("SET+PUBLISH", lambda c: announcer.set(c, key, value, ttl_ms))
             return [None]
-        what = "SET+PUBLISH (batched)" if announcer.enabled else "SET (batched)"
+        what = "SET (batched)"
         replies: list[Any] = await self._run(what, lambda c: self._pipeline(c, calls))
         return replies
 
@@ -110,7 +110,7 @@ class WriteBatcher:
         leave writes applied whose PUBLISH never went, and other processes' memory tiers
         holding what they replaced. Pipelined only where the server refuses scripts."""
         announcer = self._announcer
-        announcing = announcer.enabled  # read once: the PUBLISH is sent or not for all
+        announcing = announcer.announcing()  # read once: the PUBLISH is sent or not for all
         if announcing and announcer.scripts_allowed:
             keys = [key for (key,), _ in calls]
             args: list[Any] = [announcer.channel, announcer.keys_message(keys)]

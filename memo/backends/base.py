@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from memo.backends._tracking import TrackingListener
     from memo.backends.invalidation import InvalidationListener
     from memo.stats import LatencyWindow
 
@@ -155,8 +156,9 @@ class InvalidationSource(Protocol):
         on_flush: Callable[[], None],
         on_trust: Callable[[bool], None],
         heartbeat: float = 1.0,
-    ) -> InvalidationListener | None:
-        """A listener calling these back, or None when this backend does not announce."""
+    ) -> InvalidationListener | TrackingListener | None:
+        """A listener calling these back, or None when this backend keeps no tier
+        coherent."""
         ...
 
 

@@ -26,15 +26,23 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from memo._fork import in_forked_child, keep_from_parent
 from memo._validate import check_seconds
+from memo.backends._announce import LISTENER_RECHECK
 from memo.backends._messages import decode_message
 
-__all__ = ["ChannelSource", "InvalidationListener", "stop_listeners_of_running_loop"]
+__all__ = [
+    "ChannelSource",
+    "InvalidationListener",
+    "stop_listeners_of_running_loop",
+    "within",
+]
 
 logger = logging.getLogger("memo")
+
+T = TypeVar("T")
 
 _LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
 
@@ -119,6 +127,14 @@ class InvalidationListener:
         self._last_read = 0.0  # loop time of the last thing read from the channel
         _LIVE_LISTENERS.add(self)
 
+    #: Reads are not tracked by the server: this tier may take copies of its own writes.
+    reads_tracked = False
+    #: ``read_with_ttl`` is ``TrackingListener``'s alone.
+    tracking = False
+
+    async def read_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
+        raise NotImplementedError("the channel carries no reads")
+
     # ------------------------------------------------------------------ lifecycle
 
     def ensure_running(self) -> None:
@@ -145,7 +161,7 @@ class InvalidationListener:
         if up is None:
             return False
         with contextlib.suppress(TimeoutError):
-            await _within(up.wait(), timeout, "the first subscription")
+            await within(up.wait(), timeout, "the first subscription")
         return self.trusted
 
     async def stop(self) -> None:
@@ -212,16 +228,23 @@ class InvalidationListener:
         pubsub = redis.client().pubsub()
         reader: asyncio.Task[None] | None = None
         try:
-            await _within(pubsub.subscribe(self.channel), deadline, "SUBSCRIBE")
+            await within(pubsub.subscribe(self.channel), deadline, "SUBSCRIBE")
             _raise_if_cancelled()
             self._last_read = loop.time()
             reader = loop.create_task(self._read(pubsub), name=f"memo reader {self.channel}")
+            # Writers whose peers are told by the server announce only while the channel
+            # has listeners, counted at most LISTENER_RECHECK s ago: a write they made
+            # unannounced may land until then, so what the tier took meanwhile goes too.
+            settled_at: float | None = loop.time() + LISTENER_RECHECK + redis.operation_timeout
             while True:
-                await asyncio.wait({reader}, timeout=self.heartbeat)
+                await asyncio.wait({reader}, timeout=min(self.heartbeat, LISTENER_RECHECK))
                 _raise_if_cancelled()
                 if reader.done():
                     reader.result()  # its error is this subscription's end
                     raise ConnectionError("the subscription ended")
+                if settled_at is not None and loop.time() >= settled_at and self.trusted:
+                    settled_at = None
+                    self._on_flush()
                 silent = loop.time() - self._last_read
                 if silent > 2 * self.heartbeat + deadline:
                     raise TimeoutError(f"no answer for {silent:.1f} s")
@@ -252,7 +275,7 @@ class InvalidationListener:
         if reader is not None and reader.done() and not reader.cancelled():
             reader.exception()  # retrieved: its error was this subscription's end
         with contextlib.suppress(Exception):
-            await _within(pubsub.aclose(), 1.0, "closing the subscription")
+            await within(pubsub.aclose(), 1.0, "closing the subscription")
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -295,7 +318,7 @@ class InvalidationListener:
         self._on_trust(trusted)
 
 
-async def _within(awaitable: Awaitable[Any], seconds: float, what: str) -> None:
+async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
     """Await under a deadline without ``asyncio.wait_for``, which on Python 3.10 and
     3.11 can swallow a cancellation of the caller (then ``asyncio.run`` could wait
     forever for this task at shutdown); ``asyncio.wait`` never does."""
@@ -308,7 +331,7 @@ async def _within(awaitable: Awaitable[Any], seconds: float, what: str) -> None:
     if not done:
         inner.cancel()
         raise TimeoutError(f"{what} took over {seconds:g} s")
-    inner.result()
+    return inner.result()
 
 
 def _raise_if_cancelled() -> None:

@@ -43,9 +43,11 @@ from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._attempts import Attempts
 from memo.backends._leases import LeaseCommands
+from memo.backends._listeners import listener_for
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends._registry import register
+from memo.backends._tracking import TrackingListener
 from memo.backends._write_batch import WriteBatcher
 from memo.backends.base import LEASE_SUFFIX, Backend
 from memo.backends.invalidation import InvalidationListener
@@ -111,6 +113,12 @@ class RedisBackend(Backend):
             enabled=options.invalidation_channel,
             masked_url=self.masked_url,
             scrub=self.scrub,
+            # Where memory tiers are told by the server, a write is announced only
+            # while somebody listens on the channel (a tier the server refused
+            # tracking, or one configured for the channel).
+            count_listeners=self._count_channel_listeners
+            if options.coherence == "tracking"
+            else None,
         )
         self._leases = LeaseCommands(self._announcer, self._run)
         self._writes = WriteBatcher(
@@ -124,6 +132,7 @@ class RedisBackend(Backend):
         self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
         self._client_factory = client_factory or self._client_from_options
+        self._own_client = client_factory is None
         register(self)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
@@ -171,19 +180,24 @@ class RedisBackend(Backend):
         on_flush: Callable[[], None],
         on_trust: Callable[[bool], None],
         heartbeat: float = 1.0,
-    ) -> InvalidationListener | None:
-        """A listener for a memory tier in front of this backend (see invalidation.py);
+    ) -> InvalidationListener | TrackingListener | None:
+        """A listener for a memory tier in front of this backend (see _listeners.py);
         None when ``options.invalidation_channel`` is off."""
-        if not self.options.invalidation_channel:
-            return None
-        return InvalidationListener(
+        return listener_for(
             self,
+            own_client=self._own_client,
             on_keys=on_keys,
             on_pattern=on_pattern,
             on_flush=on_flush,
             on_trust=on_trust,
             heartbeat=heartbeat,
         )
+
+    async def _count_channel_listeners(self) -> int:
+        """How many connections are subscribed to the invalidation channel."""
+        channel = self.invalidation_channel
+        reply = await self._run("PUBSUB NUMSUB", lambda c: c.pubsub_numsub(channel), read=True)
+        return int(reply[0][1]) if reply else 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -312,18 +326,7 @@ class RedisBackend(Backend):
         if not items:
             return
         announcer = self._announcer
-
-        async def pipeline(c: aioredis.Redis) -> None:
-            async with c.pipeline(transaction=False) as pipe:
-                for key, value in items.items():
-                    pipe.set(key, value, px=ttl_ms)
-                if not announcer.enabled:
-                    await pipe.execute()
-                    return
-                pipe.publish(announcer.channel, announcer.keys_message(list(items)))
-                await announcer.execute(pipe)
-
-        await self._run("SET (pipelined)", pipeline)
+        await self._run("SET (pipelined)", lambda c: announcer.set_many(c, items, ttl_ms))
 
     async def delete(self, key: str) -> bool:
         return bool(await self._unlink([key]))
@@ -414,7 +417,7 @@ class RedisBackend(Backend):
         if not pattern.endswith("*"):  # leases of cold keys: "a:*" reaches "a:1#lease" too
             async for leases in self._scan(pattern + LEASE_SUFFIX):
                 await self._unlink(leases)
-        if announcer.enabled:
+        if announcer.announcing():
             message = announcer.pattern_message(pattern)
             try:
                 await self._run("PUBLISH", lambda c: c.publish(announcer.channel, message))
@@ -474,11 +477,13 @@ class RedisBackend(Backend):
         """Close the running loop's connections; the backend stays usable and makes new
         ones on its next command. For code that runs each job in its own event loop
         (``asyncio.run`` per task), before that loop ends."""
+        await self._announcer.stop_counting()
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
     async def aclose(self) -> None:
+        await self._announcer.stop_counting()
         clients = list(self._clients.items())
         self._clients = weakref.WeakKeyDictionary()
         current = asyncio.get_running_loop()

@@ -12,9 +12,11 @@ trusted again, because other processes may have written the remote meanwhile.
 With ``memory_reads=False`` (``enable_memory_cache=False``) the memory tier is an outage
 tier only: untouched while the remote answers.
 
-With ``listen=True`` over a ``RedisBackend``, the memory tier hears what other processes
-write through the invalidation channel (see invalidation.py), and is neither read nor
-filled while that channel cannot vouch for it.
+With ``listen=True`` over a ``RedisBackend``, the memory tier hears of what changes in
+Redis: from the server itself, which tracks the keys this tier read (``_tracking.py``;
+then memory is filled only by those tracked reads), or through the invalidation channel
+where the server refuses tracking (``invalidation.py``). It is neither read nor filled
+while the listener cannot vouch for it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from memo.backends._tracking import NotTracking
 from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
 from memo.backends.memory import MemoryBackend
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable
 
 if TYPE_CHECKING:
+    from memo.backends._tracking import TrackingListener
     from memo.backends.invalidation import InvalidationListener
 
 __all__ = ["TieredBackend"]
@@ -57,7 +61,7 @@ class TieredBackend(Backend):
         self.remote = remote
         self.memory_reads = memory_reads
         self.remote_down = False
-        self.listener: InvalidationListener | None = None
+        self.listener: InvalidationListener | TrackingListener | None = None
         # Told of other processes' announcements (keys, or a pattern), so that the cache
         # can keep computations already under way from storing what was just replaced.
         self.on_announced: Callable[[list[str] | None, str | None], None] | None = None
@@ -181,8 +185,16 @@ class TieredBackend(Backend):
         generation, sequence = self._generation, self._sequence
         # In an outage the remote is still asked first (its circuit breaker makes that a
         # fast failure while open): that is how its return is noticed.
+        listener = self.listener
         try:
-            data, ttl_ms = await self._remote_get_with_ttl(key)
+            if listener is not None and listener.tracking:
+                # Read where the server tracks it, so this copy hears of its changes.
+                try:
+                    data, ttl_ms = await listener.read_with_ttl(key)
+                except NotTracking:  # lost meanwhile: read, but keep nothing
+                    data, ttl_ms = (await self.remote.get(key)), None
+            else:
+                data, ttl_ms = await self._remote_get_with_ttl(key)
         except BackendError as exc:
             self._failed(exc)
             kept = self.memory.get_local(key) if isinstance(exc, _OUTAGE) else None
@@ -270,7 +282,10 @@ class TieredBackend(Backend):
         """Close a write; the keys it may copy into memory."""
         mark, generation = begun
         writing, invalidated = self._writing, self._invalidated
-        alone = generation == self._generation and self._fills_memory()
+        # Where reads are tracked, no write fills memory: the server tracks what a
+        # connection read, not what it wrote, and would never void such a copy.
+        tracked = self.listener is not None and self.listener.reads_tracked
+        alone = generation == self._generation and self._fills_memory() and not tracked
         fillable = set()
         for key in keys:
             if alone and invalidated.get(key) == mark and writing.get(key) == 1:

@@ -1,0 +1,246 @@
+"""A lean RESP3 connection: memo's own, for the one job redis-py's pub/sub reader does slowly.
+
+A memory tier's tracked reads and the invalidations of what they read must arrive on one
+connection, in the server's order (see ``_tracking.py``), and hearing an invalidation
+must cost little more than the event loop's own wake-up. redis-py's readers cost several
+times that per message, so this module speaks RESP3 itself: an ``asyncio.Protocol``
+that parses replies as bytes arrive, answers requests in order, and hands push messages
+(``>``) to a callback. It sends a handful of commands (HELLO, SELECT, CLIENT TRACKING,
+GET, PTTL, PING) and nothing else of memo goes through it.
+
+Specification: https://github.com/redis/redis-specifications/blob/master/protocol/RESP3.md
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = [
+    "Push",
+    "RespConnection",
+    "ServerError",
+    "encode_command",
+    "open_resp_connection",
+    "parse_reply",
+]
+
+_CRLF = b"\r\n"
+
+
+class ServerError(Exception):
+    """An error reply (``-ERR ...`` or ``!``): the server answered, and refused."""
+
+
+class Push(list):  # type: ignore[type-arg]
+    """An out-of-band message (RESP3 ``>``), told apart from a reply by its type."""
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply: wait for more bytes."""
+
+
+_INCOMPLETE = _Incomplete()
+
+
+def encode_command(args: Sequence[str | bytes | int]) -> bytes:
+    """One command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:
+            data = arg
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
+    """The reply that starts at ``pos`` and where the next one starts.
+
+    Raises ``_Incomplete`` when ``buf`` ends inside it. Types: ``+`` str, ``-``/``!``
+    ``ServerError``, ``:``/``(`` int, ``$``/``=`` bytes, ``_`` None, ``,`` float, ``#``
+    bool, ``*``/``~`` list, ``%`` dict, ``>`` ``Push``; an attribute (``|``) is skipped.
+    """
+    end = buf.find(_CRLF, pos)
+    if end < 0:
+        raise _INCOMPLETE
+    kind = buf[pos]
+    head = buf[pos + 1 : end]
+    pos = end + 2
+    if kind == 36:  # $ bulk string
+        size = int(head)
+        if size < 0:
+            return None, pos
+        stop = pos + size
+        if stop + 2 > len(buf):
+            raise _INCOMPLETE
+        return buf[pos:stop], stop + 2
+    if kind == 58:  # : integer
+        return int(head), pos
+    if kind in (42, 62, 126):  # * array, > push, ~ set
+        count = int(head)
+        if count < 0:
+            return None, pos
+        items = Push() if kind == 62 else []
+        for _ in range(count):
+            item, pos = parse_reply(buf, pos)
+            items.append(item)
+        return items, pos
+    if kind == 43:  # + simple string
+        return head.decode(errors="replace"), pos
+    if kind == 95:  # _ null
+        return None, pos
+    if kind == 45:  # - error
+        return ServerError(head.decode(errors="replace")), pos
+    if kind == 37:  # % map
+        mapping = {}
+        for _ in range(int(head)):
+            name, pos = parse_reply(buf, pos)
+            value, pos = parse_reply(buf, pos)
+            mapping[name if not isinstance(name, list) else tuple(name)] = value
+        return mapping, pos
+    if kind in (33, 61):  # ! blob error, = verbatim string
+        stop = pos + int(head)
+        if stop + 2 > len(buf):
+            raise _INCOMPLETE
+        data = buf[pos:stop]
+        if kind == 33:
+            return ServerError(data.decode(errors="replace")), stop + 2
+        return data[4:], stop + 2  # "txt:" or "mkd:" first
+    if kind == 35:  # # boolean
+        return head == b"t", pos
+    if kind == 44:  # , double
+        return float(head), pos
+    if kind == 40:  # ( big number
+        return int(head), pos
+    if kind == 124:  # | attribute: metadata about the next reply, which follows
+        for _ in range(2 * int(head)):
+            _, pos = parse_reply(buf, pos)
+        return parse_reply(buf, pos)
+    raise ValueError(f"not a RESP3 reply: type byte {kind!r}")
+
+
+class RespConnection(asyncio.Protocol):
+    """One RESP3 connection: ``request`` sends commands and returns futures of their
+    replies, in order; pushes go to ``on_push`` as they are read.
+
+    ``closed`` is done once the connection is gone; ``last_heard`` is the loop time of
+    the last bytes read (a silent connection is how a paused server shows).
+    """
+
+    def __init__(self, on_push: Callable[[Push], None]) -> None:
+        self._on_push = on_push
+        self._loop = self.loop = asyncio.get_running_loop()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._sent_at: collections.deque[float] = collections.deque()  # one per waiting
+        self._rest = b""
+        self._transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.last_heard = self._loop.time()
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = self._loop.time()
+        if self._rest:
+            data = self._rest + data
+        pos, size = 0, len(data)
+        waiting, sent_at, on_push = self._waiting, self._sent_at, self._on_push
+        try:
+            while pos < size:
+                reply, pos = parse_reply(data, pos)
+                if type(reply) is Push:
+                    on_push(reply)
+                elif waiting:
+                    future = waiting.popleft()
+                    sent_at.popleft()
+                    if not future.done():  # a caller that gave up
+                        future.set_result(reply)
+                else:
+                    raise ValueError("a reply nobody asked for")
+        except _Incomplete:
+            pass
+        except ValueError as exc:  # the stream cannot be trusted past this point
+            self._rest = b""
+            self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
+            return
+        self._rest = data[pos:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        why = exc or "by the server"
+        self._fail_waiting(ConnectionError(f"the connection to Redis closed ({why})"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # ---------------------------------------------------------------- use
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def request(self, *commands: Sequence[str | bytes | int]) -> list[asyncio.Future[Any]]:
+        """Send ``commands`` in one write; a future per reply (a ``ServerError`` is a
+        result, not raised: the caller decides what a refusal means)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionError("the connection to Redis is closed")
+        futures = [self._loop.create_future() for _ in commands]
+        self._waiting.extend(futures)
+        self._sent_at.extend([self._loop.time()] * len(futures))
+        transport.write(b"".join([encode_command(c) for c in commands]))
+        return futures
+
+    @property
+    def oldest_sent_at(self) -> float | None:
+        """Loop time the oldest request still waiting for its reply was sent."""
+        return self._sent_at[0] if self._sent_at else None
+
+    def abort(self, reason: Exception) -> None:
+        """Drop the connection now; every request waiting fails with ``reason``."""
+        self._fail_waiting(reason)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail_waiting(self, reason: Exception) -> None:
+        self._sent_at.clear()
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(reason)
+
+
+async def open_resp_connection(
+    on_push: Callable[[Push], None],
+    *,
+    host: str | None,
+    port: int | None,
+    socket_path: str | None,
+    tls: ssl.SSLContext | None,
+) -> RespConnection:
+    """Connect over TCP (TLS when ``tls``) or a unix socket; the caller bounds the time."""
+    loop = asyncio.get_running_loop()
+    if socket_path is not None:
+        _, protocol = await loop.create_unix_connection(
+            lambda: RespConnection(on_push), socket_path
+        )
+    else:
+        assert host is not None and port is not None
+        _, protocol = await loop.create_connection(
+            lambda: RespConnection(on_push),
+            host,
+            port,
+            ssl=tls,
+            server_hostname=host if tls is not None else None,
+        )
+    return protocol
