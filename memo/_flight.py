@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
@@ -63,6 +64,9 @@ class FlightTable:
         # epoch moving so that no mark taken before compares equal after).
         self._settled: dict[str, int] = {}
         self._epoch = 0
+        # Flights running on every loop; counted under a lock (loops in threads share it).
+        self._in_flight = 0
+        self._counting = threading.Lock()
 
     def _table(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight[Any]]:
         table = self._by_loop.get(loop)
@@ -102,8 +106,12 @@ class FlightTable:
         finally:
             _computing.reset(token)
         table[key] = flight
+        with self._counting:
+            self._in_flight += 1
 
         def finished(task: asyncio.Task[T]) -> None:
+            with self._counting:
+                self._in_flight -= 1
             if table.get(key) is flight:
                 del table[key]
             self._kept.discard(task)
@@ -130,6 +138,8 @@ class FlightTable:
 
     def invalidate(self, key: str) -> None:
         """Keep the result of any running computation of ``key`` out of the cache."""
+        if not self._in_flight:  # heard for every invalidation: mostly nothing flies
+            return
         for table in list(self._by_loop.values()):
             flight = table.get(key)
             if flight is not None:

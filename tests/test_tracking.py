@@ -130,7 +130,7 @@ def _tracked_tier() -> tuple[TieredBackend, RespConnection, _Transport]:
     )
     tier.listener = listener
     transport = _Transport()
-    connection = RespConnection(listener._pushed)
+    connection = RespConnection(listener._pushed, listener._invalidated)
     connection.connection_made(transport)
     listener._connection = connection
     listener._set_trust(True)

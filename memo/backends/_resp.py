@@ -126,6 +126,35 @@ def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
     raise ValueError(f"not a RESP3 reply: type byte {kind!r}")
 
 
+_INVALIDATE = b">2\r\n$10\r\ninvalidate\r\n"
+
+
+def _parse_invalidation(buf: bytes, pos: int) -> tuple[Any, int]:
+    """The rest of an ``invalidate`` push from ``pos``: a list of keys (bulk strings),
+    or anything else through the general parser (null: a flush)."""
+    if buf[pos : pos + 1] != b"*":
+        return parse_reply(buf, pos)
+    end = buf.find(_CRLF, pos)
+    if end < 0:
+        raise _INCOMPLETE
+    count = int(buf[pos + 1 : end])
+    pos = end + 2
+    keys = []
+    for _ in range(count):
+        end = buf.find(_CRLF, pos)
+        if end < 0 or buf[pos] != 36:  # not "$": let the general parser say what it is
+            if end < 0:
+                raise _INCOMPLETE
+            key, pos = parse_reply(buf, pos)
+        else:
+            stop = end + 2 + int(buf[pos + 1 : end])
+            if stop + 2 > len(buf):
+                raise _INCOMPLETE
+            key, pos = buf[end + 2 : stop], stop + 2
+        keys.append(key)
+    return keys, pos
+
+
 class RespConnection(asyncio.Protocol):
     """One RESP3 connection: ``request`` sends commands and returns futures of their
     replies, in order; pushes go to ``on_push`` as they are read.
@@ -134,8 +163,15 @@ class RespConnection(asyncio.Protocol):
     the last bytes read (a silent connection is how a paused server shows).
     """
 
-    def __init__(self, on_push: Callable[[Push], None]) -> None:
+    def __init__(
+        self,
+        on_push: Callable[[Push], None],
+        on_invalidate: Callable[[Any], None] | None = None,
+    ) -> None:
         self._on_push = on_push
+        # Told the keys of each "invalidate" push (None for a flush) without building
+        # the push: what a tracking connection hears most, kept cheap.
+        self._on_invalidate = on_invalidate or (lambda keys: on_push(Push([b"invalidate", keys])))
         self._loop = self.loop = asyncio.get_running_loop()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._sent_at: collections.deque[float] = collections.deque()  # one per waiting
@@ -158,6 +194,10 @@ class RespConnection(asyncio.Protocol):
         waiting, sent_at, on_push = self._waiting, self._sent_at, self._on_push
         try:
             while pos < size:
+                if data.startswith(_INVALIDATE, pos):  # most of what a tracking tier hears
+                    keys, pos = _parse_invalidation(data, pos + len(_INVALIDATE))
+                    self._on_invalidate(keys)
+                    continue
                 reply, pos = parse_reply(data, pos)
                 if type(reply) is Push:
                     on_push(reply)
@@ -222,6 +262,7 @@ class RespConnection(asyncio.Protocol):
 
 async def open_resp_connection(
     on_push: Callable[[Push], None],
+    on_invalidate: Callable[[Any], None] | None = None,
     *,
     host: str | None,
     port: int | None,
@@ -232,12 +273,12 @@ async def open_resp_connection(
     loop = asyncio.get_running_loop()
     if socket_path is not None:
         _, protocol = await loop.create_unix_connection(
-            lambda: RespConnection(on_push), socket_path
+            lambda: RespConnection(on_push, on_invalidate), socket_path
         )
     else:
         assert host is not None and port is not None
         _, protocol = await loop.create_connection(
-            lambda: RespConnection(on_push),
+            lambda: RespConnection(on_push, on_invalidate),
             host,
             port,
             ssl=tls,

@@ -318,6 +318,7 @@ class TrackingListener:
         connection = await within(
             open_resp_connection(
                 self._pushed,
+                self._invalidated,
                 host=url.host,
                 port=url.port,
                 socket_path=url.socket_path,
@@ -380,16 +381,19 @@ class TrackingListener:
                 pong.add_done_callback(_retrieve)
 
     def _pushed(self, push: Push) -> None:
-        """A push: an invalidation of keys, or of everything (a flush)."""
+        """A push other than an invalidation (none is expected): counted, ignored."""
         if len(push) == 2 and push[0] == b"invalidate":
-            keys = push[1]
-            self._heard += 1
-            if keys is None:  # FLUSHALL / FLUSHDB
-                self._on_flush()
-            else:
-                self._on_keys([key.decode(errors="surrogateescape") for key in keys])
+            self._invalidated(push[1])
         else:
             self._dropped += 1
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        """Keys changed in Redis (None: the database was flushed)."""
+        self._heard += 1
+        if keys is None:  # FLUSHALL / FLUSHDB
+            self._on_flush()
+        else:
+            self._on_keys([key.decode(errors="surrogateescape") for key in keys])
 
     def _hand_over(self, why: str) -> None:
         logger.warning(
