@@ -324,7 +324,41 @@ async def role_swr_reader(p: dict[str, Any]) -> dict[str, Any]:
     return {**stale, "reread": reread}
 
 
+async def role_coherent_reader(p: dict[str, Any]) -> dict[str, Any]:
+    """Read ``keys`` over and over through a memory tier while others change them; once
+    told the changes are over, how long until every key this tier serves is Redis's."""
+    cache = GenericRedisCache(p["url"], namespace="soak")
+    truth = GenericRedisCache(p["url"], namespace="soak", enable_memory_cache=False)
+    await cache.connect()
+    client = _redis()
+    keys = [f"k{i}" for i in range(p["keys"])]
+    await client.incr("test:ready")
+    await wait_token("test:go", "the start signal")
+    reads = 0
+    try:
+        while not await client.exists("test:done"):
+            for key in keys:
+                await cache.get(key)
+                reads += 1
+        started, stale = time.monotonic(), keys
+        while stale and time.monotonic() - started < DEADLINE:
+            stale = [key for key in keys if await cache.get(key) != await truth.get(key)]
+            if stale:
+                await asyncio.sleep(0.01)
+        mode = cache.backend.listener.reads_tracked  # type: ignore[attr-defined]
+    finally:
+        await cache.aclose()
+        await truth.aclose()
+    return {
+        "reads": reads,
+        "stale": stale,
+        "settled_in": time.monotonic() - started,
+        "tracked": mode,
+    }
+
+
 ROLES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "coherent_reader": role_coherent_reader,
     "lease": role_lease,
     "stale_reader": role_stale_reader,
     "stale_writer": role_stale_writer,

@@ -574,3 +574,54 @@ async def test_a_thousand_callers_of_a_cold_key_share_one_computation(
     finally:
         await cache.aclose()
     assert {key: 1 for key in range(10)} == dict(runs), "runs per cold key"
+
+
+# ------------------------------------------------------------------ 7. coherence under churn
+
+
+def test_memory_tiers_in_three_processes_end_up_serving_what_redis_holds(
+    redis_server: RedisServer, children: Children
+) -> None:
+    """3 processes read 20 keys through their memory tiers, over and over, while this
+    one changes them 600 times, half through memo, half through a plain client (SET of
+    another entry's bytes, DEL, a 1 ms expiry). Once the changes stop, every tier serves
+    Redis's value for every key within moments (tracking, so plain-client changes too)."""
+    import random
+
+    r = redis_server.client()
+    url = redis_server.url
+    readers = [children.start("coherent_reader", f"reader {i}", url=url, keys=20) for i in range(3)]
+    wait_until(lambda: count(r, "test:ready") == 3, "3 readers ready", children)
+
+    async def churn() -> None:
+        writer = GenericRedisCache(url, namespace="soak", enable_memory_cache=False)
+        rng = random.Random(7)
+        for i in range(20):
+            await writer.set(f"k{i}", "v0")
+        open_barrier(r, "test:go", 3)
+        for step in range(600):
+            key = f"k{rng.randrange(20)}"
+            full = writer.prefix + key
+            action = rng.randrange(5)
+            if action < 2:
+                await writer.set(key, f"v{step}")
+            elif action == 2:
+                source = writer.prefix + f"k{rng.randrange(20)}"
+                value = r.get(source)
+                if value is not None:
+                    r.set(full, value, px=60_000)
+            elif action == 3:
+                r.delete(full)
+            else:
+                r.pexpire(full, 1)
+            await asyncio.sleep(0.001 * rng.random())
+        r.set("test:done", 1)
+        await writer.aclose()
+
+    asyncio.run(churn())
+    deadline = time.monotonic() + 60
+    reports = [children.report(p, deadline) for p in readers]
+    for i, rep in enumerate(reports):
+        assert rep["tracked"], f"reader {i} did not use tracking"
+        assert rep["reads"] > 600, f"reader {i} read only {rep['reads']} times"
+        assert [] == rep["stale"], f"reader {i} still served stale copies of {rep['stale']}"

@@ -227,7 +227,8 @@ class TrackingListener:
         if connection is None or not self._trusted or connection.loop is not get_running_loop():
             raise NotTracking
         shared = self._reading.get(key)
-        if shared is None:  # concurrent readers of one key share one GET and PTTL
+        if shared is None or shared.get_loop() is not connection.loop:
+            # Concurrent readers of one key share one GET and PTTL.
             shared = self._read(connection, key)
         try:
             data, pttl = await asyncio.shield(shared)  # one reader's cancellation is its own
@@ -254,14 +255,14 @@ class TrackingListener:
         def settle(_: object) -> None:  # replies come in order: the GET's is in too
             if self._reading.get(key) is shared:
                 del self._reading[key]
-            try:
-                result = (value.result(), remaining.result())
-            except BaseException as exc:
-                if not shared.done():
-                    shared.set_exception(exc)
+            # Both replies fail together (the connection's end); each is retrieved.
+            failure = value.exception() or remaining.exception()
+            if shared.done():
                 return
-            if not shared.done():
-                shared.set_result(result)
+            if failure is not None:
+                shared.set_exception(failure)
+            else:
+                shared.set_result((value.result(), remaining.result()))
 
         remaining.add_done_callback(settle)
         if self._timer is None:
@@ -329,6 +330,8 @@ class TrackingListener:
         )
         try:
             await self._handshake(connection, options)
+            self._timer = None  # one of an earlier connection's loop may never fire
+            self._reading.clear()
             self._connection = connection
             if self._up is not None and self._up.is_set():
                 self._reconnects += 1
