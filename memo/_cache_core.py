@@ -143,12 +143,12 @@ class CacheCore:
                 self._remote = None
         self._local_tier = backend if isinstance(backend, LocalTier) else None
         if isinstance(backend, AnnouncedWrites):
-            method = weakref.WeakMethod(self._announced_elsewhere)
+            this = weakref.ref(self)  # weak: the backend must not keep its cache alive
 
             def announced(keys: list[str] | None, pattern: str | None) -> None:
-                bound = method()  # weak: the backend must not keep its cache alive
-                if bound is not None:
-                    bound(keys, pattern)
+                cache = this()  # (heard for every invalidation: kept to a few steps)
+                if cache is not None and cache._flights.in_flight:
+                    cache._announced_elsewhere(keys, pattern)
 
             backend.on_announced = announced
         _LIVE.add(self)

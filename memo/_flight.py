@@ -64,8 +64,10 @@ class FlightTable:
         # epoch moving so that no mark taken before compares equal after).
         self._settled: dict[str, int] = {}
         self._epoch = 0
-        # Flights running on every loop; counted under a lock (loops in threads share it).
-        self._in_flight = 0
+        # Flights running on every loop (read without the lock: a flight started in
+        # another thread a moment ago may be missed, as it would be a moment earlier);
+        # counted under a lock, as loops in threads share the table.
+        self.in_flight = 0
         self._counting = threading.Lock()
 
     def _table(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight[Any]]:
@@ -107,11 +109,11 @@ class FlightTable:
             _computing.reset(token)
         table[key] = flight
         with self._counting:
-            self._in_flight += 1
+            self.in_flight += 1
 
         def finished(task: asyncio.Task[T]) -> None:
             with self._counting:
-                self._in_flight -= 1
+                self.in_flight -= 1
             if table.get(key) is flight:
                 del table[key]
             self._kept.discard(task)
@@ -138,7 +140,7 @@ class FlightTable:
 
     def invalidate(self, key: str) -> None:
         """Keep the result of any running computation of ``key`` out of the cache."""
-        if not self._in_flight:  # heard for every invalidation: mostly nothing flies
+        if not self.in_flight:  # heard for every invalidation: mostly nothing flies
             return
         for table in list(self._by_loop.values()):
             flight = table.get(key)

@@ -93,6 +93,19 @@ async def test_replies_and_pushes_cut_at_every_byte_arrive_whole_and_in_order() 
         assert [[b"invalidate", [b"a", b"b"]], [b"invalidate", None]] == pushes
 
 
+async def test_a_one_key_invalidation_alone_or_beside_a_reply_is_heard_once() -> None:
+    keys: list[Any] = []
+    connection = RespConnection(lambda push: None, keys.append)
+    connection.connection_made(_Transport())
+    one = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\nmemo:k\r\n"
+    connection.data_received(one)  # exactly one push: the short way
+    (reply,) = connection.request(("PTTL", "memo:k"))
+    connection.data_received(one + b":-2\r\n")  # a push and a reply: the general way
+    connection.data_received(one[:20])
+    connection.data_received(one[20:])
+    assert [[b"memo:k"]] * 3 == keys and -2 == reply.result()
+
+
 async def test_a_lost_connection_fails_every_waiting_request() -> None:
     connection = RespConnection(lambda push: None)
     connection.connection_made(_Transport())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 _CRLF = b"\r\n"
+
+
+_monotonic = time.monotonic
 
 
 class ServerError(Exception):
@@ -127,6 +131,8 @@ def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
 
 
 _INVALIDATE = b">2\r\n$10\r\ninvalidate\r\n"
+_INVALIDATE_ONE = _INVALIDATE + b"*1\r\n$"
+_ONE_AT = len(_INVALIDATE_ONE)
 
 
 def _parse_invalidation(buf: bytes, pos: int) -> tuple[Any, int]:
@@ -159,8 +165,8 @@ class RespConnection(asyncio.Protocol):
     """One RESP3 connection: ``request`` sends commands and returns futures of their
     replies, in order; pushes go to ``on_push`` as they are read.
 
-    ``closed`` is done once the connection is gone; ``last_heard`` is the loop time of
-    the last bytes read (a silent connection is how a paused server shows).
+    ``closed`` is done once the connection is gone; ``last_heard`` is the
+    ``time.monotonic()`` of the last bytes read (a silent connection is how a paused server shows).
     """
 
     def __init__(
@@ -178,7 +184,7 @@ class RespConnection(asyncio.Protocol):
         self._rest = b""
         self._transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = self._loop.create_future()
-        self.last_heard = self._loop.time()
+        self.last_heard = _monotonic()
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -187,9 +193,16 @@ class RespConnection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.last_heard = self._loop.time()
+        self.last_heard = _monotonic()  # the loop's time() is monotonic() itself
         if self._rest:
             data = self._rest + data
+        elif data.startswith(_INVALIDATE_ONE):  # one key changed: what is heard most
+            end = data.find(_CRLF, _ONE_AT)
+            if end > 0:
+                stop = end + 2 + int(data[_ONE_AT:end])
+                if stop + 2 == len(data):
+                    self._on_invalidate([data[end + 2 : stop]])
+                    return
         pos, size = 0, len(data)
         waiting, sent_at, on_push = self._waiting, self._sent_at, self._on_push
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from asyncio import get_running_loop
 from collections.abc import Callable
@@ -371,12 +372,11 @@ class TrackingListener:
                 raise ConnectionError(f"{what} refused: {text}")
 
     async def _watch(self, connection: RespConnection, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.wait({connection.closed}, timeout=self.heartbeat)
             if connection.closed.done():
                 raise ConnectionError("the tracking connection closed")
-            silent = loop.time() - connection.last_heard
+            silent = time.monotonic() - connection.last_heard
             if silent > 2 * self.heartbeat + deadline:
                 raise TimeoutError(f"no answer for {silent:.1f} s")
             if silent >= self.heartbeat:
@@ -395,6 +395,8 @@ class TrackingListener:
         self._heard += 1
         if keys is None:  # FLUSHALL / FLUSHDB
             self._on_flush()
+        elif len(keys) == 1:  # what is heard most: one key
+            self._on_keys([keys[0].decode(errors="surrogateescape")])
         else:
             self._on_keys([key.decode(errors="surrogateescape") for key in keys])
 

@@ -131,10 +131,16 @@ class TieredBackend(Backend):
         return self._sequence
 
     def _drop_keys(self, keys: list[str]) -> None:
-        """Another process announced writes of ``keys``."""
-        self._mark(keys)
-        for key in keys:
-            self.memory.discard_local(key)
+        """``keys`` changed elsewhere (told by the server, or announced)."""
+        invalidated = self._invalidated
+        if len(invalidated) > _REMEMBERED_INVALIDATIONS:
+            self._mark(())  # forgets, safely
+        self._sequence += 1
+        mark = self._sequence
+        discard = self.memory.discard_local
+        for key in keys:  # (what _mark does, inline: this runs for every invalidation)
+            invalidated[key] = mark
+            discard(key)
         if self.on_announced is not None:
             self.on_announced(keys, None)
 
