@@ -205,6 +205,14 @@ class CacheCore:
         """The full key (prefix included) of a relative ``key``."""
         if not isinstance(key, str) or not key:
             raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"key={key!r}: not valid text (a lone surrogate cannot be sent to "
+                    f"Redis); decode bytes with errors='replace' before using them as keys"
+                ) from None
         if key.endswith(LEASE_SUFFIX) or key.startswith(BOOKKEEPING_SEGMENTS):
             raise ConfigError(
                 f"key={key!r}: keys ending in {LEASE_SUFFIX!r} or starting with "

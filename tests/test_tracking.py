@@ -168,6 +168,48 @@ async def test_a_tracked_read_fills_memory_unless_an_invalidation_follows_its_re
     assert (not invalidated) == (tier.memory.get_local("memo:k") is not None)
 
 
+async def test_a_reader_after_an_invalidation_does_not_join_the_read_it_voided() -> None:
+    tier, connection, transport = _tracked_tier()
+    first = asyncio.create_task(tier.get("memo:k"))
+    await asyncio.sleep(0)
+    # The reply and a later write's invalidation in one chunk; before the shared read
+    # is settled, another reader comes: it must ask again, not take the old reply.
+    connection.data_received(
+        b"$3\r\nold\r\n:60000\r\n>2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\nmemo:k\r\n"
+    )
+    loop = asyncio.get_running_loop()
+    loop.call_soon(connection.data_received, b"$3\r\nnew\r\n:60000\r\n")  # its reply
+    second = await tier.get("memo:k")  # runs at once, before the shared read is settled
+    assert 2 == len(transport.sent)  # a read of its own
+    assert (b"old", b"new") == (await first, second)
+    assert b"new" == tier.memory.get_local("memo:k")
+
+
+async def test_a_large_reply_in_many_chunks_is_parsed_once_it_is_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from memo.backends import _resp
+
+    calls = 0
+    parse = _resp.parse_reply
+
+    def counted(buf: bytes, pos: int) -> tuple[Any, int]:
+        nonlocal calls
+        calls += 1
+        return parse(buf, pos)
+
+    monkeypatch.setattr(_resp, "parse_reply", counted)
+    connection = RespConnection(lambda push: None)
+    connection.connection_made(_Transport())
+    (reply,) = connection.request(("GET", "big"))
+    value = b"v" * 4_000_000
+    wire = b"$%d\r\n%s\r\n" % (len(value), value)
+    for start in range(0, len(wire), 65_536):
+        connection.data_received(wire[start : start + 65_536])
+    assert value == reply.result()
+    assert calls <= 3  # once on the first chunk, once when whole: not once per chunk
+
+
 async def test_readers_of_one_key_share_a_tracked_read_and_a_cancelled_one_leaves_it() -> None:
     tier, connection, transport = _tracked_tier()
     readers = [asyncio.create_task(tier.get("memo:k")) for _ in range(5)]
@@ -344,3 +386,54 @@ async def test_coherence_is_a_checked_option(redis_server: RedisServer) -> None:
         GenericRedisCache(redis_server.url, coherence="server")
     with pytest.raises(ConfigError, match="coherence='both'"):
         CacheConfig(redis_url=redis_server.url, coherence="both")
+
+
+async def test_a_key_that_is_not_valid_text_is_refused_and_the_connection_stays_in_step(
+    tracked: Cache,
+) -> None:
+    from memo import ConfigError
+
+    await tracked.set("A", "value of A")
+    await tracked.set("B", "value of B")
+    with pytest.raises(ConfigError, match="not valid text"):
+        await tracked.get("bad\udc80")
+    assert ("value of A", "value of B") == (await tracked.get("A"), await tracked.get("B"))
+    connection = RespConnection(lambda push: None)
+    connection.connection_made(_Transport())
+    with pytest.raises(UnicodeEncodeError):
+        connection.request(("GET", "bad\udc80"))
+    assert connection.oldest_sent_at is None  # nothing queued for a command never sent
+
+
+@pytest.mark.parametrize("coherence", ["tracking", "channel"])
+def test_a_tier_whose_listener_loop_stopped_is_not_trusted_from_another_loop(
+    redis_server: RedisServer, coherence: str
+) -> None:
+    """A loop run call by call (run_until_complete) and left open hears nothing while it
+    is not running: hits from another loop must not trust what its listener heard."""
+    import memo
+
+    cache = GenericRedisCache(redis_server.url, coherence=coherence)
+    first = asyncio.new_event_loop()
+
+    async def hold() -> None:
+        assert await cache.connect()
+        await cache.set("k", "old")
+        await cache.get("k")
+        if not in_memory(cache, "k"):
+            await cache.get("k")  # with the channel, the write's own echo may race
+        assert in_memory(cache, "k")
+
+    async def later() -> None:
+        other = GenericRedisCache(redis_server.url)
+        await other.set("k", "new")
+        await other.aclose()
+        assert "new" == await cache.get("k")
+        await memo.release_connections()
+
+    first.run_until_complete(hold())
+    try:
+        asyncio.run(later())
+    finally:
+        first.run_until_complete(cache.aclose())
+        first.close()

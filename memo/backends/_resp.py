@@ -44,10 +44,11 @@ class Push(list):  # type: ignore[type-arg]
 
 
 class _Incomplete(Exception):
-    """The buffer ends inside a reply: wait for more bytes."""
+    """The buffer ends inside a reply: wait for more bytes, ``need`` of them in all
+    (counted from the buffer's start) before it is worth parsing again."""
 
-
-_INCOMPLETE = _Incomplete()
+    def __init__(self, need: int) -> None:
+        self.need = need
 
 
 def encode_command(args: Sequence[str | bytes | int]) -> bytes:
@@ -73,7 +74,7 @@ def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
     """
     end = buf.find(_CRLF, pos)
     if end < 0:
-        raise _INCOMPLETE
+        raise _Incomplete(len(buf) + 1)
     kind = buf[pos]
     head = buf[pos + 1 : end]
     pos = end + 2
@@ -83,7 +84,7 @@ def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
             return None, pos
         stop = pos + size
         if stop + 2 > len(buf):
-            raise _INCOMPLETE
+            raise _Incomplete(stop + 2)  # a large value: parse again once it is all in
         return buf[pos:stop], stop + 2
     if kind == 58:  # : integer
         return int(head), pos
@@ -112,7 +113,7 @@ def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
     if kind in (33, 61):  # ! blob error, = verbatim string
         stop = pos + int(head)
         if stop + 2 > len(buf):
-            raise _INCOMPLETE
+            raise _Incomplete(stop + 2)
         data = buf[pos:stop]
         if kind == 33:
             return ServerError(data.decode(errors="replace")), stop + 2
@@ -142,7 +143,7 @@ def _parse_invalidation(buf: bytes, pos: int) -> tuple[Any, int]:
         return parse_reply(buf, pos)
     end = buf.find(_CRLF, pos)
     if end < 0:
-        raise _INCOMPLETE
+        raise _Incomplete(len(buf) + 1)
     count = int(buf[pos + 1 : end])
     pos = end + 2
     keys = []
@@ -150,12 +151,12 @@ def _parse_invalidation(buf: bytes, pos: int) -> tuple[Any, int]:
         end = buf.find(_CRLF, pos)
         if end < 0 or buf[pos] != 36:  # not "$": let the general parser say what it is
             if end < 0:
-                raise _INCOMPLETE
+                raise _Incomplete(len(buf) + 1)
             key, pos = parse_reply(buf, pos)
         else:
             stop = end + 2 + int(buf[pos + 1 : end])
             if stop + 2 > len(buf):
-                raise _INCOMPLETE
+                raise _Incomplete(stop + 2)
             key, pos = buf[end + 2 : stop], stop + 2
         keys.append(key)
     return keys, pos
@@ -181,7 +182,11 @@ class RespConnection(asyncio.Protocol):
         self._loop = self.loop = asyncio.get_running_loop()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._sent_at: collections.deque[float] = collections.deque()  # one per waiting
-        self._rest = b""
+        # An unfinished reply: its bytes so far, and how many it needs before it is
+        # worth parsing again (so a large value is parsed once, not once per chunk).
+        self._rest: list[bytes] = []
+        self._rest_size = 0
+        self._need = 0
         self._transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_heard = _monotonic()
@@ -195,10 +200,15 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_heard = _monotonic()  # the loop's time() is monotonic() itself
         if self._rest:
-            data = self._rest + data
+            self._rest.append(data)
+            self._rest_size += len(data)
+            if self._rest_size < self._need:
+                return
+            data = b"".join(self._rest)
+            self._rest = []
         elif data.startswith(_INVALIDATE_ONE):  # one key changed: what is heard most
             end = data.find(_CRLF, _ONE_AT)
-            if end > 0:
+            if end > 0 and data[_ONE_AT:end].isdigit():
                 stop = end + 2 + int(data[_ONE_AT:end])
                 if stop + 2 == len(data):
                     self._on_invalidate([data[end + 2 : stop]])
@@ -221,13 +231,11 @@ class RespConnection(asyncio.Protocol):
                         future.set_result(reply)
                 else:
                     raise ValueError("a reply nobody asked for")
-        except _Incomplete:
-            pass
+        except _Incomplete as short:  # the rest waits for the bytes it needs
+            self._rest, self._rest_size, self._need = [data[pos:]], size - pos, short.need - pos
         except ValueError as exc:  # the stream cannot be trusted past this point
-            self._rest = b""
+            self._rest = []
             self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
-            return
-        self._rest = data[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -248,10 +256,11 @@ class RespConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionError("the connection to Redis is closed")
+        wire = b"".join([encode_command(c) for c in commands])  # may raise: nothing queued
         futures = [self._loop.create_future() for _ in commands]
         self._waiting.extend(futures)
         self._sent_at.extend([self._loop.time()] * len(futures))
-        transport.write(b"".join([encode_command(c) for c in commands]))
+        transport.write(wire)
         return futures
 
     @property

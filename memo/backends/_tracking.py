@@ -157,6 +157,8 @@ class TrackingListener:
             if loop.is_running() and not loop.is_closed():
                 return
             self._set_trust(False)  # its loop stopped: nothing is heard any more
+            if not loop.is_closed():  # run again later, it ends the abandoned task
+                loop.call_soon_threadsafe(task.cancel)
         if self._closed:
             return
         self._up = asyncio.Event()
@@ -257,7 +259,8 @@ class TrackingListener:
             if self._reading.get(key) is shared:
                 del self._reading[key]
             # Both replies fail together (the connection's end); each is retrieved.
-            failure = value.exception() or remaining.exception()
+            first, second = value.exception(), remaining.exception()
+            failure = first or second
             if shared.done():
                 return
             if failure is not None:
@@ -317,7 +320,7 @@ class TrackingListener:
         """One connection: handshake, then watch it until it fails or falls silent."""
         options = self.redis.options
         url = options.connection_url
-        connection = await within(
+        opening = asyncio.ensure_future(
             open_resp_connection(
                 self._pushed,
                 self._invalidated,
@@ -325,10 +328,14 @@ class TrackingListener:
                 port=url.port,
                 socket_path=url.socket_path,
                 tls=options.ssl_context(),
-            ),
-            options.connect_timeout,
-            "connecting",
+            )
         )
+        try:
+            connection = await within(opening, options.connect_timeout, "connecting")
+        except BaseException:
+            # Timed out or cancelled: a connection that opens after all is closed then.
+            opening.add_done_callback(_close_if_opened)
+            raise
         try:
             await self._handshake(connection, options)
             self._timer = None  # one of an earlier connection's loop may never fire
@@ -361,9 +368,16 @@ class TrackingListener:
             commands.append(["SELECT", url.database])
         commands.append(["CLIENT", "TRACKING", "ON"])
         replies = connection.request(*commands)
-        done = asyncio.gather(*replies)
-        await within(done, options.connect_timeout + options.operation_timeout, "the handshake")
-        for command, reply in zip(commands, done.result(), strict=True):
+        for reply in replies:  # a timeout or the connection's end leaves none unread
+            reply.add_done_callback(_retrieve)
+        await within(
+            asyncio.wait(replies),
+            options.connect_timeout + options.operation_timeout,
+            "the handshake",
+        )
+        if not all(reply.done() for reply in replies):
+            raise TimeoutError("the handshake was not answered")
+        for command, reply in zip(commands, [r.result() for r in replies], strict=True):
             if isinstance(reply, ServerError):
                 what = " ".join(str(part) for part in command[:3] if part != "AUTH")
                 text = self.redis.scrub(str(reply))
@@ -393,12 +407,19 @@ class TrackingListener:
     def _invalidated(self, keys: list[bytes] | None) -> None:
         """Keys changed in Redis (None: the database was flushed)."""
         self._heard += 1
+        reading = self._reading
         if keys is None:  # FLUSHALL / FLUSHDB
+            reading.clear()
             self._on_flush()
-        elif len(keys) == 1:  # what is heard most: one key
-            self._on_keys([keys[0].decode(errors="surrogateescape")])
-        else:
-            self._on_keys([key.decode(errors="surrogateescape") for key in keys])
+            return
+        names = [key.decode(errors="surrogateescape") for key in keys]
+        if reading:
+            # A read of these under way carries what they held before this change:
+            # readers who come now must not join it (its reply may be parsed already,
+            # in this very chunk, and their marks would not see this invalidation).
+            for name in names:
+                reading.pop(name, None)
+        self._on_keys(names)
 
     def _hand_over(self, why: str) -> None:
         logger.warning(
@@ -427,6 +448,11 @@ def _is_refusal(text: str) -> bool:
         or "unknown command" in lowered
         or "unknown subcommand" in lowered
     )
+
+
+def _close_if_opened(opening: asyncio.Future[RespConnection]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().abort(ConnectionError("opened too late"))
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -146,6 +146,8 @@ class InvalidationListener:
                 return
             # Its loop stopped: it hears nothing, so the tier must not be trusted.
             self._set_trust(False)
+            if not loop.is_closed():  # run again later, it ends the abandoned task
+                loop.call_soon_threadsafe(task.cancel)
         if self._closed:
             return
         loop = asyncio.get_running_loop()

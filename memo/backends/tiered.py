@@ -21,9 +21,11 @@ while the listener cannot vouch for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from memo.backends._fill_guard import FillGuard
 from memo.backends._tracking import NotTracking
 from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
 from memo.backends.memory import MemoryBackend
@@ -38,7 +40,13 @@ __all__ = ["TieredBackend"]
 T = TypeVar("T")
 
 _OUTAGE = (BackendUnavailable, BackendTimeout)
-_REMEMBERED_INVALIDATIONS = 10_000  # keys whose last announcement is remembered
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class TieredBackend(Backend):
@@ -77,14 +85,9 @@ class TieredBackend(Backend):
         # False while the invalidation channel may have missed a write: memory is then
         # neither read nor filled (it is flushed before it is trusted again).
         self._channel_trusted = self.listener is None
-        # A remote read that raced an invalidation must not fill memory: the value it
-        # carries may be the one just replaced. _generation moves with every change of
-        # trust and every pattern heard (any key may be concerned); _invalidated[key]
-        # is the _sequence number of the last announcement naming key.
-        self._generation = 0
-        self._sequence = 0
-        self._invalidated: dict[str, int] = {}
-        self._writing: dict[str, int] = {}  # this process's writes in flight, per key
+        self._listening_in: asyncio.AbstractEventLoop | None = None  # the listener's loop
+        # A remote reply that raced a change of its key must not fill memory.
+        self._guard = FillGuard()
         self._refresh()
 
     # -- outage and channel bookkeeping
@@ -116,44 +119,36 @@ class TieredBackend(Backend):
         return self.memory_reads and self._channel_trusted
 
     def _trust(self, trusted: bool) -> None:
-        self._generation += 1
+        self._guard.everything()
         self._channel_trusted = trusted
+        if trusted:  # told from the listener's task: its loop is the one that hears
+            self._listening_in = _running_loop()
         self._refresh()
 
     def _mark(self, keys: Iterable[str]) -> int:
-        """Reads of ``keys`` under way must not fill memory; the mark's number."""
-        self._sequence += 1
-        if len(self._invalidated) > _REMEMBERED_INVALIDATIONS:
-            self._invalidated.clear()
-            self._generation += 1  # forgetting is safe only if every read in flight fails
-        for key in keys:
-            self._invalidated[key] = self._sequence
-        return self._sequence
+        """Replies under way for ``keys`` must not fill memory (for tests and tags)."""
+        return self._guard.mark(keys)
 
     def _drop_keys(self, keys: list[str]) -> None:
         """``keys`` changed elsewhere (told by the server, or announced)."""
-        invalidated = self._invalidated
-        if len(invalidated) > _REMEMBERED_INVALIDATIONS:
-            self._mark(())  # forgets, safely
-        self._sequence += 1
-        mark = self._sequence
+        self._guard.mark(keys)
         discard = self.memory.discard_local
-        for key in keys:  # (what _mark does, inline: this runs for every invalidation)
-            invalidated[key] = mark
+        for key in keys:
             discard(key)
         if self.on_announced is not None:
             self.on_announced(keys, None)
 
     def _drop_pattern(self, pattern: str) -> None:
         """Another process announced a pattern delete."""
-        self._generation += 1
+        self._guard.everything()
         self.memory.discard_pattern(pattern)
         if self.on_announced is not None:
             self.on_announced(None, pattern)
 
     def _flush(self) -> None:
-        """The channel was (re)subscribed: announcements may have been missed."""
-        self._generation += 1
+        """The listener (re)connected, or the database was flushed: changes may have been
+        missed."""
+        self._guard.everything()
         self.memory.clear_local()
 
     def _listen(self) -> None:
@@ -179,8 +174,27 @@ class TieredBackend(Backend):
 
     def get_local(self, key: str) -> bytes | None:
         if self._serve_memory:
+            listening = self._listening_in
+            # A hit from another loop: the listener's own loop must still run (one
+            # stopped, not closed, hears nothing: a loop run call by call).
+            if (
+                listening is not None
+                and listening is not _running_loop()
+                and not listening.is_running()
+                and self._listener_stopped()
+            ):
+                return None
             return self.memory.get_local(key)
         return None
+
+    def _listener_stopped(self) -> bool:
+        """The listener's loop stopped: distrust memory (and listen again from the
+        running loop, if any); whether memory is no longer to be served."""
+        self._listening_in = None
+        self._trust(False)
+        if _running_loop() is not None and self.listener is not None:
+            self.listener.ensure_running()
+        return not self._serve_memory
 
     async def get(self, key: str) -> bytes | None:
         self._listen()
@@ -188,7 +202,7 @@ class TieredBackend(Backend):
             data = self.memory.get_local(key)
             if data is not None:
                 return data
-        generation, sequence = self._generation, self._sequence
+        asked = self._guard.asked()
         # In an outage the remote is still asked first (its circuit breaker makes that a
         # fast failure while open): that is how its return is noticed.
         listener = self.listener
@@ -212,9 +226,7 @@ class TieredBackend(Backend):
             data is not None
             and ttl_ms is not None
             and self._fills_memory()
-            and generation == self._generation
-            and self._invalidated.get(key, 0) <= sequence
-            and key not in self._writing
+            and self._guard.may_fill(key, asked)
         ):
             self.memory.set_local(key, data, ttl_ms)
         return data
@@ -269,40 +281,12 @@ class TieredBackend(Backend):
             else:
                 self.memory.discard_local(key)  # the remote's state is unknown: don't guess
 
-    # A write races the reads and writes of the same keys in this process as surely as
-    # those of other processes: a read whose GET ran before this write's SET (or UNLINK)
-    # may come back after it, and two writes of one key may reach Redis in either order.
-    # So a write marks its keys when it starts and again when it ends (reads begun
-    # before the second mark do not fill memory), and fills memory itself only if
-    # nothing else marked the key in between: no announcement from another process, no
-    # other write from this one, no pattern, no change of trust.
-
-    def _begin_write(self, keys: Iterable[str]) -> tuple[int, int]:
-        mark = self._mark(keys)
-        writing = self._writing
-        for key in keys:
-            writing[key] = writing.get(key, 0) + 1
-        return mark, self._generation
-
     def _end_write(self, keys: Iterable[str], begun: tuple[int, int]) -> set[str]:
-        """Close a write; the keys it may copy into memory."""
-        mark, generation = begun
-        writing, invalidated = self._writing, self._invalidated
-        # Where reads are tracked, no write fills memory: the server tracks what a
-        # connection read, not what it wrote, and would never void such a copy.
+        """Close a write; the keys it may copy into memory. Where reads are tracked,
+        none: the server tracks what a connection read, not what it wrote, and would
+        never void such a copy."""
         tracked = self.listener is not None and self.listener.reads_tracked
-        alone = generation == self._generation and self._fills_memory() and not tracked
-        fillable = set()
-        for key in keys:
-            if alone and invalidated.get(key) == mark and writing.get(key) == 1:
-                fillable.add(key)
-            left = writing.get(key, 1) - 1
-            if left:
-                writing[key] = left
-            else:
-                writing.pop(key, None)
-        self._mark(keys)
-        return fillable
+        return self._guard.end_write(keys, begun, self._fills_memory() and not tracked)
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         await self._store(
@@ -325,7 +309,7 @@ class TieredBackend(Backend):
         if ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         self._listen()
-        begun = self._begin_write(items)
+        begun = self._guard.begin_write(items)
         try:
             try:
                 stored = await send()
@@ -415,7 +399,7 @@ class TieredBackend(Backend):
         if not isinstance(leases, TagSets):
             raise BackendError(f"{leases!r} keeps no tag sets")
         self._listen()
-        self._generation += 1
+        self._guard.everything()
         try:
             removed, members = await self._remote_call(leases.invalidate_tag(tag_set))
         except BackendError:
@@ -424,7 +408,7 @@ class TieredBackend(Backend):
             self.memory.clear_local()
             raise
         finally:
-            self._generation += 1
+            self._guard.everything()
         self._mark(members)
         for key in members:
             self.memory.discard_local(key)
@@ -438,7 +422,7 @@ class TieredBackend(Backend):
 
     async def _delete(self, keys: Sequence[str], *, many: bool) -> int:
         self._listen()
-        begun = self._begin_write(keys)
+        begun = self._guard.begin_write(keys)
         for key in keys:
             self.memory.discard_local(key)
         try:
@@ -466,7 +450,7 @@ class TieredBackend(Backend):
         removal, may fill memory with what it removes: the generation moves before and
         after, and memory is emptied of them again once the remote is done."""
         self._listen()
-        self._generation += 1
+        self._guard.everything()
         drop_local()
         try:
             result = await remote
@@ -474,7 +458,7 @@ class TieredBackend(Backend):
             self._failed(exc)
             raise
         finally:
-            self._generation += 1
+            self._guard.everything()
             drop_local()
         self._answered()
         return result

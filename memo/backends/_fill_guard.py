@@ -1,0 +1,86 @@
+"""Which Redis replies may still be copied into a memory tier.
+
+A reply can be overtaken on its way: a read whose GET ran before a write (here or in
+another process) may come back after that write's invalidation, and two writes of one
+key may reach Redis in either order. Copying such a reply would keep the value just
+replaced. So every change heard, every write of this process and every change of trust
+leaves a mark here, and a reply may fill memory only if nothing marked its key since it
+was asked for.
+
+``generation`` moves when any key may be concerned (a pattern, a flush, trust lost or
+regained); ``invalidated[key]`` is the ``sequence`` number of the last mark naming key;
+``writing[key]`` counts this process's writes of key in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["FillGuard"]
+
+_REMEMBERED = 10_000  # keys whose last mark is remembered
+
+
+class FillGuard:
+    """The marks of one memory tier (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.sequence = 0
+        self.invalidated: dict[str, int] = {}
+        self.writing: dict[str, int] = {}
+
+    def everything(self) -> None:
+        """Any key may have changed: no reply under way may fill memory."""
+        self.generation += 1
+
+    def mark(self, keys: Iterable[str]) -> int:
+        """Replies under way for ``keys`` may not fill memory; the mark's number."""
+        self.sequence += 1
+        if len(self.invalidated) > _REMEMBERED:
+            self.invalidated.clear()
+            self.generation += 1  # forgetting is safe only if every reply under way fails
+        for key in keys:
+            self.invalidated[key] = self.sequence
+        return self.sequence
+
+    def asked(self) -> tuple[int, int]:
+        """Taken when a read is asked for; ``may_fill`` compares against it."""
+        return self.generation, self.sequence
+
+    def may_fill(self, key: str, asked: tuple[int, int]) -> bool:
+        generation, sequence = asked
+        return (
+            generation == self.generation
+            and self.invalidated.get(key, 0) <= sequence
+            and key not in self.writing
+        )
+
+    # A write marks its keys when it starts and again when it ends (replies asked for
+    # before the second mark do not fill memory), and may copy its own value only if
+    # nothing else marked the key in between: no change heard, no other write from this
+    # process, no pattern, no change of trust.
+
+    def begin_write(self, keys: Iterable[str]) -> tuple[int, int]:
+        mark = self.mark(keys)
+        writing = self.writing
+        for key in keys:
+            writing[key] = writing.get(key, 0) + 1
+        return mark, self.generation
+
+    def end_write(self, keys: Iterable[str], begun: tuple[int, int], fills: bool) -> set[str]:
+        """Close a write; the keys whose value it may copy (none unless ``fills``)."""
+        mark, generation = begun
+        writing, invalidated = self.writing, self.invalidated
+        alone = fills and generation == self.generation
+        fillable = set()
+        for key in keys:
+            if alone and invalidated.get(key) == mark and writing.get(key) == 1:
+                fillable.add(key)
+            left = writing.get(key, 1) - 1
+            if left:
+                writing[key] = left
+            else:
+                writing.pop(key, None)
+        self.mark(keys)
+        return fillable
