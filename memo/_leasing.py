@@ -14,6 +14,7 @@ flight table already gives one computation per key in the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -92,7 +93,20 @@ class Leasing:
         except BackendError as exc:
             self._failed("lease", exc)
             return None
+        except BaseException:
+            # Cancelled with the request on its way: the lease may be ours, with nobody
+            # left to compute. Give it back (the token makes that safe), or waiters in
+            # other processes would wait for it to expire.
+            await self._give_back(full_key, token)
+            raise
         return Lease(full_key, token, taken == 1, taken == 2, tag_sets, expect)
+
+    async def _give_back(self, full_key: str, token: str) -> None:
+        backend = self._backend
+        if backend is None:
+            return
+        with contextlib.suppress(BackendError):
+            await backend.release_lease(full_key, token)
 
     @asynccontextmanager
     async def kept(self, lease: Lease) -> AsyncIterator[None]:

@@ -207,11 +207,13 @@ async def test_a_burst_of_two_thousand_cold_misses_is_stored_without_errors(
     async def load(i: int) -> int:
         return i
 
-    assert list(range(2000)) == await asyncio.gather(*(load(i) for i in range(2000)))
-    stats = await cache.get_cache_stats()
-    assert (0, 2000) == (stats["errors"], stats["sets"])
-    assert 2000 == len(await cache.keys("*", limit=5000))
-    await cache.aclose()
+    try:
+        assert list(range(2000)) == await asyncio.gather(*(load(i) for i in range(2000)))
+        stats = await cache.get_cache_stats()
+        assert (0, 2000) == (stats["errors"], stats["sets"])
+        assert 2000 == len(await cache.keys("*", limit=5000))
+    finally:
+        await cache.aclose()
 
 
 async def test_listings_and_counts_leave_out_leases(redis_server: RedisServer) -> None:
@@ -296,3 +298,33 @@ async def test_one_refused_call_in_a_pipelined_burst_fails_alone(
         1 for k in redis_server.client().scan_iter("*#lease")
     )  # and no lease left behind
     await cache.aclose()
+
+
+async def test_a_caller_cancelled_while_its_lease_request_is_answered_gives_the_lease_back(
+    redis_server: RedisServer,
+) -> None:
+    """Redis granted the lease, but the caller was cancelled before the reply came back:
+    nobody will compute, so the lease must not stay until it expires."""
+    from memo._leasing import Leasing
+    from memo.backends.redis import RedisBackend
+
+    redis = RedisBackend.from_url(redis_server.url)
+    granted = asyncio.Event()
+    acquire = redis.acquire_lease
+
+    async def reply_never_comes_back(*args: Any) -> int:
+        await acquire(*args)  # applied in Redis
+        granted.set()
+        await asyncio.Event().wait()  # ... and the reply is still on its way
+        return 1
+
+    redis.acquire_lease = reply_never_comes_back  # type: ignore[method-assign]
+    leasing = Leasing(redis, "memo:t:", lambda operation, exc: None)
+    taking = asyncio.ensure_future(leasing.take("memo:t:k", (), None))
+    await granted.wait()
+    assert redis_server.client().exists("memo:t:k#lease")
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    assert not redis_server.client().exists("memo:t:k#lease")  # given back at once
+    await redis.aclose()

@@ -131,6 +131,12 @@ class _NoSource:
         return text
 
 
+async def _turns(n: int = 2) -> None:
+    """Let the loop turn: a request is written at the end of the turn it was made in."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 def _tracked_tier() -> tuple[TieredBackend, RespConnection, _Transport]:
     """A tier whose tracking connection is fed bytes by the test."""
     tier = TieredBackend(MemoryBackend(), MemoryBackend())
@@ -156,7 +162,7 @@ async def test_a_tracked_read_fills_memory_unless_an_invalidation_follows_its_re
 ) -> None:
     tier, connection, transport = _tracked_tier()
     read = asyncio.create_task(tier.get("memo:k"))
-    await asyncio.sleep(0)
+    await _turns()
     assert [
         encode_command(["GET", "memo:k"]) + encode_command(["PTTL", "memo:k"])
     ] == transport.sent
@@ -171,7 +177,7 @@ async def test_a_tracked_read_fills_memory_unless_an_invalidation_follows_its_re
 async def test_a_reader_after_an_invalidation_does_not_join_the_read_it_voided() -> None:
     tier, connection, transport = _tracked_tier()
     first = asyncio.create_task(tier.get("memo:k"))
-    await asyncio.sleep(0)
+    await _turns()
     # The reply and a later write's invalidation in one chunk; before the shared read
     # is settled, another reader comes: it must ask again, not take the old reply.
     connection.data_received(
@@ -213,7 +219,7 @@ async def test_a_large_reply_in_many_chunks_is_parsed_once_it_is_whole(
 async def test_readers_of_one_key_share_a_tracked_read_and_a_cancelled_one_leaves_it() -> None:
     tier, connection, transport = _tracked_tier()
     readers = [asyncio.create_task(tier.get("memo:k")) for _ in range(5)]
-    await asyncio.sleep(0)
+    await _turns()
     readers[0].cancel()
     assert 1 == len(transport.sent)  # one GET and one PTTL for all five
     connection.data_received(b"$1\r\nv\r\n:5000\r\n")

@@ -34,7 +34,8 @@ from typing import Any, Protocol
 from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo._validate import check_seconds
-from memo.backends._resp import Push, RespConnection, ServerError, open_resp_connection
+from memo.backends._resp import Push, RespConnection, ServerError
+from memo.backends._resp_session import Refused, open_session, retrieve
 from memo.backends.invalidation import InvalidationListener, within
 from memo.exceptions import BackendTimeout
 
@@ -53,10 +54,6 @@ _LIVE: weakref.WeakSet[TrackingListener] = weakref.WeakSet()
 class NotTracking(Exception):
     """A tracked read could not be made (no tracking connection, or it was lost while
     the read was under way): read the remote instead, and do not fill memory."""
-
-
-class _Refused(Exception):
-    """The server answered the handshake with a refusal that retrying cannot change."""
 
 
 class TrackingSource(Protocol):
@@ -252,7 +249,7 @@ class TrackingListener:
         except ConnectionError as exc:
             raise NotTracking from exc
         shared: asyncio.Future[tuple[Any, Any]] = connection.loop.create_future()
-        shared.add_done_callback(_retrieve)  # every joiner may have given up
+        shared.add_done_callback(retrieve)  # every joiner may have given up
         self._reading[key] = shared
 
         def settle(_: object) -> None:  # replies come in order: the GET's is in too
@@ -302,7 +299,7 @@ class TrackingListener:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except _Refused as exc:
+            except Refused as exc:
                 self._hand_over(str(exc))
                 return
             except Exception as exc:
@@ -319,25 +316,15 @@ class TrackingListener:
     async def _session(self) -> None:
         """One connection: handshake, then watch it until it fails or falls silent."""
         options = self.redis.options
-        url = options.connection_url
-        opening = asyncio.ensure_future(
-            open_resp_connection(
-                self._pushed,
-                self._invalidated,
-                host=url.host,
-                port=url.port,
-                socket_path=url.socket_path,
-                tls=options.ssl_context(),
-            )
+        connection = await open_session(
+            options,
+            name="memo-tracking",
+            scrub=self.redis.scrub,
+            then=[("CLIENT", "TRACKING", "ON")],
+            on_push=self._pushed,
+            on_invalidate=self._invalidated,
         )
         try:
-            connection = await within(opening, options.connect_timeout, "connecting")
-        except BaseException:
-            # Timed out or cancelled: a connection that opens after all is closed then.
-            opening.add_done_callback(_close_if_opened)
-            raise
-        try:
-            await self._handshake(connection, options)
             self._timer = None  # one of an earlier connection's loop may never fire
             self._reading.clear()
             self._connection = connection
@@ -357,34 +344,6 @@ class TrackingListener:
             connection.abort(ConnectionError("the tracking connection was closed"))
             self._reading.clear()
 
-    async def _handshake(self, connection: RespConnection, options: RedisOptions) -> None:
-        url = options.connection_url
-        hello: list[str | bytes | int] = ["HELLO", 3]
-        if url.password is not None:
-            hello += ["AUTH", url.username or "default", url.password]
-        hello += ["SETNAME", "memo-tracking"]
-        commands: list[list[str | bytes | int]] = [hello]
-        if url.database:
-            commands.append(["SELECT", url.database])
-        commands.append(["CLIENT", "TRACKING", "ON"])
-        replies = connection.request(*commands)
-        for reply in replies:  # a timeout or the connection's end leaves none unread
-            reply.add_done_callback(_retrieve)
-        await within(
-            asyncio.wait(replies),
-            options.connect_timeout + options.operation_timeout,
-            "the handshake",
-        )
-        if not all(reply.done() for reply in replies):
-            raise TimeoutError("the handshake was not answered")
-        for command, reply in zip(commands, [r.result() for r in replies], strict=True):
-            if isinstance(reply, ServerError):
-                what = " ".join(str(part) for part in command[:3] if part != "AUTH")
-                text = self.redis.scrub(str(reply))
-                if _is_refusal(text):
-                    raise _Refused(f"{what}: {text}")
-                raise ConnectionError(f"{what} refused: {text}")
-
     async def _watch(self, connection: RespConnection, deadline: float) -> None:
         while True:
             await asyncio.wait({connection.closed}, timeout=self.heartbeat)
@@ -395,7 +354,7 @@ class TrackingListener:
                 raise TimeoutError(f"no answer for {silent:.1f} s")
             if silent >= self.heartbeat:
                 (pong,) = connection.request(("PING",))
-                pong.add_done_callback(_retrieve)
+                pong.add_done_callback(retrieve)
 
     def _pushed(self, push: Push) -> None:
         """A push other than an invalidation (none is expected): counted, ignored."""
@@ -437,27 +396,6 @@ class TrackingListener:
         self._trusted = trusted
         if self.fallback is None:
             self._on_trust(trusted)
-
-
-def _is_refusal(text: str) -> bool:
-    """A reply no retry changes: an unknown command (before Redis 6), NOPERM, or a
-    server without RESP3."""
-    lowered = text.lower()
-    return (
-        lowered.startswith(("noperm", "noproto"))
-        or "unknown command" in lowered
-        or "unknown subcommand" in lowered
-    )
-
-
-def _close_if_opened(opening: asyncio.Future[RespConnection]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().abort(ConnectionError("opened too late"))
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # a lost PING is the connection's end, seen elsewhere
 
 
 def _after_fork_in_child() -> None:

@@ -56,6 +56,7 @@ class WriteBatcher:
     Args:
         announcer: sends the lone write (announced or not) and says whether to announce.
         run: the backend's runner (deadline, breaker, error translation), one per batch.
+        set_one: sends a lone, unannounced SET on the client it is given.
         where: the server's masked URL, for the error of a write refused in a batch.
         scrub: removes the password from the server's text.
         timeout: the operation deadline, named in translated errors.
@@ -66,12 +67,14 @@ class WriteBatcher:
         announcer: WriteAnnouncer,
         run: Runner,
         *,
+        set_one: Callable[[Redis, str, bytes, int], Awaitable[None]],
         where: str,
         scrub: Callable[[str], str],
         timeout: float,
     ) -> None:
         self._announcer = announcer
         self._run = run
+        self._set_one = set_one
         self._where = where
         self._scrub = scrub
         self._timeout = timeout
@@ -93,7 +96,7 @@ class WriteBatcher:
         if len(calls) == 1:  # alone: today's single command, the script when announcing
             ((key,), (value, ttl_ms)) = calls[0]
             if not announcer.announcing():
-                await self._run("SET", lambda c: c.set(key, value, px=ttl_ms))
+                await self._run("SET", lambda c: self._set_one(c, key, value, ttl_ms))
             else:
                 await self._run("SET+PUBLISH", lambda c: announcer.set(c, key, value, ttl_ms))
             return [None]

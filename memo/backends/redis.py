@@ -14,12 +14,9 @@ What each command is guaranteed:
   own, and a process forked from another makes new ones instead of sharing sockets.
 * Errors are translated here, most specific first, and never carry the password.
 
-Reads are coalesced in _read_batch.py, writes in _write_batch.py; writes announced in
-_announce.py; leases and tag sets are scripts in _leases.py.
-
-Sentinel fits behind ``client()``, the one place that turns the options into a client
-for the running loop. Cluster needs more: the lease and tag scripts touch several keys
-(an entry, its lease, its tags' sets), which one slot must hold (hash tags).
+Reads are coalesced in _read_batch.py, writes in _write_batch.py; lone ones skip
+redis-py (_direct.py); writes announced in _announce.py; leases and tag sets are
+scripts in _leases.py. Sentinel and Cluster clients fit behind ``client_factory``.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ from memo._fork import keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._attempts import Attempts
+from memo.backends._direct import DirectCommands
 from memo.backends._leases import LeaseCommands
 from memo.backends._listeners import listener_for
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
@@ -121,9 +119,12 @@ class RedisBackend(Backend):
             else None,
         )
         self._leases = LeaseCommands(self._announcer, self._run)
+        # Lone GETs and SETs over memo's own connection (not with a client_factory).
+        self._direct = DirectCommands(options, scrub=self.scrub, enabled=client_factory is None)
         self._writes = WriteBatcher(
             self._announcer,
             self._run,
+            set_one=self._direct.set,
             where=self.masked_url,
             scrub=self.scrub,
             timeout=self.operation_timeout,
@@ -154,12 +155,8 @@ class RedisBackend(Backend):
         Raises:
             ConfigError: a bad URL or option, named.
         """
-        return cls(
-            RedisOptions.from_url(url, **options),
-            breaker=breaker,
-            clock=clock,
-            client_factory=client_factory,
-        )
+        parsed = RedisOptions.from_url(url, **options)
+        return cls(parsed, breaker=breaker, clock=clock, client_factory=client_factory)
 
     @property
     def announce(self) -> bool:
@@ -195,12 +192,12 @@ class RedisBackend(Backend):
 
     async def _count_channel_listeners(self) -> int:
         """How many connections are subscribed to the invalidation channel."""
-        channel = self.invalidation_channel
-        reply = await self._run("PUBSUB NUMSUB", lambda c: c.pubsub_numsub(channel), read=True)
+        reply = await self._run(
+            "PUBSUB NUMSUB", lambda c: c.pubsub_numsub(self.invalidation_channel), read=True
+        )
         return int(reply[0][1]) if reply else 0
 
     # ------------------------------------------------------------------ plumbing
-
     def forget_after_fork(self) -> None:
         """In a forked child: never write to the parent's sockets, nor drop them (see
         memo._fork); make new ones."""
@@ -211,6 +208,7 @@ class RedisBackend(Backend):
         self._writes.forget_after_fork()
         self._reads_with_ttl.forget_after_fork()
         self._announcer.new_origin()
+        self._direct.forget_after_fork()
         self._clients = weakref.WeakKeyDictionary()
 
     def client(self) -> aioredis.Redis:
@@ -290,8 +288,8 @@ class RedisBackend(Backend):
         return await self._reads.get(key)
 
     async def _get_one(self, key: str) -> bytes | None:
-        data: Any = await self._run("GET", lambda c: c.get(key), read=True)
-        return data  # type: ignore[no-any-return]
+        direct = self._direct
+        return await self._run("GET", lambda c: direct.get(c, key), read=True)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
@@ -478,12 +476,14 @@ class RedisBackend(Backend):
         ones on its next command. For code that runs each job in its own event loop
         (``asyncio.run`` per task), before that loop ends."""
         await self._announcer.stop_counting()
+        await self._direct.release_loop()
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
     async def aclose(self) -> None:
         await self._announcer.stop_counting()
+        await self._direct.release_loop()
         clients = list(self._clients.items())
         self._clients = weakref.WeakKeyDictionary()
         current = asyncio.get_running_loop()
