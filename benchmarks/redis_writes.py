@@ -40,37 +40,57 @@ from memo._redis_options import RedisURL
 VALUE = {"id": 7, "name": "alice", "roles": ["a", "b"]}
 
 
-async def time_batch(write: Callable[[int], Awaitable[object]], keys: range) -> float:
+async def time_batch(write: Callable[[int], Awaitable[object]], keys: range) -> tuple[float, float]:
+    """µs per write: wall time, and this thread's CPU time."""
     gc.disable()
-    started = time.perf_counter_ns()
+    started, cpu = time.perf_counter_ns(), time.thread_time_ns()
     for i in keys:
         await write(i)
-    elapsed = time.perf_counter_ns() - started
+    elapsed, used = time.perf_counter_ns() - started, time.thread_time_ns() - cpu
     gc.enable()
-    return elapsed / len(keys) / 1000
+    return elapsed / len(keys) / 1000, used / len(keys) / 1000
+
+
+Samples = dict[str, list[tuple[float, float]]]
 
 
 async def interleaved(
     contenders: dict[str, Callable[[int], Awaitable[object]]], rounds: int, batch: int
-) -> dict[str, list[float]]:
+) -> Samples:
     names = list(contenders)
     for name in names:  # warm connections and code paths
         await time_batch(contenders[name], range(50))
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: Samples = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             samples[name].append(await time_batch(contenders[name], range(batch)))
     return samples
 
 
-def report(title: str, samples: dict[str, list[float]], floor: float) -> dict[str, float]:
+def report(title: str, samples: Samples, floor: tuple[float, float]) -> dict[str, float]:
+    """Medians (wall), each row also over ``floor`` (the raw SET's wall and CPU medians)."""
     print(f"\n{title}")
-    print(f"  {'contender':36} {'median µs':>10} {'best µs':>9} {'x raw SET':>10}")
+    print(
+        f"  {'contender':36} {'wall med':>9} {'wall best':>9} {'CPU med':>8} "
+        f"{'x raw wall':>10} {'x raw CPU':>9}"
+    )
     medians = {}
     for name, values in samples.items():
-        medians[name] = median = statistics.median(values)
-        print(f"  {name:36} {median:10.2f} {min(values):9.2f} {median / floor:9.2f}x")
+        wall = statistics.median(w for w, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        medians[name] = wall
+        print(
+            f"  {name:36} {wall:9.2f} {min(w for w, _ in values):9.2f} {cpu:8.2f} "
+            f"{wall / floor[0]:9.2f}x {cpu / floor[1]:8.2f}x"
+        )
     return medians
+
+
+def floor_of(samples: Samples, name: str = "raw redis-py SET") -> tuple[float, float]:
+    return (
+        statistics.median(w for w, _ in samples[name]),
+        statistics.median(c for _, c in samples[name]),
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -109,7 +129,7 @@ async def main(args: argparse.Namespace) -> None:
         args.rounds,
         args.batch,
     )
-    floor = statistics.median(alone["raw redis-py SET"])
+    floor = floor_of(alone)
     m = report("Table 1: no process listening", alone, floor)
     on, off = m["memo set, coherence='channel'"], m["memo set, coherence off"]
     tracked = m["memo set, tracking (the default)"]
@@ -285,8 +305,7 @@ async def fleet(args: argparse.Namespace, coherence: str) -> None:
             args.rounds,
             batch,
         )
-        floor_set = statistics.median(alone["raw redis-py SET"])
-        report(f"Table 6: write cost while {n} processes listen (tracking)", alone, floor_set)
+        report(f"Table 6: write cost while {n} processes listen (tracking)", alone, floor_of(alone))
     await group.close()
     await writer.aclose()
     await raw.aclose()
