@@ -34,12 +34,19 @@ class FillGuard:
         """Any key may have changed: no reply under way may fill memory."""
         self.generation += 1
 
+    #: How many keys' last marks are remembered before all are forgotten at once.
+    REMEMBERED = _REMEMBERED
+
+    def forget(self) -> None:
+        """Forget every mark: safe only if every reply under way is refused too."""
+        self.invalidated.clear()
+        self.generation += 1
+
     def mark(self, keys: Iterable[str]) -> int:
         """Replies under way for ``keys`` may not fill memory; the mark's number."""
         self.sequence += 1
         if len(self.invalidated) > _REMEMBERED:
-            self.invalidated.clear()
-            self.generation += 1  # forgetting is safe only if every reply under way fails
+            self.forget()
         for key in keys:
             self.invalidated[key] = self.sequence
         return self.sequence

@@ -371,7 +371,10 @@ class TrackingListener:
             reading.clear()
             self._on_flush()
             return
-        names = [key.decode(errors="surrogateescape") for key in keys]
+        if len(keys) == 1:  # what is heard most (and no comprehension to run)
+            names = [keys[0].decode("utf-8", "surrogateescape")]
+        else:
+            names = [key.decode("utf-8", "surrogateescape") for key in keys]
         if reading:
             # A read of these under way carries what they held before this change:
             # readers who come now must not join it (its reply may be parsed already,

@@ -138,9 +138,12 @@ class MemoryBackend(Backend):
         return True
 
     def discard_local(self, key: str) -> None:
-        """Remove ``key`` if present (sync, for tiers composing this one)."""
+        """Remove ``key`` if present (sync, for tiers composing this one; called for
+        every invalidation a tier hears, so _remove is inlined)."""
         with self._lock:
-            self._remove(key)
+            item = self._data.pop(key, None)
+            if item is not None:
+                self._bytes -= len(key) + len(item[0]) + ENTRY_OVERHEAD
 
     def clear_local(self) -> None:
         """Remove every entry (sync)."""

@@ -131,9 +131,13 @@ class TieredBackend(Backend):
 
     def _drop_keys(self, keys: list[str]) -> None:
         """``keys`` changed elsewhere (told by the server, or announced)."""
-        self._guard.mark(keys)
-        discard = self.memory.discard_local
-        for key in keys:
+        guard, discard = self._guard, self.memory.discard_local
+        invalidated = guard.invalidated
+        if len(invalidated) > guard.REMEMBERED:
+            guard.forget()
+        guard.sequence = mark = guard.sequence + 1
+        for key in keys:  # what mark(keys) does, inline: this runs for every invalidation
+            invalidated[key] = mark
             discard(key)
         if self.on_announced is not None:
             self.on_announced(keys, None)
