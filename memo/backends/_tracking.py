@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo._validate import check_seconds
+from memo.backends._listener_task import end_task, running_in_live_loop
 from memo.backends._resp import Push, RespConnection, ServerError
 from memo.backends._resp_session import Refused, open_session, retrieve
 from memo.backends.invalidation import InvalidationListener, within
@@ -149,13 +150,10 @@ class TrackingListener:
             self.fallback.ensure_running()
             return
         task = self._task
+        if running_in_live_loop(task):
+            return
         if task is not None and not task.done():
-            loop = task.get_loop()
-            if loop.is_running() and not loop.is_closed():
-                return
             self._set_trust(False)  # its loop stopped: nothing is heard any more
-            if not loop.is_closed():  # run again later, it ends the abandoned task
-                loop.call_soon_threadsafe(task.cancel)
         if self._closed:
             return
         self._up = asyncio.Event()
@@ -179,18 +177,7 @@ class TrackingListener:
             await self.fallback.stop()
         task, self._task = self._task, None
         self._set_trust(False)
-        if task is None or task.done() or task.get_loop().is_closed():
-            return
-        loop = task.get_loop()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:
-            task.cancel()
-            await asyncio.wait({task}, timeout=self.heartbeat + 2.0)
-        else:
-            loop.call_soon_threadsafe(task.cancel)
+        await end_task(task, self.heartbeat + 2.0)
 
     async def aclose(self) -> None:
         self._closed = True

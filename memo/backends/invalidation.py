@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from memo._fork import in_forked_child, keep_from_parent
 from memo._validate import check_seconds
 from memo.backends._announce import LISTENER_RECHECK
+from memo.backends._listener_task import end_task, running_in_live_loop
 from memo.backends._messages import decode_message
 
 __all__ = [
@@ -140,14 +141,11 @@ class InvalidationListener:
     def ensure_running(self) -> None:
         """Start listening in the running loop unless a listener runs in a live loop."""
         task = self._task
+        if running_in_live_loop(task):
+            return
         if task is not None and not task.done():
-            loop = task.get_loop()
-            if loop.is_running() and not loop.is_closed():
-                return
             # Its loop stopped: it hears nothing, so the tier must not be trusted.
             self._set_trust(False)
-            if not loop.is_closed():  # run again later, it ends the abandoned task
-                loop.call_soon_threadsafe(task.cancel)
         if self._closed:
             return
         loop = asyncio.get_running_loop()
@@ -170,21 +168,7 @@ class InvalidationListener:
         """Stop listening (the tier is no longer trusted); ``ensure_running`` restarts."""
         task, self._task = self._task, None
         self._set_trust(False)
-        if task is None or task.done():
-            return
-        loop = task.get_loop()
-        if loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:
-            task.cancel()
-            # Bounded: it ends within a heartbeat even if the cancellation is swallowed.
-            await asyncio.wait({task}, timeout=self.heartbeat + 2.0)
-        else:
-            loop.call_soon_threadsafe(task.cancel)
+        await end_task(task, self.heartbeat + 2.0)
 
     async def aclose(self) -> None:
         self._closed = True

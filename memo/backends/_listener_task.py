@@ -1,0 +1,43 @@
+"""The life of a listener's task, shared by both listeners (``invalidation.py``,
+``_tracking.py``): each runs as one task of one event loop, and that loop may stop, close
+or be another thread's."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["end_task", "running_in_live_loop"]
+
+
+def running_in_live_loop(task: asyncio.Task[Any] | None) -> bool:
+    """Whether ``task`` runs in a loop that is running. A task whose loop has stopped
+    (not closed: a loop driven call by call) hears nothing; it is cancelled as soon as
+    that loop runs again, and False is returned so that a new one is started."""
+    if task is None or task.done():
+        return False
+    loop = task.get_loop()
+    if loop.is_running() and not loop.is_closed():
+        return True
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
+    return False
+
+
+async def end_task(task: asyncio.Task[Any] | None, grace: float) -> None:
+    """Cancel ``task``: waited for (at most ``grace`` s, even if the cancellation is
+    swallowed) when it runs in this loop, only asked of its own loop otherwise."""
+    if task is None or task.done():
+        return
+    loop = task.get_loop()
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is running:
+        task.cancel()
+        await asyncio.wait({task}, timeout=grace)
+    else:
+        loop.call_soon_threadsafe(task.cancel)
