@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memo._fork import keep_from_parent
 from memo._redis_options import RedisOptions
@@ -36,6 +37,10 @@ __all__ = ["DirectCommands"]
 _log = logging.getLogger("memo")
 
 _RETRY_AFTER = 1.0  # seconds between attempts to open a connection that failed to open
+
+
+class _NoAnswer(ConnectionError):
+    """What the requests on a connection dropped for a hung server fail with."""
 
 
 class DirectCommands:
@@ -74,7 +79,9 @@ class DirectCommands:
         return reply  # type: ignore[no-any-return]
 
     async def set(self, client: Any, key: str, value: bytes, ttl_ms: int) -> None:
-        connection = self._connection()
+        # Anything but bytes and a whole number of ms is redis-py's to refuse or convert.
+        plain = type(value) is bytes and type(ttl_ms) is int
+        connection = self._connection() if plain else None
         if connection is None:
             await client.set(key, value, px=ttl_ms)
             return
@@ -86,6 +93,10 @@ class DirectCommands:
         try:
             (reply,) = connection.request(command)
             return await reply
+        except _NoAnswer as exc:
+            # The server hangs: not a connection error a read may retry (the retry
+            # could go through redis-py, whose handshake a hung server never answers).
+            raise RedisTimeoutError(str(exc)) from exc
         except ConnectionError as exc:
             raise RedisConnectionError(str(exc)) from exc
         except asyncio.CancelledError:
@@ -93,7 +104,7 @@ class DirectCommands:
             # late, the server is not answering: drop the connection, the next opens anew.
             sent = connection.oldest_sent_at
             if sent is not None and connection.loop.time() - sent >= self._stuck_after:
-                connection.abort(ConnectionError("Redis did not answer in time"))
+                connection.abort(_NoAnswer("Redis did not answer in time"))
             raise
 
     # ------------------------------------------------------------------ connections
@@ -115,6 +126,11 @@ class DirectCommands:
         return None
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A connection references its loop, so a closed loop's entry would stay forever
+        # (where loops end without release_connections()): drop those now.
+        for old in list(self._connections.keys()):
+            if old.is_closed():
+                del self._connections[old]
         try:
             self._connections[loop] = await open_session(
                 self._options, name="memo", scrub=self._scrub
