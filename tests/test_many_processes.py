@@ -522,6 +522,8 @@ def test_stale_values_are_served_at_once_while_one_process_refreshes(
         assert [] == rep["errors"][:3], f"{len(rep['errors'])} callers raised while stale"
         assert ["news-v1"] * 100 == rep["values"], "values served while stale"
     wait_until(lambda: count(r, workers.RUNS) >= 2, "a refresh to start", children)
+    # (It counts itself, then records that it is early: two commands, so wait for both.)
+    wait_until(lambda: r.llen("test:early_refreshes") >= 1, "the refresh recorded", children)
     early = [int(x) for x in r.lrange("test:early_refreshes", 0, -1)]
     r.set("test:released", 1)
     open_barrier(r, "test:release", 10)

@@ -259,11 +259,15 @@ class RespConnection(asyncio.Protocol):
             raise ConnectionError("the connection to Redis is closed")
         wire = b"".join([encode_command(c) for c in commands])  # may raise: nothing queued
         futures = [self._loop.create_future() for _ in commands]
+        idle = not self._waiting
         self._waiting.extend(futures)
         self._sent_at.extend([self._loop.time()] * len(futures))
-        # Requests made in one turn of the loop leave in one write: a burst of a thousand
-        # callers is a few writes, not a thousand (each a system call here, and a read
-        # for the server); a lone request leaves a moment later, at the turn's end.
+        if idle:  # alone: it leaves at once (and its caller goes on before a burst's)
+            transport.write(wire)
+            return futures
+        # Requests made while others are on their way leave together at the end of the
+        # loop's turn: a burst of a thousand callers is a few writes, not a thousand
+        # (each a system call here, and a read for the server).
         if not self._corked:
             self._loop.call_soon(self._uncork)
         self._corked.append(wire)

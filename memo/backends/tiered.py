@@ -67,6 +67,10 @@ class TieredBackend(Backend):
     ) -> None:
         self.memory = memory
         self.remote = remote
+        # What the remote can do, asked once: a runtime protocol check costs several
+        # microseconds, and a miss asks for leases four or five times.
+        self._remote_leases = remote if isinstance(remote, Leases) else None
+        self._remote_with_ttl = remote if isinstance(remote, ReadsWithTTL) else None
         self.memory_reads = memory_reads
         self.remote_down = False
         self.listener: InvalidationListener | TrackingListener | None = None
@@ -238,8 +242,8 @@ class TieredBackend(Backend):
     async def _remote_get_with_ttl(self, key: str) -> tuple[bytes | None, int | None]:
         if not self.memory_reads:
             return await self.remote.get(key), None  # nothing to fill: no TTL needed
-        remote = self.remote
-        if isinstance(remote, ReadsWithTTL):
+        remote = self._remote_with_ttl
+        if remote is not None:
             return await remote.get_with_ttl(key)
         data = await self.remote.get(key)
         return data, (None if data is None else await self.remote.ttl(key))
@@ -342,14 +346,14 @@ class TieredBackend(Backend):
 
     @property
     def shares_leases(self) -> bool:
-        remote = self.remote
-        return isinstance(remote, Leases) and remote.shares_leases
+        leases = self._remote_leases
+        return leases is not None and leases.shares_leases
 
     def _leases(self) -> Leases:
-        remote = self.remote
-        if not isinstance(remote, Leases):
-            raise BackendError(f"{remote!r} keeps no leases")
-        return remote
+        leases = self._remote_leases
+        if leases is None:
+            raise BackendError(f"{self.remote!r} keeps no leases")
+        return leases
 
     async def _remote_call(self, call: Awaitable[T]) -> T:
         try:
