@@ -10,7 +10,6 @@ stops, once, with a warning that says what that costs and how to fix it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -102,7 +101,7 @@ class WriteAnnouncer:
         self._count_listeners = count_listeners
         self._clock = clock
         self._unheard_until = 0.0  # writes go unannounced until then: nobody listened
-        self._counting: asyncio.Task[None] | None = None
+        self._counted_until = 0.0  # no new count is asked for before then
 
     def announcing(self) -> bool:
         """Whether the next write is announced.
@@ -115,28 +114,23 @@ class WriteAnnouncer:
         its tier once more then: see ``InvalidationListener``)."""
         if not self.enabled:
             return False
-        if self._count_listeners is None:
-            return True
-        now = self._clock()
-        if now < self._unheard_until:
-            return False
-        if self._counting is None or self._counting.done():
-            self._counting = asyncio.get_running_loop().create_task(self._recount(now))
-        return True
+        return self._count_listeners is None or self._clock() >= self._unheard_until
 
-    async def stop_counting(self) -> None:
-        """Wait for a count under way in this loop (before its connections close)."""
-        task, self._counting = self._counting, None
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+    async def count_if_due(self) -> None:
+        """Count the channel's listeners if the last count is over ``LISTENER_RECHECK``
+        seconds old: awaited by a write before it decides (one caller of the second
+        pays the round trip; no task is left behind in a loop that ends)."""
+        count = self._count_listeners
+        if count is None or not self.enabled:
             return
-        await asyncio.wait({task}, timeout=1.0)  # bounded: it runs under the deadline
-        task.cancel()
-
-    async def _recount(self, asked_at: float) -> None:
-        assert self._count_listeners is not None
+        asked_at = self._clock()
+        if asked_at < self._counted_until:
+            return
+        self._counted_until = asked_at + LISTENER_RECHECK  # the others do not ask too
         try:
-            listeners = await self._count_listeners()
+            listeners = await count()
         except Exception:
+            self._counted_until = 0.0
             return
         self._unheard_until = asked_at + LISTENER_RECHECK if listeners == 0 else 0.0
 
@@ -155,8 +149,7 @@ class WriteAnnouncer:
         """In a forked child: siblings forked from one parent must not take each other's
         announcements for their own (and the parent's count of listeners is not ours)."""
         self.origin = new_origin()
-        self._counting = None
-        self._unheard_until = 0.0
+        self._counted_until = self._unheard_until = 0.0
 
     def keys_message(self, keys: Sequence[str]) -> bytes:
         return encode_keys(self.origin, keys)

@@ -249,6 +249,7 @@ class LeaseCommands:
         tag_sets: Sequence[str],
     ) -> bool:
         announcer = self._announcer
+        await announcer.count_if_due()
         message = announcer.keys_message([key]) if announcer.announcing() else b""
         offset, stamp = expect
         keys = [key, key + LEASE_SUFFIX, *tag_sets]

@@ -93,6 +93,7 @@ class WriteBatcher:
 
     async def _send(self, calls: list[Call]) -> list[Any]:
         announcer = self._announcer
+        await announcer.count_if_due()
         if len(calls) == 1:  # alone: today's single command, the script when announcing
             ((key,), (value, ttl_ms)) = calls[0]
             if not announcer.announcing():

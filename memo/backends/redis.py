@@ -475,14 +475,12 @@ class RedisBackend(Backend):
         """Close the running loop's connections; the backend stays usable and makes new
         ones on its next command. For code that runs each job in its own event loop
         (``asyncio.run`` per task), before that loop ends."""
-        await self._announcer.stop_counting()
         await self._direct.release_loop()
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
     async def aclose(self) -> None:
-        await self._announcer.stop_counting()
         await self._direct.release_loop()
         clients = list(self._clients.items())
         self._clients = weakref.WeakKeyDictionary()
