@@ -199,8 +199,11 @@ async def test_a_burst_of_two_thousand_cold_misses_is_stored_without_errors(
     redis_server: RedisServer,
 ) -> None:
     """Each miss takes a lease and stores through a script: concurrent ones must share
-    round trips, or the pool and the 0.5 s deadline give out under a burst."""
-    cache = GenericRedisCache(redis_server.url)
+    round trips, or the pool and the deadline give out under a burst. (The deadline is
+    2 s here: under the whole suite's load on a shared two-core machine, 1 or 2 of the
+    2 000 lease calls once took over 0.5 s of loop time with tracking on; one at a time
+    they did not, in 8 runs.)"""
+    cache = GenericRedisCache(redis_server.url, operation_timeout=2.0)
     await cache.connect()
 
     @cached(ttl=60, cache=cache)
