@@ -1,13 +1,17 @@
 """The life of a listener's task, shared by both listeners (``invalidation.py``,
 ``_tracking.py``): each runs as one task of one event loop, and that loop may stop, close
-or be another thread's."""
+or be another thread's; and ``within``, the deadline their steps (and memo's own
+connections' handshakes) run under."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-__all__ = ["end_task", "running_in_live_loop"]
+__all__ = ["end_task", "running_in_live_loop", "within"]
+
+T = TypeVar("T")
 
 
 def running_in_live_loop(task: asyncio.Task[Any] | None) -> bool:
@@ -41,3 +45,19 @@ async def end_task(task: asyncio.Task[Any] | None, grace: float) -> None:
         await asyncio.wait({task}, timeout=grace)
     else:
         loop.call_soon_threadsafe(task.cancel)
+
+
+async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
+    """Await under a deadline without ``asyncio.wait_for``, which on Python 3.10 and
+    3.11 can swallow a cancellation of the caller (then ``asyncio.run`` could wait
+    forever for this task at shutdown); ``asyncio.wait`` never does."""
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=seconds)
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+    if not done:
+        inner.cancel()
+        raise TimeoutError(f"{what} took over {seconds:g} s")
+    return inner.result()

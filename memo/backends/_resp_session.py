@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from memo._redis_options import RedisOptions
+from memo.backends._listener_task import within
 from memo.backends._resp import Push, RespConnection, ServerError, open_resp_connection
-from memo.backends.invalidation import within
 
 __all__ = ["Refused", "open_session", "retrieve"]
 

@@ -34,10 +34,10 @@ from typing import Any, Protocol
 from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
 from memo._validate import check_seconds
-from memo.backends._listener_task import end_task, running_in_live_loop
+from memo.backends._listener_task import end_task, running_in_live_loop, within
 from memo.backends._resp import Push, RespConnection, ServerError
 from memo.backends._resp_session import Refused, open_session, retrieve
-from memo.backends.invalidation import InvalidationListener, within
+from memo.backends.invalidation import InvalidationListener
 from memo.exceptions import BackendTimeout
 
 __all__ = [

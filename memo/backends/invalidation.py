@@ -25,25 +25,23 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from memo._fork import in_forked_child, keep_from_parent
 from memo._validate import check_seconds
 from memo.backends._announce import LISTENER_RECHECK
-from memo.backends._listener_task import end_task, running_in_live_loop
+from memo.backends._listener_task import end_task, running_in_live_loop, within
 from memo.backends._messages import decode_message
 
 __all__ = [
     "ChannelSource",
     "InvalidationListener",
     "stop_listeners_of_running_loop",
-    "within",
 ]
 
 logger = logging.getLogger("memo")
 
-T = TypeVar("T")
 
 _LIVE_LISTENERS: weakref.WeakSet[InvalidationListener] = weakref.WeakSet()
 
@@ -302,22 +300,6 @@ class InvalidationListener:
         # Told on every call, a repeated loss included: the tier counts each one to
         # refuse fills that raced it.
         self._on_trust(trusted)
-
-
-async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
-    """Await under a deadline without ``asyncio.wait_for``, which on Python 3.10 and
-    3.11 can swallow a cancellation of the caller (then ``asyncio.run`` could wait
-    forever for this task at shutdown); ``asyncio.wait`` never does."""
-    inner = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait({inner}, timeout=seconds)
-    except asyncio.CancelledError:
-        inner.cancel()
-        raise
-    if not done:
-        inner.cancel()
-        raise TimeoutError(f"{what} took over {seconds:g} s")
-    return inner.result()
 
 
 def _raise_if_cancelled() -> None:
