@@ -32,6 +32,7 @@ def listener_for(
     on_flush: Callable[[], None],
     on_trust: Callable[[bool], None],
     heartbeat: float,
+    on_key: Callable[[str], None] | None = None,
 ) -> InvalidationListener | TrackingListener | None:
     """The listener ``redis.options`` asks for, or None when coherence is off."""
     if not redis.options.invalidation_channel:
@@ -56,4 +57,5 @@ def listener_for(
         on_trust=on_trust,
         fallback=channel,
         heartbeat=heartbeat,
+        on_key=on_key,
     )

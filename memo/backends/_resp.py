@@ -174,11 +174,15 @@ class RespConnection(asyncio.Protocol):
         self,
         on_push: Callable[[Push], None],
         on_invalidate: Callable[[Any], None] | None = None,
+        on_invalidate_one: Callable[[bytes], None] | None = None,
     ) -> None:
         self._on_push = on_push
         # Told the keys of each "invalidate" push (None for a flush) without building
         # the push: what a tracking connection hears most, kept cheap.
-        self._on_invalidate = on_invalidate or (lambda keys: on_push(Push([b"invalidate", keys])))
+        on_keys = on_invalidate or (lambda keys: on_push(Push([b"invalidate", keys])))
+        self._on_invalidate = on_keys
+        # And a push of one key alone in its read, the commonest of all, as that key.
+        self._on_one = on_invalidate_one or (lambda key: on_keys([key]))
         self._loop = self.loop = asyncio.get_running_loop()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._sent_at: collections.deque[float] = collections.deque()  # one per waiting
@@ -212,7 +216,7 @@ class RespConnection(asyncio.Protocol):
             if end > 0 and data[_ONE_AT:end].isdigit():
                 stop = end + 2 + int(data[_ONE_AT:end])
                 if stop + 2 == len(data):
-                    self._on_invalidate([data[end + 2 : stop]])
+                    self._on_one(data[end + 2 : stop])
                     return
         pos, size = 0, len(data)
         waiting, sent_at, on_push = self._waiting, self._sent_at, self._on_push
@@ -300,6 +304,7 @@ class RespConnection(asyncio.Protocol):
 async def open_resp_connection(
     on_push: Callable[[Push], None],
     on_invalidate: Callable[[Any], None] | None = None,
+    on_invalidate_one: Callable[[bytes], None] | None = None,
     *,
     host: str | None,
     port: int | None,
@@ -310,12 +315,12 @@ async def open_resp_connection(
     loop = asyncio.get_running_loop()
     if socket_path is not None:
         _, protocol = await loop.create_unix_connection(
-            lambda: RespConnection(on_push, on_invalidate), socket_path
+            lambda: RespConnection(on_push, on_invalidate, on_invalidate_one), socket_path
         )
     else:
         assert host is not None and port is not None
         _, protocol = await loop.create_connection(
-            lambda: RespConnection(on_push, on_invalidate),
+            lambda: RespConnection(on_push, on_invalidate, on_invalidate_one),
             host,
             port,
             ssl=tls,

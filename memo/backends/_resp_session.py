@@ -34,6 +34,7 @@ async def open_session(
     then: Sequence[Command] = (),
     on_push: Callable[[Push], None] = lambda push: None,
     on_invalidate: Callable[[Any], None] | None = None,
+    on_invalidate_one: Callable[[bytes], None] | None = None,
 ) -> RespConnection:
     """A connection, handshake done; ``then`` are sent after it (and answered OK).
 
@@ -46,6 +47,7 @@ async def open_session(
         open_resp_connection(
             on_push,
             on_invalidate,
+            on_invalidate_one,
             host=url.host,
             port=url.port,
             socket_path=url.socket_path,

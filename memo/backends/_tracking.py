@@ -89,11 +89,14 @@ class TrackingListener:
         on_trust: Callable[[bool], None],
         fallback: Callable[[], InvalidationListener],
         heartbeat: float = 1.0,
+        on_key: Callable[[str], None] | None = None,
     ) -> None:
         check_seconds("heartbeat", heartbeat, 60)
         self.redis = redis
         self.heartbeat = heartbeat
         self._on_keys = on_keys
+        # One key changed, what is heard most: told without a list, when a tier can be.
+        self._on_key = on_key or (lambda key: on_keys([key]))
         self._on_flush = on_flush
         self._on_trust = on_trust
         self._make_fallback = fallback
@@ -310,6 +313,7 @@ class TrackingListener:
             then=[("CLIENT", "TRACKING", "ON")],
             on_push=self._pushed,
             on_invalidate=self._invalidated,
+            on_invalidate_one=self._invalidated_one,
         )
         try:
             self._timer = None  # one of an earlier connection's loop may never fire
@@ -349,6 +353,15 @@ class TrackingListener:
             self._invalidated(push[1])
         else:
             self._dropped += 1
+
+    def _invalidated_one(self, key: bytes) -> None:
+        """What ``_invalidated([key])`` does, in fewer steps: it runs for nearly every
+        message a tracking connection hears."""
+        self._heard += 1
+        name = key.decode("utf-8", "surrogateescape")
+        if self._reading:
+            self._reading.pop(name, None)  # see _invalidated
+        self._on_key(name)
 
     def _invalidated(self, keys: list[bytes] | None) -> None:
         """Keys changed in Redis (None: the database was flushed)."""

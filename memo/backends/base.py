@@ -156,9 +156,10 @@ class InvalidationSource(Protocol):
         on_flush: Callable[[], None],
         on_trust: Callable[[bool], None],
         heartbeat: float = 1.0,
+        on_key: Callable[[str], None] | None = None,
     ) -> InvalidationListener | TrackingListener | None:
-        """A listener calling these back, or None when this backend keeps no tier
-        coherent."""
+        """A listener calling these back (``on_key`` for one key alone, where the
+        listener can), or None when this backend keeps no tier coherent."""
         ...
 
 

@@ -140,6 +140,8 @@ class MemoryBackend(Backend):
     def discard_local(self, key: str) -> None:
         """Remove ``key`` if present (sync, for tiers composing this one; called for
         every invalidation a tier hears, so _remove is inlined)."""
+        if key not in self._data:  # nothing to remove: no lock to take
+            return
         with self._lock:
             item = self._data.pop(key, None)
             if item is not None:

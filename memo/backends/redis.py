@@ -177,6 +177,7 @@ class RedisBackend(Backend):
         on_flush: Callable[[], None],
         on_trust: Callable[[bool], None],
         heartbeat: float = 1.0,
+        on_key: Callable[[str], None] | None = None,
     ) -> InvalidationListener | TrackingListener | None:
         """A listener for a memory tier in front of this backend (see _listeners.py);
         None when ``options.invalidation_channel`` is off."""
@@ -188,6 +189,7 @@ class RedisBackend(Backend):
             on_flush=on_flush,
             on_trust=on_trust,
             heartbeat=heartbeat,
+            on_key=on_key,
         )
 
     async def _count_channel_listeners(self) -> int:

@@ -85,6 +85,7 @@ class TieredBackend(Backend):
                 on_flush=self._flush,
                 on_trust=self._trust,
                 heartbeat=heartbeat,
+                on_key=self._drop_key,
             )
         # False while the invalidation channel may have missed a write: memory is then
         # neither read nor filled (it is flushed before it is trusted again).
@@ -129,22 +130,25 @@ class TieredBackend(Backend):
             self._listening_in = _running_loop()
         self._refresh()
 
-    def _mark(self, keys: Iterable[str]) -> int:
-        """Replies under way for ``keys`` must not fill memory (for tests and tags)."""
-        return self._guard.mark(keys)
-
     def _drop_keys(self, keys: list[str]) -> None:
         """``keys`` changed elsewhere (told by the server, or announced)."""
-        guard, discard = self._guard, self.memory.discard_local
-        invalidated = guard.invalidated
-        if len(invalidated) > guard.REMEMBERED:
-            guard.forget()
-        guard.sequence = mark = guard.sequence + 1
-        for key in keys:  # what mark(keys) does, inline: this runs for every invalidation
-            invalidated[key] = mark
-            discard(key)
+        self._guard.mark(keys)
+        for key in keys:
+            self.memory.discard_local(key)
         if self.on_announced is not None:
             self.on_announced(keys, None)
+
+    def _drop_key(self, key: str) -> None:
+        """``_drop_keys([key])`` inlined further: a tracking tier's commonest message."""
+        guard = self._guard
+        guard.sequence = mark = guard.sequence + 1
+        invalidated = guard.invalidated
+        invalidated[key] = mark
+        if len(invalidated) > guard.REMEMBERED:
+            guard.forget()  # every reply under way is refused, this key's with them
+        self.memory.discard_local(key)
+        if self.on_announced is not None:
+            self.on_announced([key], None)
 
     def _drop_pattern(self, pattern: str) -> None:
         """Another process announced a pattern delete."""
@@ -417,7 +421,7 @@ class TieredBackend(Backend):
             raise
         finally:
             self._guard.everything()
-        self._mark(members)
+        self._guard.mark(members)
         for key in members:
             self.memory.discard_local(key)
         return removed, members
