@@ -194,11 +194,26 @@ def _importers(importtime: str, packages: set[str]) -> list[str]:
     return found
 
 
+#: What a memory-only application runs: importing, decorating, one call.
+_MEMORY_ONLY_USE = """
+import asyncio
+from memo import InMemoryCache, ai_cached, cached
+
+@cached(ttl=60)
+async def double(x: int) -> int:
+    return 2 * x
+
+asyncio.run(double(2))
+"""
+
+
 @pytest.mark.slow
-def test_importing_memo_loads_neither_redis_nor_fastapi() -> None:
-    """A memory-only user pays for no Redis client and no web framework at import."""
+@pytest.mark.parametrize("code", ["import memo", _MEMORY_ONLY_USE], ids=["import", "use"])
+def test_importing_memo_loads_neither_redis_nor_fastapi(code: str) -> None:
+    """A memory-only user pays for no Redis client and no web framework, at import nor
+    when decorating and calling."""
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import memo"],
+        [sys.executable, "-X", "importtime", "-c", code],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -206,7 +221,7 @@ def test_importing_memo_loads_neither_redis_nor_fastapi() -> None:
     )
     assert out.returncode == 0, out.stderr
     loaded = _importers(out.stderr, {"redis", "fastapi"})
-    assert [] == loaded, "imported by `import memo`:\n" + "\n".join(loaded)
+    assert [] == loaded, f"imported by {code!r}:\n" + "\n".join(loaded)
 
 
 @pytest.mark.slow

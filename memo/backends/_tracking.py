@@ -29,7 +29,7 @@ import time
 import weakref
 from asyncio import get_running_loop
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from memo._fork import in_forked_child, keep_from_parent
 from memo._redis_options import RedisOptions
@@ -37,8 +37,10 @@ from memo._validate import check_seconds
 from memo.backends._listener_task import end_task, running_in_live_loop, within
 from memo.backends._resp import Push, RespConnection, ServerError
 from memo.backends._resp_session import Refused, open_session, retrieve
-from memo.backends.invalidation import InvalidationListener
 from memo.exceptions import BackendTimeout
+
+if TYPE_CHECKING:  # the channel is built by the fallback it is given: redis-py loads then
+    from memo.backends.invalidation import InvalidationListener
 
 __all__ = [
     "NotTracking",
