@@ -61,7 +61,8 @@ class MemoryOptions:
     """The in-process memory tier.
 
     Args:
-        memory_cache_size: most entries kept; the least recently used go first.
+        memory_cache_size: most entries kept; when full, one-off keys go first, then the
+            entries longest without a hit (``memo/backends/_eviction.py``).
         memory_max_bytes: most bytes kept, counting keys and encoded values.
         memory_max_ttl: seconds a copy may live at most, or None for the entry's own TTL
             (a tier in front of Redis is bounded so that it never serves a value for long

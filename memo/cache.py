@@ -251,10 +251,11 @@ class Cache(CacheCore):
 
 
 class InMemoryCache(Cache):
-    """A cache in this process's memory: bounded LRU, exact TTLs, no I/O.
+    """A cache in this process's memory: bounded, scan-resistant, exact TTLs, no I/O.
 
     Args:
-        memory_cache_size: most entries kept (least recently used are evicted first).
+        memory_cache_size: most entries kept (when full, one-off keys are evicted first,
+            then the entries longest without a hit).
         memory_max_bytes: most bytes kept, counting keys and encoded values.
         Other arguments as for ``Cache``; the codec's knobs are those of ``CodecOptions``.
     """

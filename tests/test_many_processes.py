@@ -329,10 +329,7 @@ async def test_invalidating_a_tag_costs_the_same_whatever_the_keyspace_size(
             await asyncio.gather(*(member(1, n) for n in range(low, low + 500)))
 
     async def invalidation_cost(label: str) -> Counter[str]:
-        try:
-            await asyncio.wait_for(store_tagged(), 20)
-        except asyncio.TimeoutError:
-            pytest.fail(f"{label}: storing 10 000 tagged entries took more than 20 s")
+        await store_tagged()  # however long a loaded machine takes: counted, not timed
         # A first invalidation loads whatever scripts invalidation uses (SCRIPT LOAD, a
         # NOSCRIPT retry): one-time costs, not the cost of an invalidation.
         await member(0, -1)

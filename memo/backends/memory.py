@@ -1,4 +1,4 @@
-"""The in-process memory tier: a bounded LRU of bytes with exact TTLs."""
+"""The in-process memory tier: bytes with exact TTLs, bounded by entries and bytes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -14,6 +13,7 @@ from memo._clock import Clock
 from memo._fork import in_forked_child
 from memo._glob import compile_glob
 from memo._options import MemoryOptions
+from memo.backends._eviction import MAX_FREQUENCY, AdaptiveFifo, Entry
 from memo.backends.base import Backend
 
 T = TypeVar("T")
@@ -37,11 +37,13 @@ in_forked_child(_new_locks_in_child)
 
 
 class MemoryBackend(Backend):
-    """Bytes in this process's memory, bounded by entries and bytes, LRU-evicted.
+    """Bytes in this process's memory, bounded by entries and bytes.
 
-    Every operation is O(1) except ``delete_pattern`` (a scan). An entry is a miss from the
-    instant ``clock()`` reaches its deadline: expired entries are removed when touched, and
-    otherwise age out through LRU eviction. ``max_ttl_ms`` caps every entry's lifetime (a
+    When full, it drops what ``AdaptiveFifo`` chooses (``_eviction.py``: one-off keys
+    first, then whatever has gone longest without a hit). Every operation is O(1)
+    (amortized) except ``delete_pattern`` (a scan). An entry is a miss from the instant
+    ``clock()`` reaches its deadline: expired entries are removed when touched, and
+    otherwise age out through eviction. ``max_ttl_ms`` caps every entry's lifetime (a
     tier in front of Redis uses it so that it never serves a value for long without
     Redis's word on it).
 
@@ -63,8 +65,9 @@ class MemoryBackend(Backend):
         self.max_bytes = options.memory_max_bytes
         self.max_ttl_ms = options.max_ttl_ms
         self._clock = clock
-        # key -> (value, deadline in clock seconds); order = recency, oldest first.
-        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        # key -> its entry (value, deadline in clock seconds, hits); the policy orders them.
+        self._data: dict[str, Entry] = {}
+        self._policy = AdaptiveFifo(self.max_entries)
         self._bytes = 0
         self._lock = threading.Lock()
         _LIVE_TIERS.add(self)
@@ -72,17 +75,15 @@ class MemoryBackend(Backend):
     # ------------------------------------------------------------------ reads
 
     def get_local(self, key: str) -> bytes | None:
-        item = self._data.get(key)
-        if item is None:
+        entry = self._data.get(key)
+        if entry is None:
             return None
-        if self._clock() >= item[1]:
-            self.discard_local(key)
+        if self._clock() >= entry.deadline:
+            self._expire(entry)
             return None
-        try:  # noqa: SIM105 - suppress() would cost a context manager per hit
-            self._data.move_to_end(key)
-        except KeyError:  # removed by another thread since the get: still a hit
-            pass
-        return item[0]
+        if entry.freq < MAX_FREQUENCY:  # racing threads may lose a count: it is a hint
+            entry.freq += 1
+        return entry.value
 
     async def get(self, key: str) -> bytes | None:
         return self.get_local(key)
@@ -91,12 +92,12 @@ class MemoryBackend(Backend):
         return [self.get_local(k) for k in keys]
 
     async def ttl(self, key: str) -> int | None:
-        item = self._data.get(key)
-        if item is None:
+        entry = self._data.get(key)
+        if entry is None:
             return None
-        remaining = item[1] - self._clock()
+        remaining = entry.deadline - self._clock()
         if remaining <= 0:
-            self.discard_local(key)
+            self._expire(entry)
             return None
         return max(1, math.ceil(remaining * 1000 - 1e-6))
 
@@ -113,11 +114,16 @@ class MemoryBackend(Backend):
             self._remove(key)  # never leave an older value readable, even if this won't fit
             if size > self.max_bytes:
                 return
-            self._data[key] = (value, deadline)
+            data, policy = self._data, self._policy
+            while len(data) >= self.max_entries or self._bytes + size > self.max_bytes:
+                victim = policy.evict()
+                if victim is None:
+                    break
+                del data[victim.key]
+                self._bytes -= len(victim.key) + len(victim.value) + ENTRY_OVERHEAD
+            entry = data[key] = Entry(key, value, deadline)
+            policy.add(entry)
             self._bytes += size
-            while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
-                old_key, (old_value, _) = self._data.popitem(last=False)
-                self._bytes -= len(old_key) + len(old_value) + ENTRY_OVERHEAD
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         self.set_local(key, value, ttl_ms)
@@ -131,11 +137,18 @@ class MemoryBackend(Backend):
 
     def _remove(self, key: str) -> bool:
         """Remove ``key``; the caller holds the lock."""
-        item = self._data.pop(key, None)
-        if item is None:
+        entry = self._data.pop(key, None)
+        if entry is None:
             return False
-        self._bytes -= len(key) + len(item[0]) + ENTRY_OVERHEAD
+        self._bytes -= len(key) + len(entry.value) + ENTRY_OVERHEAD
+        self._policy.removed(entry)
         return True
+
+    def _expire(self, entry: Entry) -> None:
+        """Remove ``entry``, found past its deadline, unless it was replaced meanwhile."""
+        with self._lock:
+            if self._data.get(entry.key) is entry:
+                self._remove(entry.key)
 
     def discard_local(self, key: str) -> None:
         """Remove ``key`` if present (sync, for tiers composing this one; called for
@@ -143,22 +156,21 @@ class MemoryBackend(Backend):
         if key not in self._data:  # nothing to remove: no lock to take
             return
         with self._lock:
-            item = self._data.pop(key, None)
-            if item is not None:
-                self._bytes -= len(key) + len(item[0]) + ENTRY_OVERHEAD
+            self._remove(key)
 
     def clear_local(self) -> None:
         """Remove every entry (sync)."""
         with self._lock:
             self._data.clear()
+            self._policy.clear()
             self._bytes = 0
 
     async def delete(self, key: str) -> bool:
         now = self._clock()
         with self._lock:
-            item = self._data.get(key)
+            entry = self._data.get(key)
             self._remove(key)
-        return item is not None and now < item[1]
+        return entry is not None and now < entry.deadline
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         removed = 0
@@ -173,9 +185,9 @@ class MemoryBackend(Backend):
     def _snapshot(view: Iterable[T]) -> list[T]:
         """A copy of the entries' keys or items, taken under the lock by the caller.
 
-        Hits take no lock and move keys to the end; a copy is one C-level pass, but
-        the garbage collector can run Python code (and so switch threads) during it,
-        and the OrderedDict then reports "mutated during iteration". Copy again.
+        A copy is one C-level pass, but the garbage collector can run Python code (and
+        so switch threads) during it, and a hit on an expired entry elsewhere may then
+        remove it: the dict reports "changed size during iteration". Copy again.
         """
         while True:
             try:
@@ -190,8 +202,8 @@ class MemoryBackend(Backend):
         removed = 0
         with self._lock:
             for key in [k for k in self._snapshot(self._data) if match(k)]:
-                item = self._data.get(key)
-                removed += item is not None and item[1] > now
+                entry = self._data.get(key)
+                removed += entry is not None and entry.deadline > now
                 self._remove(key)
         return removed
 
@@ -201,10 +213,10 @@ class MemoryBackend(Backend):
         found: list[str] = []
         with self._lock:
             entries = self._snapshot(self._data.items())
-        for key, item in entries:
+        for key, entry in entries:
             if len(found) >= limit:
                 break
-            if item[1] > now and match(key):
+            if entry.deadline > now and match(key):
                 found.append(key)
         return found
 
