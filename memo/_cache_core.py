@@ -32,6 +32,7 @@ from memo.backends.base import (
     LEASE_SUFFIX,
     AnnouncedWrites,
     Backend,
+    LocalEntries,
     LocalReads,
     LocalTier,
     RemoteServer,
@@ -142,6 +143,8 @@ class CacheCore:
             if backend.local_only:
                 self._remote = None
         self._local_tier = backend if isinstance(backend, LocalTier) else None
+        # A memory tier whose entries the decorators' hit path may hold on to.
+        self._local_entries = backend if isinstance(backend, LocalEntries) else None
         if isinstance(backend, AnnouncedWrites):
             this = weakref.ref(self)  # weak: the backend must not keep its cache alive
 
@@ -195,6 +198,12 @@ class CacheCore:
     def local_reader(self) -> Callable[[str], bytes | None] | None:
         """A synchronous read of the memory tier (full key to bytes), or None."""
         return self._local_get
+
+    @property
+    def local_entries(self) -> LocalEntries | None:
+        """The memory tier itself when it is all there is and its entries may be held
+        (see ``LocalEntries``), else None."""
+        return self._local_entries
 
     @property
     def closed(self) -> bool:

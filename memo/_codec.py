@@ -61,6 +61,9 @@ class Codec:
     out is always a copy (or a value nobody can change), never the remembered one.
     """
 
+    remembered: Callable[[bytes], tuple[Any, Callable[[Any], Any]] | None]
+    """What ``decode_local`` remembered for these bytes: (template, copy), or None."""
+
     def __init__(
         self, options: CodecOptions | None = None, *, registry: TypeRegistry | None = None
     ) -> None:
@@ -73,7 +76,9 @@ class Codec:
         self._body = body
         self._hook = body.ext_hook
         # A plain attribute rather than a method that delegates: one call less per hit.
-        self.decode_local = DecodedValues(self).value
+        decoded = DecodedValues(self)
+        self.decode_local = decoded.value
+        self.remembered = decoded.remembered
 
     @property
     def compression_threshold(self) -> int:

@@ -117,6 +117,12 @@ class DecodedValues:
         self._remembered: dict[bytes, tuple[Any, _Copy]] = {}
         self._seen_once: set[bytes] = set()
 
+    def remembered(self, data: bytes) -> tuple[Any, _Copy] | None:
+        """The private decoded copy of ``data`` and how to copy it, once a hit earned
+        one; ``copy(template)`` is what ``value(data)`` returns. Never hand out the
+        template itself."""
+        return self._remembered.get(data)
+
     def value(self, data: bytes) -> Any:
         """An independent copy of the value of ``data`` (or a value nobody can change).
 

@@ -171,41 +171,52 @@ class KeyBuilder:
         """Glob pattern matching every key of this function and version."""
         return self._prefix + "*"
 
-    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """The key of ``func(*args, **kwargs)``, relative to the cache's prefix."""
-        fast = self._fast
-        if fast is None or kwargs:
-            return self._derive(args, kwargs)
+    def map_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+        """What identifies this call's key in memory, without deriving it: the exact
+        types and values of its arguments (self left out), or None where only the full
+        derivation can say (keyword arguments, floats, long strings, other types, ``key=``,
+        mutable defaults, a ``self`` with ``__memo_key__``)."""
+        if self._fast is None or kwargs:
+            return None
         rest = args
         if self._method:
             # A class not seen yet goes the slow way once, which records whether it is keyed.
             if not args or self._keyed_types.get(type(args[0]), True):
-                return self._derive(args, kwargs)
+                return None
             rest = args[1:]  # self is not part of the key: never hold it in the map
         # The types are part of the map key, as 1, 1.0 and True are equal and hash alike;
         # floats never enter (0.0 == -0.0), nor subclasses (their nodes are built).
         # One argument, the common case, is inlined.
-        mk: tuple[Any, ...]
         if len(rest) == 1:
             a = rest[0]
             t = type(a)
             if t is int or t is bool or a is None or (t is str and len(a) <= _FAST_STR_LEN):
-                mk = (t, a)
-            else:
-                return self._derive(args, kwargs)
-        else:
-            # Spelled-out type() calls are several times faster than map(type, ...).
-            n2 = len(rest) == 2
-            types = (type(rest[0]), type(rest[1])) if n2 else tuple(map(type, rest))
-            strs = self._shapes.get(types)
-            if strs is None:
-                strs = self._shape(types)
-            if strs is False:
-                return self._derive(args, kwargs)
-            for i in strs:
-                if len(rest[i]) > _FAST_STR_LEN:
-                    return self._derive(args, kwargs)
-            mk = (types, rest)
+                return (t, a)
+            return None
+        # Spelled-out type() calls are several times faster than map(type, ...).
+        n2 = len(rest) == 2
+        types = (type(rest[0]), type(rest[1])) if n2 else tuple(map(type, rest))
+        strs = self._shapes.get(types)
+        if strs is None:
+            strs = self._shape(types)
+        if strs is False:
+            return None
+        for i in strs:
+            if len(rest[i]) > _FAST_STR_LEN:
+                return None
+        return (types, rest)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The key of ``func(*args, **kwargs)``, relative to the cache's prefix."""
+        return self.key_by_map(self.map_key(args, kwargs), args, kwargs)
+
+    def key_by_map(
+        self, mk: tuple[Any, ...] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str:
+        """The key of the call whose ``map_key`` is ``mk`` (None: derive it in full)."""
+        fast = self._fast
+        if mk is None or fast is None:
+            return self._derive(args, kwargs)
         found = fast.get(mk)
         if found is None:
             # Two generations bound the map without a wholesale clear: a full young one

@@ -29,7 +29,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 
-__all__ = ["AdaptiveFifo", "Entry", "MAX_FREQUENCY"]
+__all__ = ["GONE", "MAIN", "MAX_FREQUENCY", "SMALL", "AdaptiveFifo", "Entry"]
 
 #: A hit counter stops here: three passes of the main queue without a hit drop an entry.
 MAX_FREQUENCY = 3

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from memo._clock import Clock
+    from memo.backends._eviction import Entry
     from memo.backends._tracking import TrackingListener
     from memo.backends.invalidation import InvalidationListener
     from memo.stats import LatencyWindow
@@ -27,6 +29,7 @@ __all__ = [
     "AnnouncedWrites",
     "Backend",
     "InvalidationSource",
+    "LocalEntries",
     "LocalReads",
     "Leases",
     "LocalTier",
@@ -104,6 +107,22 @@ class LocalReads(Protocol):
     def get_local(self, key: str) -> bytes | None:
         """The bytes under ``key`` if a local tier holds them, synchronously."""
         ...
+
+
+@runtime_checkable
+class LocalEntries(Protocol):
+    """A memory tier whose entries a hit path may hold on to (``MemoryBackend``).
+
+    ``entry_local(key)`` is the entry under ``key`` or None. A held entry still answers
+    for its key while ``entry.queue != GONE`` (``memo/backends/_eviction.py``: any
+    removal, replacement, eviction or flush marks it) and ``clock()`` is before
+    ``entry.deadline``; a hit bumps ``entry.freq`` up to ``MAX_FREQUENCY``.
+    """
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def entry_local(self, key: str) -> Entry | None: ...
 
 
 @runtime_checkable

@@ -85,6 +85,15 @@ class MemoryBackend(Backend):
             entry.freq += 1
         return entry.value
 
+    def entry_local(self, key: str) -> Entry | None:
+        """The live entry under ``key`` (expired or not), for a hit path that keeps it:
+        it holds while ``entry.queue != GONE`` and ``clock() < entry.deadline``."""
+        return self._data.get(key)
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     async def get(self, key: str) -> bytes | None:
         return self.get_local(key)
 
