@@ -47,17 +47,35 @@ async def end_task(task: asyncio.Task[Any] | None, grace: float) -> None:
         loop.call_soon_threadsafe(task.cancel)
 
 
+#: How long a step given up on may take to end once cancelled (see ``within``).
+_WIND_DOWN = 1.0
+
+
 async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
     """Await under a deadline without ``asyncio.wait_for``, which on Python 3.10 and
     3.11 can swallow a cancellation of the caller (then ``asyncio.run`` could wait
-    forever for this task at shutdown); ``asyncio.wait`` never does."""
+    forever for this task at shutdown); ``asyncio.wait`` never does.
+
+    A step given up on (deadline, or the caller cancelled) is cancelled and waited for,
+    up to ``_WIND_DOWN`` s, before this returns: a connection it was opening must be
+    closed or back in its pool before the caller disposes of the pool. (Not waiting, a
+    redis-py connection cancelled in its handshake went back to a pool already closed,
+    its socket open: a ResourceWarning once its loop had ended.)
+    """
     inner = asyncio.ensure_future(awaitable)
     try:
         done, _ = await asyncio.wait({inner}, timeout=seconds)
     except asyncio.CancelledError:
-        inner.cancel()
+        await _wind_down(inner)
         raise
     if not done:
-        inner.cancel()
+        await _wind_down(inner)
         raise TimeoutError(f"{what} took over {seconds:g} s")
     return inner.result()
+
+
+async def _wind_down(inner: asyncio.Future[Any]) -> None:
+    inner.cancel()
+    await asyncio.wait({inner}, timeout=_WIND_DOWN)
+    if inner.done() and not inner.cancelled():
+        inner.exception()  # retrieved: it was given up on
