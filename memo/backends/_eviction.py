@@ -115,6 +115,7 @@ class AdaptiveFifo:
         self.small_target = self.START * self.capacity
         self._small_ghosts = Ghosts(self.capacity)
         self._main_ghosts = Ghosts(self.capacity)
+        self._dropped_any = False
 
     def __len__(self) -> int:
         return self.small_live + self.main_live
@@ -122,16 +123,17 @@ class AdaptiveFifo:
     def add(self, entry: Entry) -> None:
         """A new entry (its key missed): to the small queue, or to the main queue if its
         key was dropped from the small queue lately."""
-        h = hash(entry.key)
-        step = max(1.0, self.capacity / 1000)
-        if h in self._small_ghosts:
-            self.small_target = min(self.HIGHEST * self.capacity, self.small_target + step)
-            entry.queue = MAIN
-            self.main.append(entry)
-            self.main_live += 1
-            return
-        if h in self._main_ghosts:
-            self.small_target = max(self.LOWEST * self.capacity, self.small_target - step)
+        if self._dropped_any:  # until then no key is remembered: nothing to look up
+            h = hash(entry.key)
+            step = max(1.0, self.capacity / 1000)
+            if h in self._small_ghosts:
+                self.small_target = min(self.HIGHEST * self.capacity, self.small_target + step)
+                entry.queue = MAIN
+                self.main.append(entry)
+                self.main_live += 1
+                return
+            if h in self._main_ghosts:
+                self.small_target = max(self.LOWEST * self.capacity, self.small_target - step)
         entry.queue = SMALL
         self.small.append(entry)
         self.small_live += 1
@@ -167,6 +169,7 @@ class AdaptiveFifo:
                     self.main_live += 1
                     continue
                 self._small_ghosts.add(hash(entry.key))
+                self._dropped_any = True
             else:
                 entry = main.popleft()
                 if entry.queue != MAIN:
@@ -178,6 +181,7 @@ class AdaptiveFifo:
                     continue
                 self.main_live -= 1
                 self._main_ghosts.add(hash(entry.key))
+                self._dropped_any = True
             entry.queue = GONE
             return entry
         return None
