@@ -113,9 +113,10 @@ class AdaptiveFifo:
         self.main_live = 0
         self._leftovers = 0
         self.small_target = self.START * self.capacity
-        self._small_ghosts = Ghosts(self.capacity)
-        self._main_ghosts = Ghosts(self.capacity)
-        self._dropped_any = False
+        # Made at the first eviction (48 bytes per entry of capacity): a tier that never
+        # fills never pays for them.
+        self._small_ghosts: Ghosts | None = None
+        self._main_ghosts: Ghosts | None = None
 
     def __len__(self) -> int:
         return self.small_live + self.main_live
@@ -123,16 +124,17 @@ class AdaptiveFifo:
     def add(self, entry: Entry) -> None:
         """A new entry (its key missed): to the small queue, or to the main queue if its
         key was dropped from the small queue lately."""
-        if self._dropped_any:  # until then no key is remembered: nothing to look up
+        small_ghosts, main_ghosts = self._small_ghosts, self._main_ghosts
+        if small_ghosts is not None and main_ghosts is not None:  # something was dropped
             h = hash(entry.key)
             step = max(1.0, self.capacity / 1000)
-            if h in self._small_ghosts:
+            if h in small_ghosts:
                 self.small_target = min(self.HIGHEST * self.capacity, self.small_target + step)
                 entry.queue = MAIN
                 self.main.append(entry)
                 self.main_live += 1
                 return
-            if h in self._main_ghosts:
+            if h in main_ghosts:
                 self.small_target = max(self.LOWEST * self.capacity, self.small_target - step)
         entry.queue = SMALL
         self.small.append(entry)
@@ -168,8 +170,7 @@ class AdaptiveFifo:
                     main.append(entry)
                     self.main_live += 1
                     continue
-                self._small_ghosts.add(hash(entry.key))
-                self._dropped_any = True
+                self._ghosts()[0].add(hash(entry.key))
             else:
                 entry = main.popleft()
                 if entry.queue != MAIN:
@@ -180,11 +181,17 @@ class AdaptiveFifo:
                     main.append(entry)
                     continue
                 self.main_live -= 1
-                self._main_ghosts.add(hash(entry.key))
-                self._dropped_any = True
+                self._ghosts()[1].add(hash(entry.key))
             entry.queue = GONE
             return entry
         return None
+
+    def _ghosts(self) -> tuple[Ghosts, Ghosts]:
+        """The evicted keys of the small queue and of the main queue, made when needed."""
+        if self._small_ghosts is None or self._main_ghosts is None:
+            self._small_ghosts = Ghosts(self.capacity)
+            self._main_ghosts = Ghosts(self.capacity)
+        return self._small_ghosts, self._main_ghosts
 
     def clear(self) -> None:
         for queue in (self.small, self.main):
