@@ -45,7 +45,7 @@ _SEGMENT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _LABEL_CHARS = frozenset(_SEGMENT_CHARS)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_FAST_STR_LEN = 64
+_FAST_STR_LEN = FAST_STR_LEN = 64
 #: Calls remembered per generation of the fast map; two generations are kept, so at most
 #: twice this many (see KeyBuilder.__call__).
 _FAST_GENERATION = 2048
@@ -161,6 +161,14 @@ class KeyBuilder:
         self._fast: dict[tuple[Any, ...], str] | None = {} if key is None and frozen else None
         self._old: dict[tuple[Any, ...], str] = {}
         self._shapes: dict[tuple[type, ...], tuple[int, ...] | Literal[False]] = {}
+
+    @property
+    def plain(self) -> bool:
+        """Whether ``map_key`` of a call with one positional argument and no keywords
+        is ``(type(a), a)`` for an int, bool, None or str of up to ``FAST_STR_LEN``
+        characters, and None otherwise (no ``self`` to leave out, no ``key=``, no
+        mutable default): what a hot path may compute without calling ``map_key``."""
+        return self._fast is not None and not self._method
 
     @property
     def function_id(self) -> str:
