@@ -38,14 +38,15 @@ from memo._canonical import (
 from memo._validate import check_int
 from memo.exceptions import ConfigError
 
-__all__ = ["KeyBuilder", "key_segment", "namespace_segment"]
+__all__ = ["FAST_STR_LEN", "KeyBuilder", "key_segment", "namespace_segment"]
 
 _LABEL_INT, _LABEL_ITEMS, _LABEL_LEN = 10**6, 3, 32
 _SEGMENT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 _LABEL_CHARS = frozenset(_SEGMENT_CHARS)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_FAST_STR_LEN = FAST_STR_LEN = 64
+#: Longest str argument the fast map (and a hot path, see KeyBuilder.plain) keys by value.
+FAST_STR_LEN = 64
 #: Calls remembered per generation of the fast map; two generations are kept, so at most
 #: twice this many (see KeyBuilder.__call__).
 _FAST_GENERATION = 2048
@@ -198,7 +199,7 @@ class KeyBuilder:
         if len(rest) == 1:
             a = rest[0]
             t = type(a)
-            if t is int or t is bool or a is None or (t is str and len(a) <= _FAST_STR_LEN):
+            if t is int or t is bool or a is None or (t is str and len(a) <= FAST_STR_LEN):
                 return (t, a)
             return None
         # Spelled-out type() calls are several times faster than map(type, ...).
@@ -210,7 +211,7 @@ class KeyBuilder:
         if strs is False:
             return None
         for i in strs:
-            if len(rest[i]) > _FAST_STR_LEN:
+            if len(rest[i]) > FAST_STR_LEN:
                 return None
         return (types, rest)
 
