@@ -235,3 +235,23 @@ def test_threads_sharing_a_tier_never_raise_and_keep_its_accounting_exact() -> N
     assert len(tier) <= 50
     assert tier.bytes_used == _accounted(tier)
     assert len(tier._policy) == len(tier)
+
+
+async def test_a_tier_bounded_by_bytes_sizes_its_eviction_to_what_it_holds() -> None:
+    """Remembered evictions are made for the entries a tier holds when it first evicts,
+    not for a capacity it never reaches (10**8 entries would be 4.8 GB of them)."""
+    per_entry = len("k:000") + 100 + ENTRY_OVERHEAD
+    b = MemoryBackend(
+        MemoryOptions(memory_cache_size=10**8, memory_max_bytes=100 * per_entry),
+        clock=FakeClock(),
+    )
+    hot = [f"h:{i:03}" for i in range(40)]
+    for _ in range(3):
+        for key in hot:
+            if b.get_local(key) is None:
+                await b.set(key, b"x" * 100, 60_000)
+    for i in range(1000):  # one-off keys, each read once
+        await b.set(f"k:{i:03}", b"x" * 100, 60_000)
+    assert b._policy.capacity <= 100
+    assert b.bytes_used <= 100 * per_entry
+    assert sum(b.get_local(key) is not None for key in hot) >= 38

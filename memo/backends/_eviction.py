@@ -187,8 +187,16 @@ class AdaptiveFifo:
         return None
 
     def _ghosts(self) -> tuple[Ghosts, Ghosts]:
-        """The evicted keys of the small queue and of the main queue, made when needed."""
+        """The evicted keys of the small queue and of the main queue, made when needed:
+        at the first eviction, for as many keys as the tier holds then. A tier bounded
+        by bytes before entries holds fewer than its capacity says, and the queues'
+        shares follow what it holds (a capacity of 10**8 entries must not allocate
+        4.8 GB of remembered keys)."""
         if self._small_ghosts is None or self._main_ghosts is None:
+            held = max(1, len(self))
+            if held < self.capacity:
+                self.small_target *= held / self.capacity
+                self.capacity = held
             self._small_ghosts = Ghosts(self.capacity)
             self._main_ghosts = Ghosts(self.capacity)
         return self._small_ghosts, self._main_ghosts
