@@ -10,6 +10,7 @@ tracking's own mechanics are in test_tracking.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -560,3 +561,43 @@ async def test_a_computation_under_way_when_another_process_writes_does_not_stor
     assert "fresh" == await first.get(key)  # but it did not overwrite the fresh value
     assert "fresh" == await report(1)
     assert 1 == runs
+
+
+async def _stubborn(ended: asyncio.Event, swallowed: int) -> None:
+    """A step that swallows ``swallowed`` cancellations and goes on, as redis-py's
+    connect can (it then reconnected after its pool was closed), then ends."""
+    for _ in range(swallowed):
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+    try:
+        await asyncio.sleep(10)
+    finally:
+        ended.set()
+
+
+@pytest.mark.parametrize("swallowed", [0, 1])
+async def test_a_step_given_up_on_by_its_deadline_has_ended_when_within_raises(
+    swallowed: int,
+) -> None:
+    from memo.backends._listener_task import within
+
+    ended = asyncio.Event()
+    with pytest.raises(TimeoutError):
+        await within(_stubborn(ended, swallowed), 0.01, "the step")
+    assert ended.is_set()
+
+
+@pytest.mark.parametrize("swallowed", [0, 1])
+async def test_a_step_whose_caller_is_cancelled_has_ended_when_the_caller_ends(
+    swallowed: int,
+) -> None:
+    from memo.backends._listener_task import within
+
+    ended = asyncio.Event()
+    caller = asyncio.create_task(within(_stubborn(ended, swallowed), 10, "the step"))
+    for _ in range(3):  # the caller starts the step, which starts waiting
+        await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended.is_set()

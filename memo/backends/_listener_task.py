@@ -75,7 +75,13 @@ async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
 
 
 async def _wind_down(inner: asyncio.Future[Any]) -> None:
-    inner.cancel()
-    await asyncio.wait({inner}, timeout=_WIND_DOWN)
+    # Cancelled again if it goes on: redis-py can swallow a cancellation that lands as
+    # a step of its handshake completes (the observed leak: the step then reconnected),
+    # and the next step (a handshake read, which has no timeout) could wait forever.
+    for _ in range(3):
+        if inner.done():
+            break
+        inner.cancel()
+        await asyncio.wait({inner}, timeout=_WIND_DOWN)
     if inner.done() and not inner.cancelled():
         inner.exception()  # retrieved: it was given up on
