@@ -316,6 +316,10 @@ async def test_the_cli_invalidation_reaches_a_running_process(
     cache = GenericRedisCache(redis_server.url, coherence=coherence)
     try:
         assert await cache.connect()
+        listener = tiered(cache).listener
+        # The channel's listener flushes the tier once, a while after subscribing (for
+        # writes made unannounced before it joined): the copies below must outlive it.
+        await eventually(lambda: getattr(listener, "settled", True), "the listener settled")
         await cache.set_many({"user:1": 1, "user:2": 2, "order:1": 3})
         for key in ("user:1", "user:2", "order:1"):
             await cache.get(key)

@@ -119,6 +119,9 @@ class InvalidationListener:
         self._up: asyncio.Event | None = None
         self.trusted = False
         self.reconnects = 0  # confirmations after the first: how often the channel came back
+        # False from a subscription until its settling flush (see _listen) has run: what
+        # the tier holds from then on is dropped only by what the channel announces.
+        self.settled = False
         self.dropped_messages = 0  # undecodable messages (logged once)
         self.heard = 0  # announcements of other processes applied to the memory tier
         self._closed = False
@@ -220,6 +223,7 @@ class InvalidationListener:
             # has listeners, counted at most LISTENER_RECHECK s ago: a write they made
             # unannounced may land until then, so what the tier took meanwhile goes too.
             settled_at: float | None = loop.time() + LISTENER_RECHECK + redis.operation_timeout
+            self.settled = False
             while True:
                 await asyncio.wait({reader}, timeout=min(self.heartbeat, LISTENER_RECHECK))
                 _raise_if_cancelled()
@@ -229,6 +233,7 @@ class InvalidationListener:
                 if settled_at is not None and loop.time() >= settled_at and self.trusted:
                     settled_at = None
                     self._on_flush()
+                    self.settled = True
                 silent = loop.time() - self._last_read
                 if silent > 2 * self.heartbeat + deadline:
                     raise TimeoutError(f"no answer for {silent:.1f} s")
