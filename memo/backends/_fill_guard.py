@@ -34,13 +34,17 @@ class FillGuard:
         """Any key may have changed: no reply under way may fill memory."""
         self.generation += 1
 
-    #: How many keys' last marks are remembered before all are forgotten at once.
-    REMEMBERED = _REMEMBERED
-
     def forget(self) -> None:
         """Forget every mark: safe only if every reply under way is refused too."""
         self.invalidated.clear()
         self.generation += 1
+
+    def mark_one(self, key: str) -> None:
+        """``mark([key])`` without the list: a tracking tier does it per invalidation."""
+        self.sequence += 1
+        if len(self.invalidated) > _REMEMBERED:
+            self.forget()
+        self.invalidated[key] = self.sequence
 
     def mark(self, keys: Iterable[str]) -> int:
         """Replies under way for ``keys`` may not fill memory; the mark's number."""

@@ -139,13 +139,8 @@ class TieredBackend(Backend):
             self.on_announced(keys, None)
 
     def _drop_key(self, key: str) -> None:
-        """``_drop_keys([key])`` inlined further: a tracking tier's commonest message."""
-        guard = self._guard
-        guard.sequence = mark = guard.sequence + 1
-        invalidated = guard.invalidated
-        invalidated[key] = mark
-        if len(invalidated) > guard.REMEMBERED:
-            guard.forget()  # every reply under way is refused, this key's with them
+        """``_drop_keys([key])`` without lists: a tracking tier's commonest message."""
+        self._guard.mark_one(key)
         self.memory.discard_local(key)
         if self.on_announced is not None:
             self.on_announced([key], None)
