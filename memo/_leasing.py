@@ -14,7 +14,6 @@ flight table already gives one computation per key in the process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -102,11 +101,14 @@ class Leasing:
         return Lease(full_key, token, taken == 1, taken == 2, tag_sets, expect)
 
     async def _give_back(self, full_key: str, token: str) -> None:
+        """Release the lease ``token`` may hold on ``full_key`` (a no-op if it does not)."""
         backend = self._backend
         if backend is None:
             return
-        with contextlib.suppress(BackendError):
+        try:
             await backend.release_lease(full_key, token)
+        except BackendError as exc:
+            self._failed("lease", exc)
 
     @asynccontextmanager
     async def kept(self, lease: Lease) -> AsyncIterator[None]:
@@ -136,13 +138,8 @@ class Leasing:
 
     async def release(self, lease: Lease) -> None:
         """Give a held lease back (the computation failed): a waiter may take it now."""
-        backend = self._backend
-        if backend is None or not lease.held:
-            return
-        try:
-            await backend.release_lease(lease.key, lease.token)
-        except BackendError as exc:
-            self._failed("lease", exc)
+        if lease.held:
+            await self._give_back(lease.key, lease.token)
 
     async def store(self, lease: Lease, data: bytes, ttl_ms: int) -> bool:
         """Store under a held lease; False when refused (overtaken) or failed."""
