@@ -22,6 +22,7 @@ from memo._binder import CallBinder
 from memo._canonical import (
     DEFAULT_TEXT_HASH_THRESHOLD,
     SELF_ENTRY,
+    STREAM_ENTRY,
     canonical,
     check_text_hash_threshold,
     digest,
@@ -262,8 +263,11 @@ class AIKeyBuilder:
         text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
         ignore: Iterable[str] = (),
         method: bool = False,
+        stream: bool = False,
     ) -> None:
         self._thr = check_text_hash_threshold(text_hash_threshold)
+        # A streamed function's keys hold a mark: its chunks never answer a plain call.
+        self._marks: list[tuple[str, Any]] = [(STREAM_ENTRY, True)] if stream else []
         self._calls = calls = CallBinder(func, method=method, ignore=ignore)
         self._bind, self._method = calls.bind, method
         self._op = (operation, key_segment(operation, "operation"))
@@ -410,7 +414,7 @@ class AIKeyBuilder:
         """The full derivation of the key of ``func(*args, **kwargs)``."""
         text: Any = None
         options: Any = None
-        extra: list[tuple[str, Any]] = []
+        extra: list[tuple[str, Any]] = list(self._marks)
         if self._method and (own := self._calls.self_node(self._op[0], args, kwargs, self._thr)):
             extra.append((SELF_ENTRY, own))
         for name, value in self._bind(*args, **kwargs):

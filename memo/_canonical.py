@@ -64,6 +64,8 @@ _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _ENUM, _MEMO_KEY, _DATACLA
 SEQUENCE_TAGS = frozenset({_LIST, _TUPLE})
 # Reserved entry names: not identifiers, so no parameter can collide with them.
 SELF_ENTRY, KEY_ENTRY = "<self>", "<key>"
+#: Marks the keys of a streamed function: a list of chunks never shares a key with a reply.
+STREAM_ENTRY = "<stream>"
 
 #: Ints in this range are msgpack ints; others enter as a tagged node of their bytes.
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
