@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from memo._canonical import DEFAULT_TEXT_HASH_THRESHOLD, check_text_hash_threshold
+from memo._savings import check_prices
 from memo._ttl import TTL, ttl_to_ms
 from memo._validate import check_bool
 from memo.exceptions import ConfigError
@@ -29,11 +30,18 @@ class AISettings:
             an operation not listed uses the cache's ``default_ttl``.
         enabled: False (``ENABLE_AI_CACHE=false``) runs AI calls uncached, counted as
             bypassed.
+        model_prices: model name -> (price per million prompt tokens, per million
+            completion tokens), ``{"gpt-4o": (2.5, 10.0)}``: stats turn the tokens that
+            hits saved into money. A model priced under a name it starts with takes that
+            price (``gpt-4o`` prices ``gpt-4o-2024-08-06``).
     """
 
     text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD
     operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
     enabled: bool = True
+    model_prices: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     #: ``operation_ttls`` in milliseconds, converted once (read per store).
     operation_ttls_ms: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
@@ -57,6 +65,7 @@ class AISettings:
             in_ms[operation] = ttl_to_ms(ttl, f"operation_ttls[{operation!r}]")
             checked[operation] = ttl
         object.__setattr__(self, "operation_ttls", MappingProxyType(checked))
+        object.__setattr__(self, "model_prices", MappingProxyType(check_prices(self.model_prices)))
         object.__setattr__(self, "operation_ttls_ms", MappingProxyType(in_ms))
 
     def operation_ttl_ms(self, operation: str | None) -> int | None:

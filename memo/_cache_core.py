@@ -25,6 +25,7 @@ from memo._flight import FlightTable
 from memo._glob import compile_glob
 from memo._leasing import Leasing
 from memo._options import CodecOptions
+from memo._savings import SavingsLedger, Usage, shared_savings_key
 from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex
 from memo._ttl import TTL, ttl_to_ms
 from memo._validate import check_bool
@@ -32,6 +33,7 @@ from memo.backends.base import (
     LEASE_SUFFIX,
     AnnouncedWrites,
     Backend,
+    Counters,
     LocalEntries,
     LocalReads,
     LocalTier,
@@ -47,6 +49,9 @@ logger = logging.getLogger("memo")
 T = TypeVar("T")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_UNKNOWN = object()
+#: Seconds between two additions of a process's AI savings to the server's figures.
+SAVINGS_INTERVAL = 1.0
 _NO_MEMORY = {"entries": 0, "bytes": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
 
 _LIVE: weakref.WeakSet[CacheCore] = weakref.WeakSet()
@@ -121,6 +126,12 @@ class CacheCore:
         self._clock = clock
         self._wall = WallClock(clock)
         self._stats = CacheStats()
+        #: Tokens (and money) that AI hits on this cache saved, by operation; on a
+        #: server, also added to the fleet's figures there (``flush_savings``).
+        self.savings = SavingsLedger()
+        self._counters: Counters | object | None = _UNKNOWN  # found at the first saving
+        self._savings_due = 0.0
+        self._savings_flushing = False
         self._flights = FlightTable()
         self._background: set[asyncio.Task[Any]] = set()
         self._logged: set[str] = set()
@@ -346,11 +357,46 @@ class CacheCore:
         tier = self._local_tier
         return dict(_NO_MEMORY) if tier is None else tier.memory_usage()
 
+    def record_saving(self, operation: str, usage: Usage) -> None:
+        """Count what one AI hit saved; send it to the server in the background, at most
+        every ``SAVINGS_INTERVAL`` seconds (a hit never waits)."""
+        counters = self._savings_counters()
+        self.savings.record(operation, usage)
+        due = counters is not None and self._clock() >= self._savings_due
+        if due and not self._savings_flushing:
+            self._savings_flushing = True
+            self.spawn(self.flush_savings())
+
+    def _savings_counters(self) -> Counters | None:
+        found = self._counters
+        if found is _UNKNOWN:
+            remote = self.remote_server()
+            found = self._counters = remote if isinstance(remote, Counters) else None
+            self.savings.shared = found is not None
+        return found  # type: ignore[return-value]
+
+    async def flush_savings(self) -> None:
+        """Add the savings counted since the last flush to the server's (kept on failure)."""
+        counters = self._savings_counters()
+        try:
+            if counters is not None and self.savings.pending:
+                taken = self.savings.take_pending()
+                try:
+                    await counters.add_counts(shared_savings_key(self.prefix), taken)
+                except BackendError as exc:
+                    self.savings.give_back(taken)
+                    self.log_once("savings", "memo: AI savings not shared yet: %s", exc)
+        finally:
+            self._savings_due = self._clock() + SAVINGS_INTERVAL
+            self._savings_flushing = False
+
     async def aclose(self) -> None:
         """Wait for background refreshes and kept computations, then close the backend."""
         pending = list(self._background) + self._flights.background()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if not self._closed and self.savings.pending:
+            await self.flush_savings()
         self._closed = True
         await self._backend.aclose()
 

@@ -26,11 +26,14 @@ from memo._cache_core import CacheSource, resolve_cache
 from memo._canonical import DEFAULT_TEXT_HASH_THRESHOLD
 from memo._hotpath import make_call
 from memo._keys import KeyBuilder
-from memo._methods import CachedMethod, attach_helpers
+from memo._methods import CachedMethod, CachedStreamMethod, attach_helpers
 from memo._plan import CallPlan
+from memo._requestkeys import RequestKeyBuilder, is_nondeterministic
+from memo._savings import custom_usage, usage_of
 from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
+from memo._streams import make_stream_call, recording
 from memo._ttl import TTL, ttl_to_ms
-from memo._types import CachedFunction
+from memo._types import CacheDecorator, CachedFunction
 from memo._validate import check_bool, check_fraction, check_seconds
 from memo.cache import Cache
 from memo.exceptions import ConfigError
@@ -93,10 +96,7 @@ def _defined_in_class(func: Callable[..., Any]) -> bool:
 
 def _check_async(func: Any, decorator: str) -> None:
     if inspect.isasyncgenfunction(func):
-        raise TypeError(
-            f"@{decorator} cannot cache async generator {func.__qualname__}: collect its "
-            f"items into a list in an async function and decorate that"
-        )
+        return  # a stream: recorded once, replayed (memo._streams)
     if not inspect.iscoroutinefunction(func):
         name = getattr(func, "__qualname__", repr(func))
         raise TypeError(
@@ -122,27 +122,71 @@ def _check_tags(func: Callable[..., Any], tags: Iterable[str]) -> tuple[str, ...
     return tags
 
 
+#: Builds a function's plan: (the function to run, is it a method, is it a stream).
+Build = Callable[[Callable[..., Any], bool, bool], CallPlan]
+
+
+def _skip_nondeterministic(plan: CallPlan) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
+    """``deterministic_only``: true for a call whose request may be answered differently
+    each time (the key builder, rebuilt when the cache binds, finds the request)."""
+
+    def skip(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        return is_nondeterministic(plan.keys.request_of(args, kwargs))  # type: ignore[attr-defined]
+
+    return skip
+
+
+def _with_policy(plan: CallPlan, call: Callable[..., Any]) -> Callable[..., Any]:
+    skip = _skip_nondeterministic(plan)
+
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        if skip(args, kwargs):
+            return await plan.skip(args, kwargs)
+        return await call(*args, **kwargs)
+
+    return checked
+
+
 def _wrap(
     func: Any,
     decorator: str,
-    build: Callable[[Callable[..., Any], bool], CallPlan],
+    build: Build,
+    *,
+    pace: float = 0.0,
+    deterministic_only: bool = False,
 ) -> Any:
     # @cached above @classmethod / @staticmethod: wrap the function, then re-wrap.
     if isinstance(func, (classmethod, staticmethod)):
-        inner = _wrap(func.__func__, decorator, build)
+        inner = _wrap(
+            func.__func__, decorator, build, pace=pace, deterministic_only=deterministic_only
+        )
         return type(func)(inner)
     _check_async(func, decorator)
     first = _first_param(func)
     is_method = first in ("self", "cls") and _defined_in_class(func)
-    plan = build(func, is_method)
-    call = make_call(plan)
-    if is_method and first == "self":
-        return CachedMethod(call, plan)
+    stream = inspect.isasyncgenfunction(func)
+    plan = build(func, is_method, stream)
+    if stream:
+        if plan.stale_ms or plan.early_refresh:
+            raise ConfigError(
+                f"{func.__qualname__} is a stream: stale_ttl and early_refresh do not apply "
+                f"to streams (a stale stream would be replayed whole); leave them out"
+            )
+        skip = _skip_nondeterministic(plan) if deterministic_only else None
+        call: Any = make_stream_call(plan, func, pace=pace, skip=skip)
+        if is_method and first == "self":
+            return CachedStreamMethod(call, plan)
+    else:
+        call = make_call(plan)
+        if deterministic_only:
+            call = _with_policy(plan, call)
+        if is_method and first == "self":
+            return CachedMethod(call, plan)
     functools.update_wrapper(call, func)
     # A class method's class never enters the key, so its helpers take the arguments
     # without it (a placeholder stands in for the skipped first parameter).
     attach_helpers(call, plan, leading=(None,) if is_method else ())
-    call.cache = plan.cache_handle()  # type: ignore[attr-defined]
+    call.cache = plan.cache_handle()
     return call
 
 
@@ -187,7 +231,7 @@ def cached(
     lock: bool = False,
     lock_wait: float = 5.0,
     text_hash_threshold: int = DEFAULT_TEXT_HASH_THRESHOLD,
-) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
+) -> CacheDecorator: ...
 def cached(
     ttl: Any = None,
     *,
@@ -248,7 +292,7 @@ def cached(
         ttl_to_ms(ttl)
     check_bool("lock", lock)
 
-    def build(func: Callable[..., Any], method: bool) -> CallPlan:
+    def build(func: Callable[..., Any], method: bool, stream: bool) -> CallPlan:
         keys = KeyBuilder(
             func,
             namespace=namespace,
@@ -262,6 +306,7 @@ def cached(
         return CallPlan(
             func,
             keys,
+            run=recording(func) if stream else None,
             cache=given,
             slot=slot,
             ttl=ttl,
@@ -303,8 +348,13 @@ def ai_cached(
     lock: bool = True,
     lock_wait: float = 5.0,
     text_hash_threshold: int | None = None,
-) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
-    """Cache an AI service call by (operation, text, options).
+    request: str | None = None,
+    request_ignore: Iterable[str] = (),
+    deterministic_only: bool = False,
+    usage: Callable[[Any], Any] | None = None,
+    replay_pace: float = 0.0,
+) -> CacheDecorator:
+    """Cache an AI service call by (operation, text, options), or by its whole request.
 
     The key is ``ai:{operation}:v{version}:{digest}``, the same key
     ``AIResponseCache.build_key(text, operation, options)`` gives, so values stored by
@@ -317,15 +367,53 @@ def ai_cached(
         operation: the operation name (``summarize``, ``sentiment`` …); its TTL comes
             from the cache's ``operation_ttls`` unless ``ttl`` is given.
         text, options: the names of the parameters holding the text and the options.
+        request: the name of the parameter holding a whole chat-style request (a dict,
+            a pydantic model, a dataclass; ``**kwargs`` for ``create(**request)``). The
+            key then covers every field that shapes the reply (``memo._requestkeys``),
+            and ``text``/``options`` are not used. request_ignore: more request fields
+            to leave out of the key.
+        deterministic_only: run uncached (counted as ``nondeterministic`` and
+            ``bypassed``) a request with a temperature above 0 (or none) and no seed.
+            Default False: such replies are cached too (caching is about cost).
+        usage: a function reading a reply's usage, returning (prompt tokens,
+            completion tokens) or a usage record; by default ``reply.usage`` /
+            ``reply["usage"]`` is read. Each hit adds the tokens it saved to the cache's
+            ``ai_savings`` stats.
+        replay_pace: for a stream (an async generator), seconds between the chunks
+            of a replayed hit; 0 replays at once.
         Other arguments as for ``cached``.
     """
     given, slot = _common_checks(cache, preset, 0.0, lock_wait)
     if not isinstance(operation, str) or not operation:
         raise ConfigError(f"operation={operation!r}: name the AI operation, e.g. 'summarize'")
     check_bool("lock", lock)
+    check_bool("deterministic_only", deterministic_only)
+    check_seconds("replay_pace", replay_pace, 60, allow_zero=True)
+    if request is not None and (not isinstance(request, str) or not request):
+        raise ConfigError(f"request={request!r}: name the parameter holding the request")
+    if deterministic_only and request is None:
+        raise ConfigError(
+            "deterministic_only=True needs request=: only a whole request tells its "
+            "temperature and seed"
+        )
+    if usage is not None and not callable(usage):
+        raise ConfigError(f"usage={usage!r}: pass a function of the reply, or leave it out")
+    read_usage = usage_of if usage is None else custom_usage(usage)
 
-    def build(func: Callable[..., Any], method: bool) -> CallPlan:
-        def keys_for(threshold: int) -> AIKeyBuilder:
+    def build(func: Callable[..., Any], method: bool, stream: bool) -> CallPlan:
+        def keys_for(threshold: int) -> AIKeyBuilder | RequestKeyBuilder:
+            if request is not None:
+                return RequestKeyBuilder(
+                    func,
+                    operation=operation,
+                    request_arg=request,
+                    request_ignore=request_ignore,
+                    version=version,
+                    text_hash_threshold=threshold,
+                    ignore=ignore,
+                    method=method,
+                    stream=stream,
+                )
             return AIKeyBuilder(
                 func,
                 operation=operation,
@@ -335,6 +423,7 @@ def ai_cached(
                 text_hash_threshold=threshold,
                 ignore=ignore,
                 method=method,
+                stream=stream,
             )
 
         # Without an explicit threshold, the key follows the cache's, as
@@ -345,6 +434,8 @@ def ai_cached(
         return CallPlan(
             func,
             keys,
+            run=recording(func) if stream else None,
+            usage_of=read_usage,
             cache=given,
             slot=slot,
             ttl=ttl,
@@ -365,6 +456,8 @@ def ai_cached(
         )
 
     def decorate(func: Any) -> Any:
-        return _wrap(func, "ai_cached", build)
+        return _wrap(
+            func, "ai_cached", build, pace=replay_pace, deterministic_only=deterministic_only
+        )
 
     return decorate

@@ -68,10 +68,13 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
     tier: LocalEntries | None = None
     clock: Callable[[], float] = _never
     remembered: Callable[[bytes], tuple[Any, Callable[[Any], Any]] | None] = _nothing_remembered
+    # AI functions count the tokens each hit saved (plan.saved); None elsewhere.
+    saving: Callable[[Cache, Any], None] | None = None
+    bound: Cache | None = None
 
     def bind(cache: Cache) -> None:
         nonlocal keys, cstats, prefix, decode_local, local_get, held, tier, clock, remembered
-        nonlocal map_key, key_by_map, plain
+        nonlocal map_key, key_by_map, plain, saving, bound
         # Under ENABLE_AI_CACHE=false every call goes to lookup, which runs it uncached.
         keys = _no_key if plan.ai_off else plan.keys
         map_key = getattr(plan.keys, "map_key", None)  # binding may have rebuilt the keys
@@ -87,10 +90,12 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
         held = {} if tier is not None else None
         clock = tier.clock if tier is not None else _never
         remembered = cache.codec.remembered
+        saving = plan.saved if plan.usage_of is not None else None
+        bound = cache
 
     def unbind() -> None:
-        nonlocal local_get, prefix, held, tier
-        local_get = None
+        nonlocal local_get, prefix, held, tier, bound
+        local_get = bound = None
         prefix = ""
         held = tier = None
 
@@ -152,6 +157,8 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
                         cstats.memory_hits += 1
                         if mk is not None:
                             hold(mk, full, data)
+                        elif saving is not None:
+                            saving(bound, value)  # type: ignore[arg-type]  # set with it
                         return value
             return await lookup(full, args, kwargs)
         return await plan.uncached(args, kwargs)

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from memo._plan import CallPlan
     from memo.cache import Cache
 
-__all__ = ["BoundCachedMethod", "CachedMethod", "attach_helpers"]
+__all__ = [
+    "BoundCachedMethod",
+    "BoundCachedStreamMethod",
+    "CachedMethod",
+    "CachedStreamMethod",
+    "attach_helpers",
+]
 
 
 def attach_helpers(target: Any, plan: CallPlan, leading: tuple[Any, ...] = ()) -> None:
@@ -127,3 +133,25 @@ class BoundCachedMethod:
     def __repr__(self) -> str:
         name = self._method._memo_plan.func.__qualname__
         return f"<bound cached method {name} of {self.__self__!r}>"
+
+
+class CachedStreamMethod(CachedMethod):
+    """An instance method that is a stream (an async generator): calling it returns the
+    stream at once, as calling the undecorated method would."""
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return BoundCachedStreamMethod(self, instance)
+
+    def __call__(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._call(instance, *args, **kwargs)
+
+
+class BoundCachedStreamMethod(BoundCachedMethod):
+    """``obj.method`` for a cached stream method."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method._call(self.__self__, *args, **kwargs)

@@ -16,13 +16,14 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from memo._binder import make_binder
 from memo._codec import Entry
 from memo._flight import Flight, computing_here, should_refresh_early
 from memo._leasing import Lease
+from memo._savings import Usage
 from memo._sentinel import MISSING
 from memo._slots import CacheSlot, DeferredCache
 from memo._switch import is_bypassed
+from memo._tags import TagTemplates
 from memo._ttl import TTL, ttl_to_ms
 from memo.cache import Cache
 from memo.exceptions import DecodeError, EncodeError
@@ -70,8 +71,13 @@ class CallPlan:
         lock_wait: float = 5.0,
         operation: str | None = None,
         rekey: Callable[[int], KeyFunc] | None = None,
+        usage_of: Callable[[Any], Usage | None] | None = None,
+        run: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.func = func
+        # What a computation awaits: the function itself, or for a stream the recorder
+        # that drains it (memo._streams.recording).
+        self.run = func if run is None else run
         self.keys = keys
         self.ttl_ms = None if ttl is None else ttl_to_ms(ttl)
         self.none_ttl_ms = None if none_ttl is None else ttl_to_ms(none_ttl, "none_ttl")
@@ -82,14 +88,15 @@ class CallPlan:
         self.stale_if_error = stale_if_error
         self.early_refresh = early_refresh
         self.tags = tags
-        # Tags see every argument, self included ("tenant:{self.tenant_id}").
-        self.tag_binder = make_binder(func) if tags else None
+        self.tag_templates = TagTemplates(func, tags) if tags else None
         self.keep_abandoned = keep_abandoned
         # Across processes sharing a cache with leases (Redis): wait up to lock_wait for
         # the process computing a cold key instead of computing it too.
         self.lock = lock
         self.lock_wait = lock_wait
         self.operation = operation
+        # Reads the usage record of a reply, to count what a hit saved (AI functions).
+        self.usage_of = usage_of
         self.stats = FunctionStats()
         # The hit path may skip the freshness check only when the backend's own expiry
         # is the logical one: no stale window and no early refresh.
@@ -179,7 +186,7 @@ class CallPlan:
         if entry is not None:
             now = cache.now_ms()
             if entry.fresh_until_ms > now:
-                self._count_hit(cache)
+                self.count_hit(cache, entry.value)
                 if self.early_refresh and should_refresh_early(
                     now, entry.fresh_until_ms, entry.compute_us, self._rand
                 ):
@@ -189,7 +196,7 @@ class CallPlan:
                 # Stale but kept: every caller is served it at once, and one refresh per
                 # key runs in the background (across processes: the lease holder's).
                 self.stats.stale_served += 1
-                self._count_hit(cache)
+                self.count_hit(cache, entry.value)
                 self._refresh_in_background(cache, full, args, kwargs, entry)
                 return entry.value
             # A refresh of this stale value failed (no stale_if_error): this caller
@@ -201,6 +208,12 @@ class CallPlan:
         """The path taken under ``memo.disable()`` or ``memo.bypass()``."""
         if not is_bypassed():
             return await self.lookup(None, args, kwargs)
+        return await self._bypass(self.resolve(), args, kwargs)
+
+    async def skip(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a call uncached by policy (a non-deterministic request, with
+        ``deterministic_only``): counted as bypassed and as non-deterministic."""
+        self.stats.nondeterministic += 1
         return await self._bypass(self.resolve(), args, kwargs)
 
     async def _bypass(self, cache: Cache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -229,12 +242,12 @@ class CallPlan:
         flights = cache.flights
         running = flights.running(full)
         if counted and running is not None:
-            self._count_join(cache)
+            self.count_join(cache)
         elif counted:
-            self._count_miss(cache)
+            self.count_miss(cache)
         flight = running or flights.start(
             full,
-            lambda f: self._work(cache, f, full, args, kwargs, replacing, background),
+            lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
             keep=self.keep_abandoned,
         )
         value, data = await flights.join(flight)
@@ -253,7 +266,7 @@ class CallPlan:
         except Exception:  # a value that cannot be copied is shared, as it cannot be stored
             return value
 
-    async def _work(
+    async def work(
         self,
         cache: Cache,
         flight: Flight[Any] | None,
@@ -266,7 +279,7 @@ class CallPlan:
         """Compute, and store as the cache allows: under a lease where leases are shared
         (Redis), plainly where they are not (memory). ``flight`` is None for an explicit
         ``refresh()``, whose store wins over any computation under way."""
-        tags = self._tags_of(cache, args, kwargs)
+        tags = [] if self.tag_templates is None else self.tag_templates.render(cache, args, kwargs)
         lease = None
         if cache.leasing.active:
             # An explicit refresh (no flight) takes the lease whoever holds it: it wins
@@ -288,10 +301,10 @@ class CallPlan:
         started = clock()
         try:
             if lease is None:
-                value = await self.func(*args, **kwargs)
+                value = await self.run(*args, **kwargs)
             else:
                 async with cache.leasing.kept(lease):
-                    value = await self.func(*args, **kwargs)
+                    value = await self.run(*args, **kwargs)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.stats.errors += 1
@@ -331,24 +344,6 @@ class CallPlan:
             if lease is None or lease.held:
                 return lease
         return None
-
-    def _tags_of(self, cache: Cache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-        if not self.tags or self.tag_binder is None:
-            return []
-        try:
-            bound = dict(self.tag_binder(args, kwargs))
-            tags = [t.format_map(bound) for t in self.tags]
-            if not all(tags):
-                raise ValueError(f"a template of {self.tags!r} rendered as an empty tag")
-            return tags
-        except Exception as exc:  # a tag never fails the call it labels
-            cache.log_once(
-                f"tags:{self.func.__qualname__}",
-                "memo: tags of %s were not recorded: %r",
-                self.func.__qualname__,
-                exc,
-            )
-            return []
 
     async def _store(
         self,
@@ -438,7 +433,7 @@ class CallPlan:
         self.stats.refreshes += 1
         flight = flights.start(
             full,
-            lambda f: self._work(cache, f, full, args, kwargs, entry, True),
+            lambda f: self.work(cache, f, full, args, kwargs, entry, True),
             keep=True,  # nobody waits for it; aclose() does
         )
 
@@ -456,15 +451,24 @@ class CallPlan:
 
         flight.task.add_done_callback(finished)
 
-    def _count_hit(self, cache: Cache) -> None:
+    def count_hit(self, cache: Cache, value: Any) -> None:
         self.stats.hits += 1
         cache.stats.hits += 1
+        if self.usage_of is not None:
+            self.saved(cache, value)
 
-    def _count_miss(self, cache: Cache) -> None:
+    def saved(self, cache: Cache, value: Any) -> None:
+        """Count the tokens a hit on ``value`` saved (AI functions)."""
+        if self.usage_of is not None and self.operation is not None:
+            usage = self.usage_of(value)
+            if usage is not None:
+                cache.record_saving(self.operation, usage)
+
+    def count_miss(self, cache: Cache) -> None:
         self.stats.misses += 1
         cache.stats.misses += 1
 
-    def _count_join(self, cache: Cache) -> None:
+    def count_join(self, cache: Cache) -> None:
         self.stats.coalesced += 1
         cache.stats.coalesced += 1
 
@@ -485,7 +489,7 @@ class CallPlan:
         # An older computation still running must not overwrite the value computed here.
         cache.flights.invalidate(full)
         self.stats.refreshes += 1
-        value, _ = await self._work(cache, None, full, args, kwargs)
+        value, _ = await self.work(cache, None, full, args, kwargs)
         return value
 
     async def peek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

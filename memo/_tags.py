@@ -15,11 +15,13 @@ from typing import Any
 
 import xxhash
 
+from memo._binder import make_binder
 from memo._codec import Entry
 from memo.backends.base import Backend
 from memo.exceptions import BackendError, ConfigError
 
 __all__ = [
+    "TagTemplates",
     "BOOKKEEPING_SEGMENTS",
     "TAG_SET_SEGMENT",
     "TAG_INDEX_SEGMENT",
@@ -148,3 +150,28 @@ class TagIndex:
                 except BackendError as exc:
                     self._failed("invalidate_tags", exc)
         return removed
+
+
+class TagTemplates:
+    """A decorated function's tag templates, rendered per call. Templates see every
+    argument, self included (``"tenant:{self.tenant_id}"``)."""
+
+    def __init__(self, func: Callable[..., Any], templates: tuple[str, ...]) -> None:
+        self.templates = templates
+        self._bind = make_binder(func)
+        self._name = getattr(func, "__qualname__", repr(func))
+
+    def render(self, cache: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        """The tags of one call; none (logged once) when a template does not render,
+        since a tag never fails the call it labels."""
+        try:
+            bound = dict(self._bind(args, kwargs))
+            tags = [t.format_map(bound) for t in self.templates]
+            if not all(tags):
+                raise ValueError(f"a template of {self.templates!r} rendered as an empty tag")
+            return tags
+        except Exception as exc:
+            cache.log_once(
+                f"tags:{self._name}", "memo: tags of %s were not recorded: %r", self._name, exc
+            )
+            return []

@@ -8,14 +8,14 @@ method, as it would for a plain function.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
     from memo._sentinel import MissingType
     from memo.cache import Cache
 
-__all__ = ["CachedFunction"]
+__all__ = ["CacheDecorator", "CachedFunction", "CachedStream"]
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
@@ -67,3 +67,44 @@ class CachedFunction(Protocol[P, R_co]):
     def __get__(
         self: CachedFunction[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
     ) -> CachedFunction[P2, R]: ...
+
+
+class CachedStream(Protocol[P, R_co]):
+    """An async generator under ``@cached`` / ``@ai_cached``: a call is a stream of
+    ``R_co`` chunks; ``peek`` and ``refresh`` give the stored list of chunks."""
+
+    @property
+    def cache(self) -> Cache: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R_co]: ...
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, bool]: ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Sequence[R_co]]: ...
+
+    def peek(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, Sequence[R_co] | MissingType]: ...
+
+    def invalidate_all(self) -> Coroutine[Any, Any, int]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> CachedStream[P, R_co]: ...
+    @overload
+    def __get__(
+        self: CachedStream[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
+    ) -> CachedStream[P2, R]: ...
+
+
+class CacheDecorator(Protocol):
+    """What ``@cached(...)`` and ``@ai_cached(...)`` return: a decorator of an async
+    function (a cached function) or of an async generator (a cached stream)."""
+
+    @overload
+    def __call__(self, func: Callable[P, AsyncIterator[R]], /) -> CachedStream[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> CachedFunction[P, R]: ...

@@ -16,6 +16,7 @@ from typing import Any
 
 from memo._ai_settings import AISettings
 from memo._aikeys import ai_key, ai_operation_pattern
+from memo._savings import usage_of
 from memo._ttl import TTL, ttl_to_ms
 from memo.cache import Cache
 
@@ -97,7 +98,11 @@ class AIResponseCache:
         if not self.ai_enabled:
             self.cache.count_bypassed()
             return None
-        return await self.cache.get(self.build_key(text, operation, options))
+        response = await self.cache.get(self.build_key(text, operation, options))
+        usage = None if response is None else usage_of(response)
+        if usage is not None:  # a hit on a reply with a usage record saved its tokens
+            self.cache.record_saving(operation, usage)
+        return response
 
     async def invalidate_operation(self, operation: str) -> int:
         """Remove every stored response of ``operation``; return how many."""
@@ -163,6 +168,7 @@ class AIResponseCache:
             "enabled": self.ai_enabled,
             "text_hash_threshold": self.text_hash_threshold,
             "operation_ttls": {op: ms / 1000 for op, ms in self.settings.operation_ttls_ms.items()},
+            "model_prices": dict(self.settings.model_prices),
         }
         return out
 

@@ -202,6 +202,7 @@ class Cache(CacheCore):
         out["namespace"] = self.namespace
         out["memory_usage"] = self.memory_usage()
         out["redis"] = {"configured": False, "connected": False, "url": None}
+        out["ai_savings"] = self.savings.summary(self.ai.model_prices)
         return out
 
     async def health_check(self) -> dict[str, Any]:

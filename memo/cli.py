@@ -254,6 +254,27 @@ async def _health(cache: Cache, out: Output, args: argparse.Namespace) -> int:
     return {"healthy": OK, "degraded": NOT_FOUND}.get(report["status"], UNAVAILABLE)
 
 
+#: The savings sections of a cache's stats, and how the text output names them.
+_SAVINGS = {"ai_savings_fleet": "every process", "ai_savings": "this process"}
+
+
+def _savings_lines(whose: str, savings: dict[str, Any] | None) -> list[str]:
+    """Tokens and money AI hits saved, in total and per operation (none: no lines)."""
+    if not savings or not savings["by_operation"]:
+        return []
+
+    def money(cost: float | None) -> str:
+        return "cost not priced" if cost is None else f"cost saved {cost:g}"
+
+    lines = [
+        f"ai savings ({whose}): {savings['tokens']} tokens ({savings['prompt_tokens']} "
+        f"prompt, {savings['completion_tokens']} completion), {money(savings['cost'])}"
+    ]
+    for op, row in savings["by_operation"].items():
+        lines.append(f"  {op}: {row['hits']} hits, {row['tokens']} tokens, {money(row['cost'])}")
+    return lines
+
+
 async def _stats(cache: Cache, out: Output, args: argparse.Namespace) -> int:
     stats = await cache.get_cache_stats()
     stored = len(await cache.keys("*", limit=COUNT_CAP))
@@ -268,7 +289,9 @@ async def _stats(cache: Cache, out: Output, args: argparse.Namespace) -> int:
         f"stored keys: {'at least ' * (stored >= COUNT_CAP)}{stored}",
     ]
     for name, value in stats.items():
-        if isinstance(value, dict):
+        if name in _SAVINGS:
+            lines += _savings_lines(_SAVINGS[name], value)
+        elif isinstance(value, dict):
             inner = ", ".join(f"{k}={v}" for k, v in value.items())
             lines.append(f"{name}: {inner}")
         elif name not in ("stored_keys", "stored_keys_capped"):

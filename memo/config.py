@@ -87,6 +87,9 @@ class CacheConfig:
     max_connections: int = RedisOptions.max_connections
     text_hash_threshold: int | None = None
     operation_ttls: Mapping[str, TTL] = field(default_factory=lambda: MappingProxyType({}))
+    model_prices: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     enable_ai_cache: bool = True
     invalidation_channel: bool = True
     coherence: str = RedisOptions.coherence
@@ -97,7 +100,9 @@ class CacheConfig:
         ttl_to_ms(self.default_ttl, "default_ttl")
         for flag in ("enabled", "enable_memory_cache", "fail_on_connection_error"):
             check_bool(flag, getattr(self, flag))
-        object.__setattr__(self, "operation_ttls", self.ai_settings().operation_ttls)
+        ai = self.ai_settings()
+        object.__setattr__(self, "operation_ttls", ai.operation_ttls)
+        object.__setattr__(self, "model_prices", ai.model_prices)
         self.codec_options()
         MemoryOptions(**self._memory_fields())
         RedisOptions(
@@ -152,6 +157,7 @@ class CacheConfig:
             ),
             operation_ttls=self.operation_ttls,
             enabled=self.enable_ai_cache,
+            model_prices=self.model_prices,
         )
 
     @property
@@ -174,6 +180,7 @@ class CacheConfig:
         if self.redis_url:
             shown["redis_url"] = RedisURL.parse(self.redis_url).masked
         shown["operation_ttls"] = dict(self.operation_ttls)
+        shown["model_prices"] = dict(self.model_prices)
         return "CacheConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
@@ -341,10 +348,13 @@ class CacheConfigBuilder:
         *,
         text_hash_threshold: int = 1000,
         operation_ttls: Mapping[str, int] | None = None,
+        model_prices: Mapping[str, tuple[float, float]] | None = None,
     ) -> CacheConfigBuilder:
         self._changes["text_hash_threshold"] = text_hash_threshold
         if operation_ttls is not None:
             self._changes["operation_ttls"] = dict(operation_ttls)
+        if model_prices is not None:
+            self._changes["model_prices"] = dict(model_prices)
         return self
 
     def with_options(self, **fields: Any) -> CacheConfigBuilder:

@@ -135,6 +135,24 @@ class CachePerformanceMonitor:
             raised.extend(self._check(cache))
         return raised
 
+    def savings(self) -> dict[str, Any]:
+        """What AI hits saved in this process, over the watched caches: tokens and
+        money (None where a model has no price) in total and per operation."""
+        rows: dict[str, dict[str, Any]] = {}
+        for cache in self.caches():
+            summary = cache.savings.summary(cache.ai.model_prices)
+            for op, row in summary["by_operation"].items():
+                into = rows.setdefault(op, dict.fromkeys(row, 0))
+                for field, value in row.items():
+                    none = value is None or into[field] is None
+                    into[field] = None if none else into[field] + value
+        costs = [row["cost"] for row in rows.values()]
+        return {
+            "tokens": sum(row["tokens"] for row in rows.values()),
+            "cost": None if None in costs else round(sum(costs), 6),
+            "by_operation": rows,
+        }
+
     def _check(self, cache: CacheCore) -> list[Alert]:
         t = self._thresholds
         name = repr(cache)

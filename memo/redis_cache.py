@@ -23,6 +23,7 @@ from memo._ai_settings import AISettings
 from memo._clock import Clock
 from memo._options import REDIS_MEMORY_MAX_TTL, CodecOptions, MemoryOptions
 from memo._redis_options import RedisOptions
+from memo._savings import shared_rows, shared_savings_key, summarize
 from memo._ttl import TTL
 from memo._validate import check_bool
 from memo.backends.memory import MemoryBackend
@@ -250,6 +251,13 @@ class GenericRedisCache(Cache):
                 "reconnects": listener.reconnects if listener is not None else 0,
             },
         }
+        # What every process's hits saved, as added to the server's figures so far.
+        try:
+            counts = await self.redis.read_counts(shared_savings_key(self.prefix))
+            fleet = summarize(shared_rows(counts), self.ai.model_prices)
+        except BackendError:
+            fleet = None
+        out["ai_savings_fleet"] = fleet
         return out
 
     async def health_check(self) -> dict[str, Any]:

@@ -62,6 +62,8 @@ class FunctionStats:
     errors: int = 0
     bypassed: int = 0
     stale_served: int = 0
+    #: Non-deterministic AI requests run uncached (``deterministic_only=True``).
+    nondeterministic: int = 0
     refreshes: int = 0
     computations: int = 0
     compute_seconds: float = 0.0

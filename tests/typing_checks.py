@@ -6,6 +6,7 @@ Each ``# type: ignore[...]`` marks a call that must be rejected; mypy's
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from typing_extensions import assert_type
@@ -32,6 +33,18 @@ class Summarizer:
     @cached(ttl=60)
     async def lookup(self, item_id: int) -> str:
         return str(item_id)
+
+
+@ai_cached("chat", request="request")
+async def stream(request: dict[str, Any]) -> AsyncIterator[str]:
+    yield "chunk"
+
+
+async def stream_checks() -> None:
+    async for chunk in stream({"model": "m"}):
+        assert_type(chunk, str)
+    assert_type(stream.key_for({"model": "m"}), str)
+    stream(1)  # type: ignore[arg-type]
 
 
 async def checks() -> None:

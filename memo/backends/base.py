@@ -28,6 +28,7 @@ __all__ = [
     "LEASE_SUFFIX",
     "AnnouncedWrites",
     "Backend",
+    "Counters",
     "InvalidationSource",
     "LocalEntries",
     "LocalReads",
@@ -198,6 +199,15 @@ class RemoteServer(Protocol):
     async def server_info(self) -> dict[str, Any]:
         """The server's own figures (Redis: ``INFO``)."""
         ...
+
+
+@runtime_checkable
+class Counters(Protocol):
+    """Integer counters shared by every process on the server (a hash per name)."""
+
+    async def add_counts(self, key: str, counts: Mapping[str, int]) -> None: ...
+
+    async def read_counts(self, key: str) -> dict[str, int]: ...
 
 
 @runtime_checkable
