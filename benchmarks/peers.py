@@ -1,6 +1,6 @@
 """memo's memory-hit cost beside its peers, in one process and one event loop.
 
-    python benchmarks/peers.py [--rounds N] [--batch N] [--quick] [--redis URL]
+    python benchmarks/peers.py [--rounds N] [--batch N] [--quick] [--redis URL] [--chart FILE.png]
 
 Tables: (1) a hit on ``f(user_id: int)`` returning a small dict, (2) an ``@ai_cached`` hit
 with a 2 000-character text and an options dict, (3) memo's hit cost against the number
@@ -8,7 +8,9 @@ of entries in the cache. Rounds are interleaved: round r runs every contender on
 order rotated by r, so drift (CPU frequency, other load) is shared out evenly. Each run
 awaits a batch of calls in a tight loop with the garbage collector disabled; the tables
 give the per-call median over rounds and the best round, in microseconds. The targets
-at the end are informational: the exit code is 0 whatever the numbers.
+at the end are informational: the exit code is 0 whatever the numbers. ``--chart FILE.png``
+also draws the medians of every table printed as horizontal bars (matplotlib, Agg
+backend), each bar labelled with its ratio to the table's reference row.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ USERS = 1_000  # distinct keys in tables 1 and 3 (small)
 TEXTS = 100  # distinct (text, options) pairs in table 2
 TEXT_CHARS = 2_000
 COMPUTED: Counter[str] = Counter()  # computations per contender: a timed call must never add one
+
+
+@dataclass
+class Panel:
+    """One printed table as ``--chart`` draws it: the median µs per call of each row."""
+
+    title: str
+    reference: str  # the row the ratios are taken over ("" when it did not run)
+    rows: list[tuple[str, float]]  # (contender, median µs per call), in printed order
+
+
+PANELS: list[Panel] = []  # every table reported so far, in order
 
 
 @dataclass
@@ -391,6 +405,8 @@ def report_writes(writers: list[Writer]) -> None:
         wall, cpu = statistics.median(w.wall), statistics.median(w.cpu)
         print(f"  {w.name:<31}{wall:>9.2f}{min(w.wall):>10.2f}{cpu:>9.2f}{w.errors:>8}  {w.note}")
     by_name = {w.name: statistics.median(w.wall) for w in writers}
+    title = f"Table 6: {REDIS_KEYS:,} writes of distinct keys per round (wall µs per write)"
+    PANELS.append(Panel(title, "raw redis-py SET, sequential", list(by_name.items())))
     reference = by_name["raw redis-py SET, sequential"]
     for name in (
         "memo cache.set, gathered",
@@ -449,10 +465,15 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-def report(title: str, contenders: list[Contender], ref: str = "async-lru") -> dict[str, float]:
+def report(
+    title: str, contenders: list[Contender], ref: str = "async-lru", chart_title: str = ""
+) -> dict[str, float]:
     if title:
         print(f"\n{title}")
     base = next((c.median for c in contenders if c.name.startswith(ref)), None)
+    reference = next((c.name for c in contenders if c.name.startswith(ref)), "")
+    rows = [(c.name, c.median) for c in contenders]
+    PANELS.append(Panel(chart_title or title, reference, rows))
     w = max(13, len(ref) + 4)
     print(
         f"  {'contender':<28}{'median µs':>10}{'best µs':>9}{'x ' + ref:>{w}}  {'returns':<13}note"
@@ -507,6 +528,66 @@ def header(args: argparse.Namespace, big: int) -> None:
     print("  'returns': whether a hit hands back the stored object, a shallow copy or a full copy")
 
 
+def bar_colour(name: str, reference: str) -> str:
+    """memo's rows red, the reference row grey, the bare call (the floor) light grey."""
+    if name.startswith("memo"):
+        return "#d62728"
+    if name == reference:
+        return "#7f7f7f"
+    return "#c7c7c7" if name.startswith("bare") else "#1f77b4"
+
+
+def chart(path: str, panels: list[Panel], subtitle: str) -> None:
+    """Draw ``panels`` into ``path``: one horizontal bar chart per table, memo's rows
+    highlighted, each bar labelled with its µs and its ratio to the table's reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or opened
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in panels if p.rows]
+    heights = [0.9 + 0.36 * len(p.rows) for p in panels]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(10, sum(heights) + 1.3),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        names = [name for name, _ in panel.rows]
+        values = [value for _, value in panel.rows]
+        base = dict(panel.rows).get(panel.reference)
+        colors = [bar_colour(name, panel.reference) for name in names]
+        ypos = range(len(names))
+        ax.barh(ypos, values, color=colors, height=0.7)
+        ax.set_yticks(list(ypos), names, fontsize=9)
+        ax.invert_yaxis()  # first printed row on top
+        top = max(values)
+        ax.set_xlim(0, top * 1.32)
+        for y, value in zip(ypos, values, strict=True):
+            label = f"{value:,.2f} µs"
+            if base:
+                label += f"  ({value / base:.2f}x)"
+            ax.text(value + top * 0.01, y, label, va="center", fontsize=8)
+        reference = f"; ratios over {panel.reference}" if base else ""
+        ax.set_title(f"{panel.title}{reference}", fontsize=10, loc="left")
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[-1, 0].set_xlabel("median µs per call (wall time, one process); lower is better")
+    fig.suptitle(
+        "memo beside its peers: cost of a cached call, lower is better\n"
+        "(the ratios in brackets travel between machines; the µs do not)",
+        fontsize=12,
+    )
+    fig.text(0.5, 0.005, subtitle, ha="center", va="bottom", fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\nchart of {len(panels)} table(s) written to {path}")
+
+
 async def main(args: argparse.Namespace) -> None:
     big = 10**5 if args.quick else 10**6
     header(args, big)
@@ -518,6 +599,12 @@ async def main(args: argparse.Namespace) -> None:
         await memory_report(args, big)
     if args.redis:
         await redis_report(args)
+    if args.chart:
+        subtitle = (
+            f"python benchmarks/peers.py, {args.rounds} interleaved rounds x {args.batch:,} calls; "
+            f"memo {memo.__version__}, Python {sys.version.split()[0]}, {platform.platform()}"
+        )
+        chart(args.chart, PANELS, subtitle)
 
 
 async def memory_report(args: argparse.Namespace, big: int) -> None:
@@ -539,7 +626,12 @@ async def memory_report(args: argparse.Namespace, big: int) -> None:
     gc.collect()
     gc.freeze()
     await measure(t3, args.rounds)
-    m3 = report("", t3, ref="async-lru, 1 000")
+    m3 = report(
+        "",
+        t3,
+        ref="async-lru, 1 000",
+        chart_title=f"Table 3: hit cost vs cache size, {big:,} entries",
+    )
 
     def quotient(a: str, b: str, med: dict[str, float] = m1) -> float | None:
         return med[a] / med[b] if a in med and b in med else None
@@ -618,6 +710,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="5 rounds, 5 000 calls, 10**5 entries")
     ap.add_argument("--redis", metavar="URL", help="add tables 4 to 6: Redis hits and writes")
     ap.add_argument("--redis-only", action="store_true", help="with --redis: only the Redis tables")
+    ap.add_argument(
+        "--chart", metavar="FILE.png", help="also draw every table's medians into FILE.png"
+    )
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.batch = args.batch or (5_000 if args.quick else 20_000)
