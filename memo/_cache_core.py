@@ -10,6 +10,7 @@ outside these two modules touches a cache's private state.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -25,7 +26,8 @@ from memo._flight import FlightTable
 from memo._glob import compile_glob
 from memo._leasing import Leasing
 from memo._options import CodecOptions
-from memo._savings import SavingsLedger, Usage, shared_savings_key
+from memo._reporting import CountedFunction, Reporting
+from memo._savings import SavingsLedger, Usage
 from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex
 from memo._ttl import TTL, ttl_to_ms
 from memo._validate import check_bool
@@ -33,7 +35,6 @@ from memo.backends.base import (
     LEASE_SUFFIX,
     AnnouncedWrites,
     Backend,
-    Counters,
     LocalEntries,
     LocalReads,
     LocalTier,
@@ -49,17 +50,17 @@ logger = logging.getLogger("memo")
 T = TypeVar("T")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_UNKNOWN = object()
-#: Seconds between two additions of a process's AI savings to the server's figures.
-SAVINGS_INTERVAL = 1.0
 _NO_MEMORY = {"entries": 0, "bytes": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
 
 _LIVE: weakref.WeakSet[CacheCore] = weakref.WeakSet()
 
 
+_SERIALS = itertools.count()
+
+
 def live_caches() -> list[CacheCore]:
-    """Every cache of this process that has not been garbage-collected."""
-    return list(_LIVE)
+    """Every cache of this process that has not been garbage-collected, oldest first."""
+    return sorted(_LIVE, key=lambda cache: cache.serial)
 
 
 @runtime_checkable
@@ -126,12 +127,8 @@ class CacheCore:
         self._clock = clock
         self._wall = WallClock(clock)
         self._stats = CacheStats()
-        #: Tokens (and money) that AI hits on this cache saved, by operation; on a
-        #: server, also added to the fleet's figures there (``flush_savings``).
-        self.savings = SavingsLedger()
-        self._counters: Counters | object | None = _UNKNOWN  # found at the first saving
-        self._savings_due = 0.0
-        self._savings_flushing = False
+        #: Decorated functions, AI savings, and the figures shared with the fleet.
+        self.reporting = Reporting(self, clock)
         self._flights = FlightTable()
         self._background: set[asyncio.Task[Any]] = set()
         self._logged: set[str] = set()
@@ -165,6 +162,8 @@ class CacheCore:
                     cache._announced_elsewhere(keys, pattern)
 
             backend.on_announced = announced
+        #: The order caches were built in (labels of caches that share a namespace).
+        self.serial = next(_SERIALS)
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ the seam
@@ -256,6 +255,7 @@ class CacheCore:
             return entry
         if self._remote is None:
             return None
+        self.reporting.remote_read(full_key)
         try:
             data = await self._remote.get(full_key)
         except BackendError as exc:
@@ -357,46 +357,39 @@ class CacheCore:
         tier = self._local_tier
         return dict(_NO_MEMORY) if tier is None else tier.memory_usage()
 
-    def record_saving(self, operation: str, usage: Usage) -> None:
-        """Count what one AI hit saved; send it to the server in the background, at most
-        every ``SAVINGS_INTERVAL`` seconds (a hit never waits)."""
-        counters = self._savings_counters()
-        self.savings.record(operation, usage)
-        due = counters is not None and self._clock() >= self._savings_due
-        if due and not self._savings_flushing:
-            self._savings_flushing = True
-            self.spawn(self.flush_savings())
+    def register_function(self, function: CountedFunction) -> None:
+        """Count ``function`` among this cache's decorated functions (``functions()``)."""
+        self.reporting.register(function)
 
-    def _savings_counters(self) -> Counters | None:
-        found = self._counters
-        if found is _UNKNOWN:
-            remote = self.remote_server()
-            found = self._counters = remote if isinstance(remote, Counters) else None
-            self.savings.shared = found is not None
-        return found  # type: ignore[return-value]
+    def functions(self) -> list[dict[str, Any]]:
+        """Each decorated function bound to this cache, with its counters."""
+        return self.reporting.functions()
+
+    @property
+    def savings(self) -> SavingsLedger:
+        """Tokens (and money) that AI hits on this cache saved, by operation."""
+        return self.reporting.savings
+
+    def record_saving(self, operation: str, usage: Usage) -> None:
+        """Count what one AI hit saved (shared with the fleet in the background)."""
+        self.reporting.record_saving(operation, usage)
 
     async def flush_savings(self) -> None:
-        """Add the savings counted since the last flush to the server's (kept on failure)."""
-        counters = self._savings_counters()
-        try:
-            if counters is not None and self.savings.pending:
-                taken = self.savings.take_pending()
-                try:
-                    await counters.add_counts(shared_savings_key(self.prefix), taken)
-                except BackendError as exc:
-                    self.savings.give_back(taken)
-                    self.log_once("savings", "memo: AI savings not shared yet: %s", exc)
-        finally:
-            self._savings_due = self._clock() + SAVINGS_INTERVAL
-            self._savings_flushing = False
+        """Send the savings counted so far to the server now."""
+        await self.reporting.flush_savings()
+
+    async def publish_stats(self) -> bool:
+        """Write this process's fleet record now (it is written every ``stats_interval``
+        seconds anyway); False when there is no server or it could not take it."""
+        return await self.reporting.publish()
 
     async def aclose(self) -> None:
         """Wait for background refreshes and kept computations, then close the backend."""
         pending = list(self._background) + self._flights.background()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        if not self._closed and self.savings.pending:
-            await self.flush_savings()
+        if not self._closed:
+            await self.reporting.aclose()
         self._closed = True
         await self._backend.aclose()
 

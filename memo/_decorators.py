@@ -172,6 +172,10 @@ def _wrap(
                 f"{func.__qualname__} is a stream: stale_ttl and early_refresh do not apply "
                 f"to streams (a stale stream would be replayed whole); leave them out"
             )
+        # Another process's stream cannot be followed, only its stored end: waiting for
+        # it would leave a caller silent for the whole stream (time to first token is
+        # what streams are for). So each process streams, and the lease holder stores.
+        plan.lock = False
         skip = _skip_nondeterministic(plan) if deterministic_only else None
         call: Any = make_stream_call(plan, func, pace=pace, skip=skip)
         if is_method and first == "self":
@@ -307,6 +311,7 @@ def cached(
             func,
             keys,
             run=recording(func) if stream else None,
+            namespace=namespace or "",
             cache=given,
             slot=slot,
             ttl=ttl,

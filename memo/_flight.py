@@ -32,6 +32,10 @@ _SETTLED_KEYS = 10_000  # keys whose finished flights are counted
 _computing: ContextVar[frozenset[str]] = ContextVar("memo_computing", default=frozenset())
 
 
+def _nothing() -> None:
+    pass
+
+
 def computing_here(key: str) -> bool:
     """True inside the computation of ``key`` (a re-entrant call would deadlock)."""
     return key in _computing.get()
@@ -40,11 +44,15 @@ def computing_here(key: str) -> bool:
 class Flight(Generic[T]):
     """One running computation and the callers waiting for it."""
 
-    __slots__ = ("invalidated", "keep", "task", "waiters")
+    __slots__ = ("abandon", "invalidated", "keep", "task", "waiters")
 
     def __init__(self, keep: bool) -> None:
         self.keep = keep
         self.waiters = 0
+        #: Cancel the computation and take it out of the table at once, so that a
+        #: caller arriving while it winds down (releasing a lease) starts a new one
+        #: instead of joining one that will end cancelled.
+        self.abandon: Callable[[], None] = _nothing
         # Set when the key is invalidated while the computation runs: its result is then
         # returned to the waiters but not stored, since it may predate the invalidation.
         self.invalidated = False
@@ -97,10 +105,10 @@ class FlightTable:
         """Start computing ``key``, or return the flight already computing it."""
         loop = asyncio.get_running_loop()
         table = self._table(loop)
-        flight: Flight[T] | None = table.get(key)
-        if flight is not None:
-            return flight
-        flight = Flight(keep)
+        running: Flight[T] | None = table.get(key)
+        if running is not None:
+            return running
+        flight: Flight[T] = Flight(keep)
         token = _computing.set(_computing.get() | {key})
         try:
             # The task copies the current context, including the key just added.
@@ -110,6 +118,13 @@ class FlightTable:
         table[key] = flight
         with self._counting:
             self.in_flight += 1
+
+        def abandon() -> None:
+            if table.get(key) is flight:
+                del table[key]
+            flight.task.cancel()
+
+        flight.abandon = abandon
 
         def finished(task: asyncio.Task[T]) -> None:
             with self._counting:
@@ -136,7 +151,7 @@ class FlightTable:
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.keep and not flight.task.done():
-                flight.task.cancel()
+                flight.abandon()
 
     def invalidate(self, key: str) -> None:
         """Keep the result of any running computation of ``key`` out of the cache."""

@@ -73,8 +73,11 @@ class CallPlan:
         rekey: Callable[[int], KeyFunc] | None = None,
         usage_of: Callable[[Any], Usage | None] | None = None,
         run: Callable[..., Awaitable[Any]] | None = None,
+        namespace: str = "",
     ) -> None:
         self.func = func
+        # How operators see this function (memo stats, memo top, Prometheus labels).
+        self.namespace, self.function_id = namespace, f"{func.__module__}.{func.__qualname__}"
         # What a computation awaits: the function itself, or for a stream the recorder
         # that drains it (memo._streams.recording).
         self.run = func if run is None else run
@@ -151,6 +154,7 @@ class CallPlan:
                 self._rekeyed_for = threshold
         for bind, _ in self._hooks:
             bind(cache)
+        cache.register_function(self)
         if self.slot is not None:
             self.slot.watch(self)
         return cache
@@ -211,8 +215,7 @@ class CallPlan:
         return await self._bypass(self.resolve(), args, kwargs)
 
     async def skip(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run a call uncached by policy (a non-deterministic request, with
-        ``deterministic_only``): counted as bypassed and as non-deterministic."""
+        """Run a call uncached by policy (``deterministic_only``), counted as such."""
         self.stats.nondeterministic += 1
         return await self._bypass(self.resolve(), args, kwargs)
 
@@ -459,10 +462,9 @@ class CallPlan:
 
     def saved(self, cache: Cache, value: Any) -> None:
         """Count the tokens a hit on ``value`` saved (AI functions)."""
-        if self.usage_of is not None and self.operation is not None:
-            usage = self.usage_of(value)
-            if usage is not None:
-                cache.record_saving(self.operation, usage)
+        usage = None if self.usage_of is None else self.usage_of(value)
+        if usage is not None and self.operation is not None:
+            cache.record_saving(self.operation, usage)
 
     def count_miss(self, cache: Cache) -> None:
         self.stats.misses += 1

@@ -357,6 +357,8 @@ class RedisOptions:
         coherence: how: ``"tracking"`` (the server tells each memory tier of changes
             to the keys it read, Redis 6 and later; the channel where the server
             refuses it) or ``"channel"`` (writes announced on pub/sub, heard by all).
+        stats_interval: seconds between two writes of this process's figures to Redis,
+            where ``memo stats`` and ``memo top`` read the whole fleet's; 0 writes none.
     """
 
     url: RedisURL
@@ -369,6 +371,7 @@ class RedisOptions:
     ssl_keyfile: str | None = None
     invalidation_channel: bool = True
     coherence: str = "tracking"
+    stats_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, RedisURL):
@@ -379,6 +382,8 @@ class RedisOptions:
         for name in ("connect_timeout", "operation_timeout"):
             object.__setattr__(self, name, check_seconds(name, getattr(self, name), 300))
         check_int("max_connections", self.max_connections, 1, 10_000)
+        interval = check_seconds("stats_interval", self.stats_interval, 3600, allow_zero=True)
+        object.__setattr__(self, "stats_interval", interval)
         check_bool("use_tls", self.use_tls)
         check_bool("invalidation_channel", self.invalidation_channel)
         if self.coherence not in COHERENCE_MODES:

@@ -84,13 +84,23 @@ _pack_exact: Callable[[Any], bytes] = msgpack.Packer(strict_types=True).pack
 _NOT_EXACT = (TypeError, ValueError, OverflowError, UnicodeEncodeError)
 
 
+def _wire_key(key: Any) -> Any:
+    """A mapping key as JSON sends it: ``{1: 5}`` and ``{"1": 5}`` (``logit_bias``) are
+    one request on the wire."""
+    return str(key) if type(key) is int else key
+
+
 def _plain(value: Any) -> Any:
-    """``value`` with models and dataclasses replaced by the dicts they stand for."""
+    """``value`` as it goes on the wire: models and dataclasses become the dicts they
+    stand for, bytes-like objects bytes, int mapping keys strs."""
     t = type(value)
-    if t is str or t is int or t is float or t is bool or value is None:
+    if t is str or t is int or t is float or t is bool or value is None or t is bytes:
         return value
     if t is dict or isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {_wire_key(k): _plain(v) for k, v in value.items()}
+    if t is bytearray or t is memoryview:
+        # The fast map packs these exactly as bytes: the key must not tell them apart.
+        return bytes(value)
     if t is list or t is tuple:
         return [_plain(v) for v in value]
     if callable(getattr(value, "model_dump", None)) and hasattr(t, "model_fields"):
@@ -194,7 +204,8 @@ class RequestKeyBuilder:
             if p.name == request_arg or p.default is p.empty:
                 continue
             try:
-                self._defaults[p.name] = canonical(p.default, text_hash_threshold=self._thr)
+                default = _plain(p.default)  # as a value passed for it is read
+                self._defaults[p.name] = canonical(default, text_hash_threshold=self._thr)
             except KeyDerivationError:
                 self._defaults[p.name] = None
         self._young: dict[int, str] = {}
@@ -248,9 +259,15 @@ class RequestKeyBuilder:
             extra.append((SELF_ENTRY, own))
         for name, value in self._bind(*args, **kwargs):
             if name == self._request_arg:
-                request = canonical_request(value, self._request_ignore)
+                try:
+                    request = canonical_request(value, self._request_ignore)
+                except RecursionError:
+                    raise KeyDerivationError(
+                        f"cannot derive a cache key for {owner}: argument {name!r} is "
+                        f"nested too deeply or contains itself; pass a plain request"
+                    ) from None
             else:
-                node = encode(owner, name, value, thr)
+                node = encode(owner, name, _plain(value), thr)
                 default = self._defaults.get(name)
                 if default is None or pack(node) != default:
                     extra.append((name, node))

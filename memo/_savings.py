@@ -37,6 +37,10 @@ ModelPrices = Mapping[str, tuple[float, float]]
 #: (model or None, prompt tokens, completion tokens)
 Usage = tuple[str | None, int, int]
 
+#: Token counts above this are not believed (no reply is that long): not counted, so a
+#: wild value can never overflow the server's 64-bit counters.
+MAX_TOKENS = 1 << 40
+
 _PROMPT = ("prompt_tokens", "input_tokens")
 _COMPLETION = ("completion_tokens", "output_tokens")
 
@@ -50,7 +54,7 @@ def _get(record: Any, name: str) -> Any:
 def _count(record: Any, names: tuple[str, ...]) -> int:
     for name in names:
         value = _get(record, name)
-        if type(value) is int and value >= 0:
+        if type(value) is int and 0 <= value <= MAX_TOKENS:
             return value
     return 0
 
@@ -66,23 +70,35 @@ def _one(reply: Any) -> Usage | None:
     return (model if type(model) is str else None, prompt, completion)
 
 
+def _last(chunks: list[Any]) -> Usage | None:
+    for chunk in reversed(chunks):
+        found = _one(chunk)
+        if found is not None:
+            if found[0] is None:  # the usage chunk may not name the model; another may
+                model = next((m for c in chunks if type(m := _get(c, "model")) is str), None)
+                found = (model, found[1], found[2])
+            return found
+    return None
+
+
 def usage_of(reply: Any) -> Usage | None:
     """The usage a stored reply records (for a list of streamed chunks, the last chunk
     with one), or None."""
     if type(reply) is list:
-        for chunk in reversed(reply):
-            found = _one(chunk)
-            if found is not None:
-                if found[0] is None:  # the usage chunk may not name the model; another may
-                    model = next((m for c in reply if type(m := _get(c, "model")) is str), None)
-                    found = (model, found[1], found[2])
-                return found
-        return None
+        try:
+            return _last(reply)
+        except Exception:  # chunks whose attributes raise save nothing countable
+            return None
     if type(reply) is dict:  # the common shape, read without the general lookups
         usage = reply.get("usage")
         if type(usage) is dict:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if type(prompt) is int and type(completion) is int and prompt >= 0 <= completion:
+            if (
+                type(prompt) is int
+                and type(completion) is int
+                and 0 <= prompt <= MAX_TOKENS
+                and 0 <= completion <= MAX_TOKENS
+            ):
                 model = reply.get("model")
                 return (model if type(model) is str else None, prompt, completion)
     try:
@@ -96,18 +112,20 @@ def custom_usage(read: Callable[[Any], Any]) -> Callable[[Any], Usage | None]:
     usage record (a dict or object with the usual names), or None."""
 
     def usage(reply: Any) -> Usage | None:
-        try:
+        try:  # a hit never fails for what its usage function returns
             found = read(reply)
+            if found is None:
+                return None
+            if isinstance(found, tuple) and len(found) == 2:
+                pair = found
+            else:
+                pair = (_count(found, _PROMPT), _count(found, _COMPLETION))
+            if not all(type(n) is int and 0 <= n <= MAX_TOKENS for n in pair):
+                return None  # not token counts (a float, a bool, a negative, a string)
+            model = None if type(reply) is list else _get(reply, "model")
         except Exception:
             return None
-        if found is None:
-            return None
-        if isinstance(found, tuple) and len(found) == 2:
-            prompt, completion = found
-        else:
-            prompt, completion = _count(found, _PROMPT), _count(found, _COMPLETION)
-        model = None if type(reply) is list else _get(reply, "model")
-        return (model if type(model) is str else None, int(prompt), int(completion))
+        return (model if type(model) is str else None, pair[0], pair[1])
 
     return usage
 
@@ -162,7 +180,8 @@ _SEP = "\t"
 
 
 def _field(operation: str, model: str | None, what: str) -> str:
-    return _SEP.join((operation, model or "", what))
+    # Names come from replies: a separator inside one would split the field wrongly.
+    return _SEP.join((operation.replace(_SEP, " "), (model or "").replace(_SEP, " "), what))
 
 
 class SavingsLedger:
@@ -183,6 +202,8 @@ class SavingsLedger:
         model, prompt, completion = usage
         # Like every counter of memo's stats, updated without a lock (a hit must stay
         # cheap): threads racing on one row may lose a count, never corrupt one.
+        if model is not None and _SEP in model:
+            model = model.replace(_SEP, " ")
         row = self._counts.get((operation, model))
         if row is None:
             row = self._counts.setdefault((operation, model), [0, 0, 0])

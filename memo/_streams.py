@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
+from memo._flight import Flight
 from memo._plan import CallPlan
 from memo._switch import is_bypassed
 
@@ -40,7 +41,7 @@ def _copy(chunk: Any) -> Any:
 class _Broadcast:
     """The chunks of one upstream stream so far, and the callers following them."""
 
-    __slots__ = ("chunks", "ended", "error", "followers", "task", "wake")
+    __slots__ = ("abandoned", "chunks", "ended", "error", "flight", "followers", "task", "wake")
 
     def __init__(self) -> None:
         self.chunks: list[Any] = []
@@ -50,6 +51,10 @@ class _Broadcast:
         # Replaced on every change; a follower waits on the one it saw before looking.
         self.wake = asyncio.Event()
         self.task: asyncio.Task[Any] | None = None
+        self.flight: Flight[Any] | None = None
+        # Every follower left before the end: the computation is being cancelled, and
+        # a new caller starts another instead of joining this one.
+        self.abandoned = False
 
     def changed(self) -> None:
         event, self.wake = self.wake, asyncio.Event()
@@ -72,9 +77,11 @@ class _Broadcast:
                 await self.wake.wait()
         finally:
             self.followers -= 1
-            task = self.task
-            if self.followers == 0 and not self.ended and task is not None and not task.done():
-                task.cancel()  # nobody reads on: stop upstream, store nothing
+            flight = self.flight
+            alive = flight is not None and not flight.task.done()
+            if self.followers == 0 and not self.ended and alive:
+                self.abandoned = True
+                flight.abandon()  # type: ignore[union-attr]  # nobody reads on: stop, store nothing
 
     def settle(self, task: asyncio.Task[Any]) -> None:
         """The computation ended: wake followers with its outcome."""
@@ -163,17 +170,24 @@ def make_stream_call(
             table = by_loop[loop] = {}
         broadcast = table.get(full)
         running = cache.flights.running(full)
-        if broadcast is None or running is None or broadcast.task is not running.task:
+        joinable = (
+            broadcast is not None
+            and not broadcast.abandoned
+            and running is not None
+            and broadcast.task is running.task
+        )
+        if not joinable:
             plan.count_miss(cache)
             broadcast = _Broadcast()
             token = _RECORDING.set(broadcast)
             try:
+                # Kept: aclose() waits for the store, which runs after the followers end.
                 flight = cache.flights.start(
-                    full, lambda f: plan.work(cache, f, full, args, kwargs), keep=False
+                    full, lambda f: plan.work(cache, f, full, args, kwargs), keep=True
                 )
             finally:
                 _RECORDING.reset(token)
-            broadcast.task = task = flight.task
+            broadcast.flight, broadcast.task = flight, (task := flight.task)
             table[full] = broadcast
 
             def finished(task: asyncio.Task[Any], b: _Broadcast = broadcast) -> None:
@@ -184,6 +198,7 @@ def make_stream_call(
             task.add_done_callback(finished)
         else:
             plan.count_join(cache)
+        assert broadcast is not None
         async for chunk in broadcast.follow():
             yield chunk
 

@@ -8,7 +8,9 @@ memory when Redis is unreachable: an operator asking about Redis wants Redis's a
 Commands::
 
     memo health                    probe the cache: write, read back, delete
-    memo stats                     counters, stored keys, Redis server figures
+    memo stats                     the fleet's counters (one row per process), stored
+                                   keys, Redis server figures, AI savings
+    memo top [--iterations N]      a live view of the fleet (rich; Ctrl-C ends it)
     memo keys PATTERN [--limit N]  stored keys matching a glob (SCAN, never KEYS)
     memo get KEY                   the decoded value and its remaining TTL
     memo invalidate PATTERN        delete matching keys (asks first unless --yes)
@@ -39,7 +41,10 @@ from decimal import Decimal
 from typing import Any, TextIO
 from uuid import UUID
 
+from memo._fleet import read_fleet
 from memo._presets import PRESET_VALUES
+from memo._views import SAVINGS_SECTIONS, fleet_lines, savings_lines
+from memo.backends.base import SharedHashes
 from memo.cache import Cache
 from memo.config import config_from_env
 from memo.exceptions import (
@@ -175,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--tag", help="delete the entries stored with this tag")
     inv.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     commands.add_parser("presets", help="the preset table")
+    top = commands.add_parser("top", help="a live view of the fleet (needs memo[top])")
+    top.add_argument("--iterations", type=int, default=None, help="refreshes, then exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     for command in commands.choices.values():
         _global_options(command, after_command=True)
     return parser
@@ -254,27 +262,6 @@ async def _health(cache: Cache, out: Output, args: argparse.Namespace) -> int:
     return {"healthy": OK, "degraded": NOT_FOUND}.get(report["status"], UNAVAILABLE)
 
 
-#: The savings sections of a cache's stats, and how the text output names them.
-_SAVINGS = {"ai_savings_fleet": "every process", "ai_savings": "this process"}
-
-
-def _savings_lines(whose: str, savings: dict[str, Any] | None) -> list[str]:
-    """Tokens and money AI hits saved, in total and per operation (none: no lines)."""
-    if not savings or not savings["by_operation"]:
-        return []
-
-    def money(cost: float | None) -> str:
-        return "cost not priced" if cost is None else f"cost saved {cost:g}"
-
-    lines = [
-        f"ai savings ({whose}): {savings['tokens']} tokens ({savings['prompt_tokens']} "
-        f"prompt, {savings['completion_tokens']} completion), {money(savings['cost'])}"
-    ]
-    for op, row in savings["by_operation"].items():
-        lines.append(f"  {op}: {row['hits']} hits, {row['tokens']} tokens, {money(row['cost'])}")
-    return lines
-
-
 async def _stats(cache: Cache, out: Output, args: argparse.Namespace) -> int:
     stats = await cache.get_cache_stats()
     stored = len(await cache.keys("*", limit=COUNT_CAP))
@@ -284,13 +271,20 @@ async def _stats(cache: Cache, out: Output, args: argparse.Namespace) -> int:
     if remote is not None:
         info = await remote.server_info()
         stats["server"] = {k: info[k] for k in SERVER_FIGURES if k in info}
+    stats["counters_of"] = "this process"
+    if isinstance(remote, SharedHashes):
+        # The counters that matter are the fleet's: this process has served nothing.
+        stats["fleet"] = fleet = await read_fleet(remote.hashes, cache.prefix)
+        stats.update(fleet["totals"], counters_of="fleet")
     lines = [
         f"cache: {_where(cache)}",
         f"stored keys: {'at least ' * (stored >= COUNT_CAP)}{stored}",
     ]
     for name, value in stats.items():
-        if name in _SAVINGS:
-            lines += _savings_lines(_SAVINGS[name], value)
+        if name == "fleet":
+            lines += fleet_lines(value)
+        elif name in SAVINGS_SECTIONS:
+            lines += savings_lines(SAVINGS_SECTIONS[name], value)
         elif isinstance(value, dict):
             inner = ", ".join(f"{k}={v}" for k, v in value.items())
             lines.append(f"{name}: {inner}")
@@ -411,7 +405,17 @@ def _presets(out: Output) -> int:
     return OK
 
 
+async def _top(cache: Cache, out: Output, args: argparse.Namespace) -> int:
+    try:
+        from memo._top import run_top
+    except ImportError:  # rich is missing
+        out.note('memo top draws with rich: pip install "memo[top]"')
+        return USAGE
+    return await run_top(cache, out.out, iterations=args.iterations, interval=args.interval)
+
+
 _COMMANDS = {
+    "top": _top,
     "health": _health,
     "stats": _stats,
     "keys": _keys,
@@ -422,6 +426,7 @@ _COMMANDS = {
 
 async def _run(args: argparse.Namespace, out: Output) -> int:
     cache = _build(args)
+    cache.reporting.interval = 0  # the CLI reads the fleet's figures; it is not a member
     try:
         if args.command != "health":
             # A health check reports an outage itself, and does not fail.
@@ -453,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.note(str(exc))
         return USAGE
     except KeyboardInterrupt:
+        if args.command == "top":
+            return OK  # Ctrl-C is how a live view ends
         out.note("interrupted")
         return 130
 

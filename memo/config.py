@@ -46,6 +46,7 @@ _REDIS_FIELDS = (
     "ssl_keyfile",
     "invalidation_channel",
     "coherence",
+    "stats_interval",
 )
 
 
@@ -93,6 +94,7 @@ class CacheConfig:
     enable_ai_cache: bool = True
     invalidation_channel: bool = True
     coherence: str = RedisOptions.coherence
+    stats_interval: float = RedisOptions.stats_interval
 
     def __post_init__(self) -> None:
         # Each knob is checked by the options object of its layer; building them here

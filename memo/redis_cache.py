@@ -87,6 +87,7 @@ class GenericRedisCache(Cache):
         ssl_keyfile: str | None = None,
         invalidation_channel: bool = True,
         coherence: str = RedisOptions.coherence,
+        stats_interval: float = RedisOptions.stats_interval,
         ai: AISettings | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -109,6 +110,7 @@ class GenericRedisCache(Cache):
                 ssl_keyfile=ssl_keyfile,
                 invalidation_channel=invalidation_channel,
                 coherence=coherence,
+                stats_interval=stats_interval,
             ),
             MemoryOptions(
                 memory_cache_size=memory_cache_size,
@@ -192,6 +194,7 @@ class GenericRedisCache(Cache):
             fail_on_connection_error=fail_on_connection_error,
             clock=clock,
         )
+        self.reporting.interval = redis.stats_interval
 
     def remote_server(self) -> RedisBackend:
         """The Redis backend behind the memory tier."""
@@ -253,7 +256,7 @@ class GenericRedisCache(Cache):
         }
         # What every process's hits saved, as added to the server's figures so far.
         try:
-            counts = await self.redis.read_counts(shared_savings_key(self.prefix))
+            counts = await self.redis.hashes.read_counts(shared_savings_key(self.prefix))
             fleet = summarize(shared_rows(counts), self.ai.model_prices)
         except BackendError:
             fleet = None

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, fields
 from typing import Any
 
 #: Backend operations a latency window remembers.
 LATENCY_SAMPLES = 512
+#: Upper bounds (seconds) of the latency histogram's buckets, as Prometheus reads them:
+#: from a fast local round trip to the default operation deadline and past it.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-__all__ = ["CacheStats", "FunctionStats", "LatencyWindow"]
+__all__ = ["LATENCY_BUCKETS", "CacheStats", "FunctionStats", "LatencyWindow"]
 
 
 @dataclass(slots=True)
@@ -83,16 +87,20 @@ class LatencyWindow:
     """Durations of the most recent backend operations (a ring of fixed size).
 
     Recording is an index store, cheap beside a network round trip; percentiles are
-    computed only when asked for (stats, the performance monitor).
+    computed only when asked for (stats, the performance monitor). Every operation since
+    creation is also counted in a histogram (``buckets``: per ``LATENCY_BUCKETS`` bound,
+    then one for slower ones) with its total time (``sum``), as Prometheus exports it.
     """
 
-    __slots__ = ("_next", "_samples", "_size", "total")
+    __slots__ = ("_next", "_samples", "_size", "buckets", "sum", "total")
 
     def __init__(self, size: int = LATENCY_SAMPLES) -> None:
         self._size = size
         self._samples: list[float] = []
         self._next = 0
         self.total = 0  # operations recorded since creation
+        self.sum = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
 
     def record(self, seconds: float) -> None:
         if len(self._samples) < self._size:
@@ -101,6 +109,8 @@ class LatencyWindow:
             self._samples[self._next] = seconds
             self._next = (self._next + 1) % self._size
         self.total += 1
+        self.sum += seconds
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0-1) of the window in seconds; None when it is empty."""

@@ -377,3 +377,41 @@ def test_the_fast_map_agrees_with_the_full_derivation_on_any_request(
     first = builder((request,), {})
     assert first == builder._derive((request,), {})
     assert builder((copy.deepcopy(request),), {}) == first
+
+
+def test_bytes_like_values_key_alike_whatever_was_called_before() -> None:
+    """The fast map packs bytes, bytearray and memoryview alike: so does the key."""
+    for order in ((bytes, bytearray, memoryview), (memoryview, bytearray, bytes)):
+        builder = keys()
+        found = {kind.__name__: builder((changed(audio=kind(b"\x00\x01")),), {}) for kind in order}
+        fresh = keys()
+        kinds = (bytes, bytearray, memoryview)
+        derived = {k.__name__: fresh._derive((changed(audio=k(b"\x00\x01")),), {}) for k in kinds}
+        assert found == derived
+        assert len(set(found.values())) == 1
+
+
+def test_int_mapping_keys_key_as_the_strings_json_sends() -> None:
+    assert key(changed(logit_bias={1: 5})) == key(changed(logit_bias={"1": 5}))
+    assert key(changed(logit_bias={1: 5})) != key(changed(logit_bias={"1": 6}))
+
+
+def test_a_request_nested_too_deeply_is_a_key_error_naming_the_argument() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(5000):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(KeyDerivationError, match="argument 'request' is nested too deeply"):
+        key(changed(extra=deep))
+
+
+async def extra_default(request: Any, stop: tuple[str, ...] = ("\n",)) -> str:
+    return ""
+
+
+def test_an_argument_left_at_a_tuple_default_stays_out_of_the_key() -> None:
+    builder = RequestKeyBuilder(extra_default, operation="chat", request_arg="request")
+    plain = RequestKeyBuilder(chat, operation="chat", request_arg="request")
+    assert builder((BASE,), {}) == builder((BASE, ("\n",)), {}) == plain((BASE,), {})
+    assert builder((BASE, ("x",)), {}) != plain((BASE,), {})

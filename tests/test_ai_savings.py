@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 
 from memo import (
     AIResponseCache,
@@ -222,3 +223,42 @@ async def test_a_hit_through_ai_response_cache_counts_its_savings_too() -> None:
     saved = (await ai.get_cache_stats())["ai_savings"]
     assert (saved["by_operation"]["qa"]["hits"], saved["tokens"]) == (10, 2000)
     assert saved["cost"] == pytest.approx(TEN_HITS_COST)
+
+
+@pytest.mark.parametrize(
+    "returned", [(None, 5), ("a", 5), (float("nan"), 5), (1.5, 5), (-7, 5), (True, 1), (2**64, 1)]
+)
+async def test_a_usage_function_returning_nonsense_counts_nothing_and_the_hit_returns(
+    returned: Any,
+) -> None:
+    cache = InMemoryCache()
+    chat = chat_on(cache, reply={"ok": 1}, usage=lambda r: returned)
+    for _ in range(3):
+        assert await chat(REQUEST) == {"ok": 1}
+    assert (await cache.get_cache_stats())["ai_savings"]["tokens"] == 0
+
+
+def test_a_count_no_reply_could_carry_is_not_believed() -> None:
+    assert usage_of({"usage": {"prompt_tokens": 2**64, "completion_tokens": 1}}) == (None, 0, 1)
+
+
+async def test_counts_the_server_refuses_are_dropped_not_sent_forever(
+    redis_server: RedisServer,
+) -> None:
+    """A field someone else made a non-integer: Redis refuses HINCRBY on it. The other
+    counts land; the batch is not given back to be sent again every second."""
+    cache = GenericRedisCache(redis_server.url)
+    chat = chat_on(cache)
+    try:
+        server = redis.Redis.from_url(redis_server.url)
+        server.hset("memo:default#ai_savings", "chat\tgpt-4o-mini-2024-07-18\thits", "x")
+        server.hset("memo:default#ai_savings", "someone else", "1.5")
+        for _ in range(3):
+            await chat(REQUEST)
+        await cache.flush_savings()
+        assert not cache.savings.pending
+        await cache.flush_savings()
+        fleet = (await cache.get_cache_stats())["ai_savings_fleet"]
+        assert fleet["tokens"] == 400  # the tokens landed once; the refused hits did not
+    finally:
+        await cache.aclose()

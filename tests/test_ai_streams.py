@@ -315,3 +315,57 @@ def test_recording_names_the_stream_it_records() -> None:
         yield "a"
 
     assert streams.recording(tokens).__qualname__.endswith("tokens")
+
+
+async def test_a_caller_arriving_while_an_abandoned_stream_winds_down_gets_a_new_one() -> None:
+    """The last follower left; upstream's own cleanup still awaits. A caller arriving
+    then is served by a new stream, not handed the old one's cancellation."""
+    cleanup = asyncio.Event()
+    calls = 0
+
+    @ai_cached("chat", request="request", cache=InMemoryCache())
+    async def complete(request: dict[str, Any]) -> AsyncIterator[int]:
+        nonlocal calls
+        calls += 1
+        try:
+            for i in range(3):
+                await asyncio.sleep(0)
+                yield i
+        finally:
+            if calls == 1:
+                await cleanup.wait()  # closing a connection, say
+
+    first = complete(REQUEST)
+    assert await first.__anext__() == 0
+    await first.aclose()
+    await asyncio.sleep(0)
+    second = asyncio.create_task(drain(complete(REQUEST)))
+    await asyncio.sleep(0)
+    cleanup.set()
+    assert await second == [0, 1, 2]
+    assert calls == 2
+
+
+async def test_closing_the_cache_right_after_a_stream_ends_still_stores_it() -> None:
+    cache = InMemoryCache()
+    upstream = Upstream(chunks=3)
+    complete = decorate(upstream, cache)
+    assert len(await drain(complete(REQUEST))) == 3
+    await cache.aclose()
+    assert len(await complete.peek(REQUEST)) == 3
+
+
+async def test_closing_a_redis_cache_right_after_a_stream_stores_it_and_frees_its_lease(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    complete = decorate(Upstream(chunks=3), cache)
+    key = complete.key_for(REQUEST)
+    await drain(complete(REQUEST))
+    await cache.aclose()
+    other = GenericRedisCache(redis_server.url)
+    try:
+        assert await other.get(key) is not None
+        assert await other.keys("*#lease") == []
+    finally:
+        await other.aclose()

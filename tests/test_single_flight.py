@@ -294,3 +294,36 @@ async def test_a_thousand_cold_callers_on_a_tiered_cache_share_their_reads(
     # a caller that raced the end of the computation may read once more.
     assert 2 <= reads <= 4
     await cache.aclose()
+
+
+async def test_a_caller_arriving_while_an_abandoned_computation_winds_down_computes_anew() -> None:
+    """The last waiter left, so the computation is cancelled; its cleanup still awaits.
+    A caller arriving then starts a new computation instead of inheriting the
+    cancellation (which nobody asked of it)."""
+    import asyncio
+
+    from memo import InMemoryCache, cached
+
+    cleanup = asyncio.Event()
+    calls = 0
+
+    @cached(ttl=60, cache=InMemoryCache())
+    async def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        try:
+            await asyncio.sleep(10 if calls == 1 else 0)
+            return x
+        finally:
+            if calls == 1:
+                await cleanup.wait()
+
+    first = asyncio.create_task(slow(1))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    await asyncio.sleep(0)
+    second = asyncio.create_task(slow(1))
+    await asyncio.sleep(0)
+    cleanup.set()
+    assert await second == 1
+    assert calls == 2

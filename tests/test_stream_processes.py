@@ -1,6 +1,7 @@
-"""Streams across OS processes against a real redis-server: one upstream stream per cold
-request for the whole fleet (``lock=True``, the ``@ai_cached`` default), every caller
-receiving every chunk in order, and no stream kept that an invalidation overtook."""
+"""Streams across OS processes against a real redis-server: at most one upstream stream
+per cold request in each process (a stream is not waited for across processes: see
+docs/ai.md), every caller receiving every chunk in order, one stored copy replayed by
+everyone after, and no stream kept that an invalidation overtook."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, list[object]]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_processes_share_one_upstream_stream_and_every_caller_gets_every_chunk(
+def test_each_process_streams_a_cold_request_once_and_every_caller_gets_every_chunk(
     redis_server: RedisServer,
 ) -> None:
     processes, rounds, callers = 3, 20, 10
@@ -113,7 +114,9 @@ def test_processes_share_one_upstream_stream_and_every_caller_gets_every_chunk(
     assert [r["errors"] for r in reports] == [[], [], []]
     assert [r["bad"] for r in reports] == [[], [], []]
     upstream = [int(client.get(f"test:upstream:{n}") or 0) for n in range(rounds)]
-    assert upstream == [1] * rounds  # one stream per request for 30 callers in 3 processes
+    # 30 callers in 3 processes: one stream per process at most (none for a process
+    # that found the stream stored already).
+    assert all(1 <= u <= processes for u in upstream), upstream
 
 
 def test_a_stream_overtaken_by_an_invalidation_in_another_process_is_not_kept(

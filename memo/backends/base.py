@@ -28,7 +28,7 @@ __all__ = [
     "LEASE_SUFFIX",
     "AnnouncedWrites",
     "Backend",
-    "Counters",
+    "HashStore",
     "InvalidationSource",
     "LocalEntries",
     "LocalReads",
@@ -36,6 +36,7 @@ __all__ = [
     "LocalTier",
     "ReadsWithTTL",
     "RemoteServer",
+    "SharedHashes",
     "TagSets",
 ]
 
@@ -201,13 +202,25 @@ class RemoteServer(Protocol):
         ...
 
 
-@runtime_checkable
-class Counters(Protocol):
-    """Integer counters shared by every process on the server (a hash per name)."""
+class HashStore(Protocol):
+    """Hashes on a server every process shares: counters, and a record per process."""
 
     async def add_counts(self, key: str, counts: Mapping[str, int]) -> None: ...
 
     async def read_counts(self, key: str) -> dict[str, int]: ...
+
+    async def put_fields(self, key: str, fields: Mapping[str, bytes]) -> None: ...
+
+    async def read_fields(self, key: str) -> dict[str, bytes]: ...
+
+    async def drop_fields(self, key: str, fields: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class SharedHashes(Protocol):
+    """A backend whose server every process shares, keeping figures in hashes there."""
+
+    hashes: HashStore
 
 
 @runtime_checkable

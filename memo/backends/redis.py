@@ -39,7 +39,7 @@ from memo._fork import keep_from_parent
 from memo._redis_options import RedisOptions
 from memo.backends._announce import WriteAnnouncer
 from memo.backends._attempts import Attempts
-from memo.backends._counts import CounterCommands
+from memo.backends._counts import HashCommands
 from memo.backends._direct import DirectCommands
 from memo.backends._leases import LeaseCommands
 from memo.backends._listeners import listener_for
@@ -120,8 +120,7 @@ class RedisBackend(Backend):
             else None,
         )
         self._leases = LeaseCommands(self._announcer, self._run)
-        counts = CounterCommands(self._run)  # the Counters capability
-        self.add_counts, self.read_counts = counts.add, counts.read
+        self.hashes = HashCommands(self._run)  # the SharedHashes capability
         # Lone GETs and SETs over memo's own connection (not with a client_factory).
         self._direct = DirectCommands(options, scrub=self.scrub, enabled=client_factory is None)
         self._writes = WriteBatcher(

@@ -1,0 +1,132 @@
+"""``memo.integrations.prometheus``: after a scripted workload, ``/metrics`` scraped over
+HTTP and parsed by prometheus-client's own parser shows the workload's exact counts."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+
+from memo import AISettings, GenericRedisCache, InMemoryCache, ai_cached, cached
+from memo.integrations.prometheus import MemoCollector, register
+from tests.redis_harness import RedisServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``/metrics``, served over HTTP, by (name, sorted labels)."""
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def workload(cache: Any) -> Any:
+    """5 misses, 10 hits and 2 failed computations of one function (returned: a
+    function that is gone no longer reports)."""
+
+    @cached(ttl=60, cache=cache, namespace="shop")
+    async def price(item: int) -> int:
+        if item < 0:
+            raise ValueError("no such item")
+        return item * 10
+
+    for item in range(5):
+        await price(item)
+    for item in range(10):
+        await price(item % 5)
+    for item in (-1, -2):
+        with pytest.raises(ValueError):
+            await price(item)
+    return price
+
+
+async def test_scraped_counts_are_the_workloads_own_on_a_redis_cache(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url, namespace="metrics")
+    try:
+        alive = await workload(cache)
+        function = f"shop:{alive.__module__}.{alive.__qualname__}"
+        registry = CollectorRegistry()
+        register(registry, caches=[cache])
+        samples = scrape(registry)
+        label = (("cache", "metrics/tiered"),)
+
+        def call(result: str) -> float:
+            key = (("cache", "metrics/tiered"), ("function", function), ("result", result))
+            return samples[("memo_function_calls_total", key)]
+
+        assert (call("hit"), call("miss")) == (10, 7)  # a failed computation is a miss too
+        assert samples[("memo_function_errors_total", (*label, ("function", function)))] == 2
+        assert samples[("memo_cache_hits_total", label)] == 10
+        assert samples[("memo_cache_misses_total", label)] == 7
+        assert samples[("memo_cache_errors_total", label)] == cache.stats.errors
+        window = cache.redis.latency
+        assert window.total > 0
+        assert samples[("memo_redis_operation_seconds_count", label)] == window.total
+        assert samples[("memo_redis_operation_seconds_sum", label)] == pytest.approx(window.sum)
+        buckets = [
+            value
+            for (name, labels), value in samples.items()
+            if name == "memo_redis_operation_seconds_bucket" and labels[0] == label[0]
+        ]
+        assert buckets == sorted(buckets) and max(buckets) == window.total
+        assert alive.stats()["hits"] == 10
+    finally:
+        await cache.aclose()
+
+
+async def test_every_cache_of_the_process_is_reported_under_its_own_label() -> None:
+    first, second = InMemoryCache(namespace="twin"), InMemoryCache(namespace="twin")
+    await workload(first)
+    registry = CollectorRegistry()
+    register(registry)  # all caches, as they are at each scrape
+    samples = scrape(registry)
+    assert samples[("memo_cache_hits_total", (("cache", "twin/memory"),))] == 10
+    assert samples[("memo_cache_hits_total", (("cache", "twin/memory#2"),))] == 0
+    await second.aclose()
+    assert ("memo_cache_hits_total", (("cache", "twin/memory#2"),)) not in scrape(registry)
+
+
+async def test_ai_savings_are_exported_in_tokens_and_money() -> None:
+    cache = InMemoryCache(ai=AISettings(model_prices={"m": (1.0, 2.0)}))
+
+    @ai_cached("qa", cache=cache)
+    async def answer(text: str, options: Any = None) -> dict[str, Any]:
+        return {"model": "m", "usage": {"prompt_tokens": 100, "completion_tokens": 50}}
+
+    for _ in range(4):
+        await answer("why?")
+    registry = CollectorRegistry()
+    register(registry, caches=[cache])
+    samples = scrape(registry)
+    base = (("cache", "default/memory"), ("kind", "prompt"), ("operation", "qa"))
+    assert samples[("memo_ai_tokens_saved_total", base)] == 300
+    money = (("cache", "default/memory"), ("operation", "qa"))
+    assert samples[("memo_ai_cost_saved_total", money)] == pytest.approx(3 * 200 / 1e6)
+
+
+def test_registering_twice_on_one_registry_returns_the_first_collector() -> None:
+    registry = CollectorRegistry()
+    first = register(registry)
+    assert register(registry) is first
+    assert isinstance(first, MemoCollector)
