@@ -1,4 +1,5 @@
-"""A FastAPI service using memo: dependency-injected caches and a decorated endpoint.
+"""A FastAPI service using memo: dependency-injected caches, a decorated endpoint and
+HTTP-cached pages.
 
 Serve it with an ASGI server, e.g. ``uvicorn examples.fastapi_app:app`` (uvicorn is not
 a memo dependency). Without ``CACHE_REDIS_URL`` the caches live in process memory; with
@@ -10,15 +11,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Header
 from pydantic import BaseModel
 
 from memo import AIResponseCache, CacheInterface, cached
+from memo.cache import Cache
 from memo.integrations.fastapi import (
     cache_lifespan,
     get_ai_cache_service,
     get_web_cache_service,
 )
+from memo.integrations.http_cache import CacheRule, HTTPCacheMiddleware
 
 
 class Database:
@@ -50,6 +53,23 @@ class Model:
         return {"summary": text[:limit]}
 
 
+class Catalog:
+    """Stands in for a product catalog; counts how often a page had to be rendered."""
+
+    def __init__(self) -> None:
+        self.renders = 0
+
+    def render(self, item_id: int, language: str) -> dict[str, Any]:
+        self.renders += 1
+        greeting = {"fr": "bonjour"}.get(language[:2], "hello")
+        return {"id": item_id, "name": f"item-{item_id}", "greeting": greeting}
+
+
+#: Item pages are cached whole, per language, and dropped with their item's tag.
+ITEM_PAGES = CacheRule(
+    "/items/{item_id}", ttl=300, tags=("item:{item_id}",), vary=("Accept-Language",)
+)
+
 REPORT_RUNS = [0]  # how many reports were computed, across applications
 
 
@@ -65,8 +85,12 @@ def create_app() -> FastAPI:
     app = FastAPI(lifespan=cache_lifespan)
     db = Database()
     model = Model()
+    catalog = Catalog()
     app.state.db = db
     app.state.model = model
+    app.state.catalog = catalog
+    # Pages go to the app's web cache, the one get_web_cache_service gives endpoints.
+    app.add_middleware(HTTPCacheMiddleware, rules=[ITEM_PAGES])
 
     @app.get("/users/{user_id}")
     async def read_user(
@@ -90,6 +114,17 @@ def create_app() -> FastAPI:
         response = await model.summarize(request.text, request.options)
         await ai.cache_response(request.text, "summarize", request.options, response)
         return {**response, "from_cache": False}
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int, accept_language: str = Header("en")) -> dict[str, Any]:
+        return catalog.render(item_id, accept_language)
+
+    @app.put("/items/{item_id}")
+    async def update_item(
+        item_id: int, cache: Cache = Depends(get_web_cache_service)
+    ) -> dict[str, Any]:
+        # ... write the item, then drop its pages (every language) from the HTTP cache.
+        return {"id": item_id, "pages_dropped": await cache.invalidate_tags(f"item:{item_id}")}
 
     # A decorated function as a path operation: FastAPI reads its original signature.
     app.get("/reports/{year}")(yearly_report)
