@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import xxhash
@@ -21,11 +21,12 @@ from memo.backends.base import Backend
 from memo.exceptions import BackendError, ConfigError
 
 __all__ = [
-    "TagTemplates",
     "BOOKKEEPING_SEGMENTS",
-    "TAG_SET_SEGMENT",
     "TAG_INDEX_SEGMENT",
+    "TAG_SET_SEGMENT",
     "TagIndex",
+    "TagTemplates",
+    "check_tag_names",
     "tag_set_key",
 ]
 
@@ -150,6 +151,19 @@ class TagIndex:
                 except BackendError as exc:
                     self._failed("invalidate_tags", exc)
         return removed
+
+
+def check_tag_names(tags: Iterable[str]) -> list[str]:
+    """``tags`` as a list of non-empty strs (one str is one tag).
+
+    Raises:
+        ConfigError: naming the bad tag.
+    """
+    found = [tags] if isinstance(tags, str) else list(tags)
+    for tag in found:
+        if not isinstance(tag, str) or not tag:
+            raise ConfigError(f"tags={found!r}: each tag is a non-empty str, e.g. 'user:42'")
+    return found
 
 
 class TagTemplates:

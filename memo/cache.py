@@ -18,7 +18,7 @@ from memo._cache_core import CacheCore, StoredValue, live_caches
 from memo._clock import Clock
 from memo._glob import compile_glob
 from memo._options import CodecOptions, MemoryOptions
-from memo._tags import BOOKKEEPING_SEGMENTS
+from memo._tags import BOOKKEEPING_SEGMENTS, check_tag_names
 from memo._ttl import TTL
 from memo._validate import check_int
 from memo.backends.base import LEASE_SUFFIX
@@ -76,18 +76,33 @@ class Cache(CacheCore):
         self.stats.hits += 1
         return entry.value
 
-    async def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds (default: ``default_ttl``).
+    async def set(
+        self, key: str, value: Any, ttl: TTL | None = None, *, tags: Iterable[str] = ()
+    ) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (default: ``default_ttl``),
+        recorded under each of ``tags`` (``invalidate_tags`` drops it with them).
+
+        On Redis the value and its tags are written in one server-side step, as a
+        decorated call's are, so no invalidation of a tag can fall between them.
 
         Raises:
             EncodeError: the value has a type memo cannot store, or is too large.
-            ConfigError: the TTL is out of range.
+            ConfigError: the TTL is out of range, or a tag is not a non-empty str.
         """
         ttl_ms = self.ttl_ms(ttl)
         full = self.full_key(key)
+        tags = check_tag_names(tags)
         data = self.encode_entry(value, ttl_ms)
         self.flights.invalidate(full)
-        await self.store_entry(full, data, ttl_ms, strict=self.fail_on_connection_error)
+        if tags and self.leasing.active:
+            lease = await self.leasing.take(full, tags, None, force=True)
+            if lease is not None:  # None: Redis failed; stored below as any write is
+                if await self.leasing.store(lease, data, ttl_ms):
+                    self.stats.sets += 1
+                return  # (refused: a write or invalidation came after this one began)
+        stored = await self.store_entry(full, data, ttl_ms, strict=self.fail_on_connection_error)
+        if stored and tags:
+            await self.tag_entry(tags, full, ttl_ms)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True when an entry was there."""
@@ -344,9 +359,12 @@ class NullCache(Cache):
             NullBackend(), namespace=namespace, default_ttl=default_ttl, ai=ai, clock=clock
         )
 
-    async def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, ttl: TTL | None = None, *, tags: Iterable[str] = ()
+    ) -> None:
         self.ttl_ms(ttl)  # still validated, so a bad TTL fails in tests with caching off
         self.full_key(key)
+        check_tag_names(tags)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> None:
         self.ttl_ms(ttl)
