@@ -32,6 +32,7 @@ from memo._requestkeys import RequestKeyBuilder, is_nondeterministic
 from memo._savings import custom_usage, usage_of
 from memo._slots import CacheSlot, DeferredCache, default_slot, preset_slot
 from memo._streams import make_stream_call, recording
+from memo._tracing import traced_computation
 from memo._ttl import TTL, ttl_to_ms
 from memo._types import CacheDecorator, CachedFunction
 from memo._validate import check_bool, check_fraction, check_seconds
@@ -166,6 +167,7 @@ def _wrap(
     is_method = first in ("self", "cls") and _defined_in_class(func)
     stream = inspect.isasyncgenfunction(func)
     plan = build(func, is_method, stream)
+    plan.run = traced_computation(plan.run, plan.function_id, plan.operation)
     if stream:
         if plan.stale_ms or plan.early_refresh:
             raise ConfigError(

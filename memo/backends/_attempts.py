@@ -16,6 +16,7 @@ from typing import TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from memo._fork import keep_from_parent
+from memo._tracing import TRACING
 from memo.resilience import DeadlineWatchdog, run_with_deadline
 
 __all__ = ["Attempts"]
@@ -47,6 +48,22 @@ class Attempts:
         self._watchdogs = weakref.WeakKeyDictionary()
 
     async def run(
+        self,
+        command: Callable[[C], Awaitable[T]],
+        client: C,
+        *,
+        read: bool,
+        seconds: float,
+        what: str,
+    ) -> T:
+        tracer = TRACING.tracer
+        if tracer is not None:  # off by default: see memo._tracing
+            attributes = {"db.system": "redis", "db.operation.name": what.removeprefix("Redis ")}
+            with tracer.start_as_current_span(what, attributes=attributes):
+                return await self._run(command, client, read=read, seconds=seconds, what=what)
+        return await self._run(command, client, read=read, seconds=seconds, what=what)
+
+    async def _run(
         self,
         command: Callable[[C], Awaitable[T]],
         client: C,
