@@ -1,5 +1,5 @@
-"""A FastAPI service using memo: dependency-injected caches, a decorated endpoint and
-HTTP-cached pages.
+"""A FastAPI service using memo: dependency-injected caches, a decorated endpoint,
+HTTP-cached pages and Prometheus metrics at ``/metrics``.
 
 Serve it with an ASGI server, e.g. ``uvicorn examples.fastapi_app:app`` (uvicorn is not
 a memo dependency). Without ``CACHE_REDIS_URL`` the caches live in process memory; with
@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header
+from prometheus_client import make_asgi_app
 from pydantic import BaseModel
 
 from memo import AIResponseCache, CacheInterface, cached
@@ -22,6 +23,7 @@ from memo.integrations.fastapi import (
     get_web_cache_service,
 )
 from memo.integrations.http_cache import CacheRule, HTTPCacheMiddleware
+from memo.integrations.prometheus import register as register_metrics
 
 
 class Database:
@@ -91,6 +93,9 @@ def create_app() -> FastAPI:
     app.state.catalog = catalog
     # Pages go to the app's web cache, the one get_web_cache_service gives endpoints.
     app.add_middleware(HTTPCacheMiddleware, rules=[ITEM_PAGES])
+    # Prometheus scrapes /metrics: every memo cache of the process, read at each scrape.
+    register_metrics()
+    app.mount("/metrics", make_asgi_app())
 
     @app.get("/users/{user_id}")
     async def read_user(

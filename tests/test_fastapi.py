@@ -80,6 +80,10 @@ async def test_the_example_serves_the_second_request_from_the_cache(
         assert (stats["hits"], stats["misses"], stats["hit_ratio"]) == (1, 1, 0.5)
         health = (await client.get("/cache/health")).json()
         assert health["status"] == "healthy"
+        metrics = (await client.get("/metrics/")).text
+        label = f'cache="{cache.namespace}/{cache.backend.name}'
+        hits = [line for line in metrics.splitlines() if line.startswith("memo_cache_hits_total{")]
+        assert any(label in line and line.endswith(" 1.0") for line in hits), hits
     assert cache._closed  # shutdown closed it
     assert app_caches(app).web is None
 
