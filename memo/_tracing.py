@@ -36,7 +36,7 @@ def traced_computation(
         tracer = TRACING.tracer
         if tracer is None:
             return await run(*args, **kwargs)
-        attributes = {"code.function": function_id}
+        attributes = {"code.function.name": function_id}
         if operation is not None:
             attributes["memo.ai.operation"] = operation
         with tracer.start_as_current_span("memo.compute", attributes=attributes):

@@ -58,7 +58,10 @@ class Attempts:
     ) -> T:
         tracer = TRACING.tracer
         if tracer is not None:  # off by default: see memo._tracing
-            attributes = {"db.system": "redis", "db.operation.name": what.removeprefix("Redis ")}
+            attributes = {
+                "db.system.name": "redis",
+                "db.operation.name": what.removeprefix("Redis "),
+            }
             with tracer.start_as_current_span(what, attributes=attributes):
                 return await self._run(command, client, read=read, seconds=seconds, what=what)
         return await self._run(command, client, read=read, seconds=seconds, what=what)
