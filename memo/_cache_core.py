@@ -26,7 +26,7 @@ from memo._flight import FlightTable
 from memo._glob import compile_glob
 from memo._leasing import Leasing
 from memo._options import CodecOptions
-from memo._reporting import CountedFunction, Reporting
+from memo._reporting import CountedFunction, Reporting, snapshot
 from memo._savings import SavingsLedger, Usage
 from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex
 from memo._ttl import TTL, ttl_to_ms
@@ -60,7 +60,7 @@ _SERIALS = itertools.count()
 
 def live_caches() -> list[CacheCore]:
     """Every cache of this process that has not been garbage-collected, oldest first."""
-    return sorted(_LIVE, key=lambda cache: cache.serial)
+    return sorted(snapshot(_LIVE), key=lambda cache: cache.serial)
 
 
 @runtime_checkable
@@ -289,6 +289,8 @@ class CacheCore:
     ) -> bool:
         """Store encoded bytes for ``ttl_ms`` in the backend; False (counted, logged)
         when the backend failed, or the error raised with ``strict``."""
+        if self._remote is not None:  # a process that only writes is in the fleet too
+            self.reporting.ensure_publishing()
         try:
             await self._backend.set(full_key, data, ttl_ms)
         except BackendError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
+import math
 from typing import Any
 
 from memo._reporting import fleet_key
@@ -39,9 +39,42 @@ _SUMMED = (
 )
 
 
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _checked(raw: bytes) -> dict[str, Any] | None:
+    """A fleet record as memo writes it, or None: whatever else is in the hash (junk,
+    records of a future format) must not break the readers."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not _number(record.get("at")):
+        return None
+    stats, latency = record.get("stats"), record.get("latency")
+    if not isinstance(stats, dict) or not all(_number(v) for v in stats.values()):
+        return None
+    if latency is not None and not isinstance(latency, dict):
+        return None
+    functions, hot = record.get("functions", []), record.get("hot_keys", [])
+    if not isinstance(functions, list) or not all(isinstance(f, dict) for f in functions):
+        return None
+    if not isinstance(hot, list) or not isinstance(record.get("pid"), int):
+        return None
+    if not all(isinstance(p, list) and len(p) == 2 and _number(p[1]) for p in hot):
+        return None
+    interval: Any = record.get("interval")
+    record["interval"] = float(interval) if _number(interval) and interval > 0 else 0.0
+    return record
+
+
 def sum_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters summed over ``rows`` (each a ``CacheStats.as_dict()``), with hit_ratio."""
-    totals: dict[str, Any] = {name: sum(int(r.get(name) or 0) for r in rows) for name in _SUMMED}
+    totals: dict[str, Any] = {
+        name: sum(int(r.get(name) or 0) if _number(r.get(name)) else 0 for r in rows)
+        for name in _SUMMED
+    }
     reads = totals["hits"] + totals["misses"]
     totals["hit_ratio"] = totals["hits"] / reads if reads else 0.0
     return totals
@@ -56,17 +89,15 @@ async def read_fleet(hashes: HashStore, prefix: str, *, now: float | None = None
     """
     key = fleet_key(prefix)
     fields = await hashes.read_fields(key)
-    now = time.time() if now is None else now
+    now = await hashes.server_time() if now is None else now  # the writers' clock too
     rows: list[dict[str, Any]] = []
     dropped: list[str] = []
     for field, raw in fields.items():
-        try:
-            record = json.loads(raw)
-            age = now - float(record["at"])
-            interval = float(record.get("interval") or 0) or 1.0
-        except (ValueError, KeyError, TypeError):
+        record = _checked(raw)
+        if record is None:
             dropped.append(field)  # not a record memo wrote: unreadable, so dropped
             continue
+        age, interval = now - record["at"], record["interval"] or 1.0
         if age > DROP_AFTER * interval:
             dropped.append(field)
             continue

@@ -141,8 +141,9 @@ class Leasing:
         if lease.held:
             await self._give_back(lease.key, lease.token)
 
-    async def store(self, lease: Lease, data: bytes, ttl_ms: int) -> bool:
-        """Store under a held lease; False when refused (overtaken) or failed."""
+    async def store(self, lease: Lease, data: bytes, ttl_ms: int, *, strict: bool = False) -> bool:
+        """Store under a held lease; False when refused (overtaken) or failed (raised
+        instead with ``strict``, for caches that fail on connection errors)."""
         backend = self._backend
         if backend is None or not lease.held:
             return False
@@ -152,6 +153,8 @@ class Leasing:
             )
         except BackendError as exc:
             self._failed("set", exc)
+            if strict:
+                raise
             return False
 
     async def invalidate_tag(self, tag: str) -> tuple[int, list[str]]:

@@ -32,7 +32,14 @@ from memo.backends.base import HashStore, SharedHashes
 from memo.exceptions import BackendError, BackendUnavailable
 from memo.stats import CacheStats, FunctionStats, LatencyWindow
 
-__all__ = ["FLEET_SEGMENT", "SAVINGS_INTERVAL", "CountedFunction", "Reporting", "fleet_key"]
+__all__ = [
+    "FLEET_SEGMENT",
+    "SAVINGS_INTERVAL",
+    "CountedFunction",
+    "Reporting",
+    "fleet_key",
+    "snapshot",
+]
 
 #: Seconds between two additions of a process's AI savings to the server's figures.
 SAVINGS_INTERVAL = 1.0
@@ -94,7 +101,8 @@ class Reporting:
         self.interval = 0.0
         self._publisher: asyncio.Task[None] | None = None
         self._stopping = False
-        self._field = f"{_HOST}:{os.getpid()}:{id(host):x}"
+        self._pid = os.getpid()
+        self._field = f"{_HOST}:{self._pid}:{id(host):x}"
         self._started = time.time()
         # Keys read from the server, one read in HOT_SAMPLE counted (memory hits are not
         # seen: the hit path stays untouched); decayed by halving when it grows.
@@ -112,7 +120,7 @@ class Reporting:
         rows = [
             {"namespace": f.namespace, "function": f.function_id, "operation": f.operation}
             | f.stats.as_dict()
-            for f in list(self._functions)
+            for f in snapshot(self._functions)
         ]
         return sorted(rows, key=lambda r: (r["namespace"], r["function"]))
 
@@ -169,7 +177,7 @@ class Reporting:
         latency: LatencyWindow | None = getattr(remote, "latency", None)
         return {
             "host": _HOST,
-            "pid": os.getpid(),
+            "pid": self._pid,
             "cache": self._field.rsplit(":", 1)[1],
             "namespace": None if host is None else host.namespace,
             "started": self._started,
@@ -201,15 +209,31 @@ class Reporting:
     def ensure_publishing(self) -> None:
         """Start publishing fleet records on the running loop, unless already running
         there (called from the cache's slow path: cheap when it is)."""
+        if self._pid != os.getpid():
+            self._forked()
         task = self._publisher
-        if task is not None and not task.done() and task.get_loop() is _running_loop():
-            return
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return  # one publisher per cache, on whichever loop started it
         if not self.interval or self.hashes() is None:
             return
         host = self._host()
         if host is None or host.closed or self._stopping or _running_loop() is None:
             return
         self._publisher = asyncio.get_running_loop().create_task(self._publish_forever())
+
+    def _forked(self) -> None:
+        """In a forked child: a row of its own, counting from the fork (the parent's
+        counts stay the parent's, and its publisher did not come along)."""
+        self._pid = os.getpid()
+        self._field = f"{_HOST}:{self._pid}:{self._field.rsplit(':', 1)[1]}"
+        self._started = time.time()
+        self._publisher = None  # the parent's task, on the parent's loop
+        host = self._host()
+        if host is not None:
+            host.stats.reset()
+        for function in snapshot(self._functions):
+            function.stats.reset()
+        self.savings.reset()
 
     async def _publish_forever(self) -> None:
         # A cancellation can be swallowed by a Redis call under way (it then ends as a
@@ -224,9 +248,13 @@ class Reporting:
         hashes, host = self.hashes(), self._host()
         if hashes is None or host is None:
             return False
-        record = json.dumps(self.record(), default=str).encode()
+        if self._pid != os.getpid():
+            self._forked()
         try:
-            await hashes.put_fields(fleet_key(host.prefix), {self._field: record})
+            record = self.record()
+            record["at"] = await hashes.server_time()  # one clock for the whole fleet
+            data = json.dumps(record, default=str).encode()
+            await hashes.put_fields(fleet_key(host.prefix), {self._field: data})
         except BackendError as exc:
             host.log_once("fleet", "memo: fleet figures not published: %s", exc)
             return False
@@ -248,6 +276,16 @@ class Reporting:
             # On failure the record ages out: readers mark it gone, then drop it.
             with contextlib.suppress(BackendError):
                 await hashes.drop_fields(fleet_key(host.prefix), [self._field])
+
+
+def snapshot(items: weakref.WeakSet[Any]) -> list[Any]:
+    """The members of a WeakSet now: another thread adding one while it is iterated
+    makes the iteration raise, so it is tried again."""
+    while True:
+        try:
+            return list(items)
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

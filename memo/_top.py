@@ -15,11 +15,13 @@ from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from memo._fleet import read_fleet, sum_rows
 from memo.backends.base import SharedHashes
 from memo.cache import Cache
+from memo.exceptions import BackendError
 
 __all__ = ["run_top"]
 
@@ -61,7 +63,7 @@ def _render(rows: list[dict[str, Any]], rate: float | None, where: str) -> Any:
     p50 = [r["latency"]["p50_ms"] for r in rows if (r.get("latency") or {}).get("p50_ms")]
     p95 = [r["latency"]["p95_ms"] for r in rows if (r.get("latency") or {}).get("p95_ms")]
     head = (
-        f"[b]memo top[/b]  {where}  processes {len(rows)}  "
+        f"[b]memo top[/b]  {escape(where)}  processes {len(rows)}  "
         f"hit ratio [b]{totals['hit_ratio']:.1%}[/b]  "
         f"ops/s {'…' if rate is None else f'{rate:,.0f}'}  errors {totals['errors']}  "
         f"redis p50 {max(p50) if p50 else '-'} ms, p95 {max(p95) if p95 else '-'} ms"
@@ -72,9 +74,9 @@ def _render(rows: list[dict[str, Any]], rate: float | None, where: str) -> Any:
             column, justify="left" if column in ("namespace", "function") else "right"
         )
     for f in _functions(rows):
-        functions.add_row(
-            f["namespace"] or "-",
-            f["function"],
+        functions.add_row(  # names and keys are data, never markup: "[/q]" is a key
+            escape(str(f["namespace"] or "-")),
+            escape(str(f["function"])),
             str(f["hits"]),
             str(f["misses"]),
             f"{f['hit_ratio']:.1%}",
@@ -88,7 +90,7 @@ def _render(rows: list[dict[str, Any]], rate: float | None, where: str) -> Any:
         for key, n in row.get("hot_keys") or ():
             hot[key] = hot.get(key, 0) + int(n)
     for key, n in sorted(hot.items(), key=lambda kv: -kv[1])[:10]:
-        keys.add_row(key, str(n))
+        keys.add_row(escape(str(key)), str(n))
     return Group(head, functions, keys)
 
 
@@ -102,7 +104,14 @@ async def run_top(cache: Cache, out: TextIO, *, iterations: int | None, interval
     try:
         with Live(console=console, auto_refresh=False, transient=False) as live:
             while iterations is None or done < iterations:
-                rows = await _snapshot(cache)
+                try:
+                    rows = await _snapshot(cache)
+                except BackendError as exc:  # Redis gone for now: say so, try again
+                    live.update(f"memo top  {escape(where)}: {escape(str(exc))}", refresh=True)
+                    done += 1
+                    if iterations is None or done < iterations:
+                        await asyncio.sleep(interval)
+                    continue
                 now, ops = time.monotonic(), sum_rows([r.get("stats") or {} for r in rows])
                 total = int(ops["total_operations"])
                 rate = (

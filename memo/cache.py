@@ -97,9 +97,15 @@ class Cache(CacheCore):
         if tags and self.leasing.active:
             lease = await self.leasing.take(full, tags, None, force=True)
             if lease is not None:  # None: Redis failed; stored below as any write is
-                if await self.leasing.store(lease, data, ttl_ms):
+                strict = self.fail_on_connection_error
+                if await self.leasing.store(lease, data, ttl_ms, strict=strict):
                     self.stats.sets += 1
-                return  # (refused: a write or invalidation came after this one began)
+                else:
+                    # Refused: an invalidation (or another write) came after this one
+                    # began. The value this set replaces must not outlive it: a miss is
+                    # always safe, a value older than an invalidation never is.
+                    await self.delete(key)
+                return
         stored = await self.store_entry(full, data, ttl_ms, strict=self.fail_on_connection_error)
         if stored and tags:
             await self.tag_entry(tags, full, ttl_ms)

@@ -82,6 +82,10 @@ class FunctionStats:
         out["hit_ratio"] = self.hit_ratio
         return out
 
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0.0 if f.name == "compute_seconds" else 0)
+
 
 class LatencyWindow:
     """Durations of the most recent backend operations (a ring of fixed size).

@@ -136,6 +136,9 @@ class Hashes:
     def __init__(self, fields: dict[str, bytes]) -> None:
         self.fields = fields
 
+    async def server_time(self) -> float:
+        raise AssertionError("the test gives read_fleet its clock")
+
     async def read_fields(self, key: str) -> dict[str, bytes]:
         return dict(self.fields)
 
@@ -144,8 +147,9 @@ class Hashes:
             self.fields.pop(field, None)
 
 
-def record(at: float, hits: int) -> bytes:
-    return json.dumps({"at": at, "interval": 1.0, "stats": {"hits": hits, "misses": 1}}).encode()
+def record(at: float, hits: int, **fields: Any) -> bytes:
+    body = {"at": at, "pid": hits, "interval": 1.0, "stats": {"hits": hits, "misses": 1}}
+    return json.dumps(body | fields).encode()
 
 
 async def test_a_record_is_gone_after_three_intervals_and_dropped_after_ten() -> None:
@@ -156,6 +160,12 @@ async def test_a_record_is_gone_after_three_intervals_and_dropped_after_ten() ->
             "silent": record(now - GONE_AFTER - 0.1, 2),
             "old": record(now - DROP_AFTER - 0.1, 4),
             "junk": b"not json",
+            "no stats": record(now, 8, stats=[1]),
+            "text count": record(now, 16, stats={"hits": "many"}),
+            "endless count": b'{"at": 999.5, "pid": 1, "stats": {"hits": 1e400}}',
+            "nan clock": b'{"at": NaN, "pid": 1, "stats": {}}',
+            "odd keys": record(now, 32, hot_keys=[["k"]]),
+            "odd pid": record(now, 64, pid="12"),
         }
     )
     fleet = await read_fleet(hashes, "memo:default:", now=now)  # type: ignore[arg-type]
@@ -247,3 +257,106 @@ def test_memo_top_draws_the_fleet_in_a_terminal_and_ctrl_c_ends_it(
         for stream in (kid.stdout, kid.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _publishers(loop: Any) -> int:
+    import asyncio
+
+    return sum("_publish_forever" in repr(task.get_coro()) for task in asyncio.all_tasks(loop))
+
+
+def test_one_cache_used_from_two_loops_has_one_publisher(redis_server: RedisServer) -> None:
+    """Each loop's slow path asks for the publisher; only the first starts one."""
+    import asyncio
+    import threading
+
+    from memo import GenericRedisCache
+
+    cache = GenericRedisCache(redis_server.url, stats_interval=INTERVAL)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        for i in range(5):
+            asyncio.run_coroutine_threadsafe(cache.get(f"k{i}"), other).result(30)
+
+        async def here() -> int:
+            for i in range(5):
+                await cache.get(f"k{i}")
+            found = _publishers(asyncio.get_running_loop())
+            await cache.redis.release_loop()  # this loop ends here; the cache lives on
+            return found
+
+        assert asyncio.run(here()) == 0  # the other loop's publisher serves
+        assert asyncio.run_coroutine_threadsafe(_count_here(), other).result(30) == 1
+        asyncio.run_coroutine_threadsafe(cache.aclose(), other).result(30)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(30)
+        other.close()
+
+
+async def _count_here() -> int:
+    import asyncio
+
+    return _publishers(asyncio.get_running_loop())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_publishes_a_row_of_its_own_counting_from_the_fork(
+    redis_server: RedisServer,
+) -> None:
+    import asyncio
+    import traceback
+
+    from memo import GenericRedisCache, cached
+
+    # No memory tier, so no tracking connection: what is checked is the fleet row.
+    cache = GenericRedisCache(
+        redis_server.url, stats_interval=60, enable_memory_cache=False, invalidation_channel=False
+    )
+
+    @cached(ttl=60, cache=cache)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def calls(n: int) -> None:
+        for i in range(n):
+            await double(i + 100 * os.getpid())
+        assert await cache.publish_stats()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(calls(3))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.new_event_loop().run_until_complete(calls(5))
+                os._exit(0)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        document = stats_cli(redis_server.url)
+        rows = {r["pid"]: r["stats"]["misses"] for r in document["fleet"]["processes"]}
+        assert rows == {os.getpid(): 3, pid: 5}
+        loop.run_until_complete(cache.aclose())
+    finally:
+        loop.close()
+
+
+def test_memo_top_shows_names_and_keys_as_text_never_as_markup() -> None:
+    from rich.console import Console
+
+    from memo._top import _render
+
+    row = {
+        "stats": {"hits": 1, "misses": 1},
+        "functions": [{"namespace": "[red]", "function": "m.f[/q]", "hits": 1}],
+        "hot_keys": [["search[/q]", 16]],
+    }
+    console = Console(record=True, width=160)
+    console.print(_render([row], None, "memo:[b]"))
+    screen = console.export_text()
+    assert "search[/q]" in screen and "m.f[/q]" in screen and "[red]" in screen

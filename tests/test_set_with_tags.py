@@ -3,11 +3,13 @@ call's result does; on Redis value and tags are one server-side step."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
 from memo import GenericRedisCache, InMemoryCache
-from memo.exceptions import ConfigError
+from memo.exceptions import BackendError, ConfigError
 from tests.redis_harness import RedisServer
 
 
@@ -42,3 +44,51 @@ async def test_a_tag_must_be_a_non_empty_str() -> None:
         await cache.set("k", 1, tags=("",))
     with pytest.raises(ConfigError, match="each tag is a non-empty str"):
         await cache.set("k", 1, tags=(42,))  # type: ignore[arg-type]
+
+
+async def test_a_tagged_set_overtaken_by_its_tags_invalidation_leaves_no_older_value(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invalidation lands between the set's lease and its store (another process, in
+    real life): the store is refused by Redis, and the value it was replacing, older
+    than the invalidation, must not stay either."""
+    cache, other = GenericRedisCache(redis_server.url), GenericRedisCache(redis_server.url)
+    try:
+        await cache.set("k", "OLD", ttl=60)
+        real_store = cache.leasing.store
+
+        async def invalidated_first(*args: Any, **kwargs: Any) -> bool:
+            await other.invalidate_tags("A")
+            return await real_store(*args, **kwargs)
+
+        monkeypatch.setattr(cache.leasing, "store", invalidated_first)
+        await cache.set("k", "NEW", ttl=60, tags=("A",))
+        assert await other.get("k") is None
+        assert redis_server.client().exists("memo:default:k") == 0
+    finally:
+        await cache.aclose()
+        await other.aclose()
+
+
+async def test_a_strict_cache_raises_when_the_tagged_store_fails(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = GenericRedisCache(
+        redis_server.url, fail_on_connection_error=True, operation_timeout=0.2
+    )
+    try:
+        await cache.connect()
+        real_store = cache.leasing.store
+
+        async def paused_first(*args: Any, **kwargs: Any) -> bool:
+            redis_server.pause()  # the server stops answering after the lease was taken
+            try:
+                return await real_store(*args, **kwargs)
+            finally:
+                redis_server.resume()
+
+        monkeypatch.setattr(cache.leasing, "store", paused_first)
+        with pytest.raises(BackendError):
+            await cache.set("k", "v", ttl=60, tags=("A",))
+    finally:
+        await cache.aclose()

@@ -55,6 +55,12 @@ class HashCommands:
         found = await self._run("HGETALL", lambda c: c.hgetall(key), read=True)
         return {_text(k): bytes(v) for k, v in dict(found).items()}
 
+    async def server_time(self) -> float:
+        """The server's clock, in seconds since the epoch: one clock for every host's
+        records, whatever their own clocks say."""
+        seconds, micros = await self._run("TIME", lambda c: c.time(), read=True)
+        return int(seconds) + int(micros) / 1_000_000
+
     async def drop_fields(self, key: str, fields: Sequence[str]) -> None:
         if fields:
             await self._run("HDEL", lambda c: c.hdel(key, *fields))

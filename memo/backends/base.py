@@ -215,6 +215,8 @@ class HashStore(Protocol):
 
     async def drop_fields(self, key: str, fields: Sequence[str]) -> None: ...
 
+    async def server_time(self) -> float: ...
+
 
 @runtime_checkable
 class SharedHashes(Protocol):
