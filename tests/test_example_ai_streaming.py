@@ -6,16 +6,14 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from examples import ai_streaming
+from tests._asgi import running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,15 +27,6 @@ REQUEST: dict[str, Any] = {
     "stream": True,
     "stream_options": {"include_usage": True},
 }
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app started (lifespan), a client on it, and the app shut down afterwards."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 async def post(client: httpx.AsyncClient, request: dict[str, Any]) -> str:

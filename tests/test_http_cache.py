@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from memo.exceptions import ConfigError
 from memo.integrations.fastapi import cache_lifespan, get_web_cache_service
 from memo.integrations.http_cache import PAGE_PREFIX, CacheRule, HTTPCacheMiddleware
 from memo.testing import FakeClock
+from tests._asgi import running as in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE_KEY = re.compile(r"http:[A-Za-z0-9_.%-]+:[0-9a-f]{32}")
@@ -156,14 +157,6 @@ def serving(app: FastAPI) -> Iterator[httpx.Client]:
         server.should_exit = True
         thread.join()
         sock.close()
-
-
-@asynccontextmanager
-async def in_process(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -20,9 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from memo import AISettings, GenericRedisCache, InMemoryCache, ai_cached, cached
+from memo import AISettings, GenericRedisCache, InMemoryCache, ai_cached
 from memo._tracing import TRACING
 from memo.integrations.otel import Instrumentation, instrument
+from tests._workloads import workload
 from tests.redis_harness import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,26 +74,6 @@ def otel() -> Iterator[Telemetry]:
     telemetry.tracers.shutdown()
     assert TRACING.tracer is None, "a test left a tracer installed"
     assert globals_before == (metrics.get_meter_provider(), trace.get_tracer_provider())
-
-
-async def workload(cache: Any) -> Any:
-    """tests/test_prometheus.py's: 5 misses, 10 hits and 2 failed computations of one
-    function (returned: a function that is gone no longer reports)."""
-
-    @cached(ttl=60, cache=cache, namespace="shop")
-    async def price(item: int) -> int:
-        if item < 0:
-            raise ValueError("no such item")
-        return item * 10
-
-    for item in range(5):
-        await price(item)
-    for item in range(10):
-        await price(item % 5)
-    for item in (-1, -2):
-        with pytest.raises(ValueError):
-            await price(item)
-    return price
 
 
 async def test_collected_counts_are_the_workloads_own_on_a_redis_cache(

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from memo import AISettings, GenericRedisCache, InMemoryCache, ai_cached, cached
 from memo.integrations.prometheus import MemoCollector, register
+from tests._workloads import workload
 from tests.redis_harness import RedisServer
 
 
@@ -37,26 +38,6 @@ def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str]
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-async def workload(cache: Any) -> Any:
-    """5 misses, 10 hits and 2 failed computations of one function (returned: a
-    function that is gone no longer reports)."""
-
-    @cached(ttl=60, cache=cache, namespace="shop")
-    async def price(item: int) -> int:
-        if item < 0:
-            raise ValueError("no such item")
-        return item * 10
-
-    for item in range(5):
-        await price(item)
-    for item in range(10):
-        await price(item % 5)
-    for item in (-1, -2):
-        with pytest.raises(ValueError):
-            await price(item)
-    return price
 
 
 async def test_scraped_counts_are_the_workloads_own_on_a_redis_cache(
@@ -130,3 +111,53 @@ def test_registering_twice_on_one_registry_returns_the_first_collector() -> None
     first = register(registry)
     assert register(registry) is first
     assert isinstance(first, MemoCollector)
+
+
+async def test_two_versions_of_one_function_are_one_series_with_their_counts_summed() -> None:
+    cache = InMemoryCache(namespace="versions")
+
+    def version(n: int) -> Any:
+        @cached(ttl=60, cache=cache, version=n)
+        async def price(item: int) -> int:
+            return item
+
+        return price
+
+    old, new = version(1), version(2)
+    for item in (1, 1, 2):
+        await old(item)
+        await new(item)
+    registry = CollectorRegistry()
+    register(registry, caches=[cache])
+    samples = scrape(registry)
+    hits = [v for (name, labels), v in samples.items() if name == "memo_function_calls_total"
+            and ("result", "hit") in labels]  # fmt: skip
+    assert hits == [2]  # one series: each version hit once
+    assert old.stats()["hits"] == new.stats()["hits"] == 1
+
+
+def test_scraping_while_other_threads_build_caches_never_fails() -> None:
+    import sys
+    import threading
+
+    from memo._cache_core import live_caches
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            InMemoryCache(namespace="churn")  # made and dropped: the set of caches moves
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            live_caches()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(switch)

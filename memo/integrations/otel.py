@@ -74,6 +74,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from memo import __version__
 from memo._cache_core import CacheCore, live_caches
+from memo._metrics import FUNCTION_RESULTS, cache_labels, functions_by_label
 from memo._tracing import TRACING
 from memo.stats import LatencyWindow
 
@@ -99,31 +100,7 @@ _CACHE_COUNTERS = (
     ("memo.cache.errors", "errors", "{error}", "Backend operations that failed."),
     ("memo.cache.bypassed", "bypassed", "{call}", "Calls that went around the cache."),
 )
-#: FunctionStats counter -> the ``memo.result`` of memo.function.calls.
-_RESULTS = {"hits": "hit", "misses": "miss", "coalesced": "coalesced", "bypassed": "bypassed"}
-
 _Observe = Callable[[CallbackOptions], Iterable[Observation]]
-
-
-def cache_labels(caches: Iterable[CacheCore]) -> list[tuple[str, CacheCore]]:
-    """Each open cache with its ``memo.cache.name`` (unique within the list).
-
-    The Prometheus collector's labels, computed alike rather than imported: that module
-    needs prometheus-client, which this extra does not install.
-    """
-    seen: dict[str, int] = {}
-    out = []
-    for cache in caches:
-        if cache.closed:
-            continue
-        label = f"{cache.namespace}/{cache.backend.name}"
-        seen[label] = seen.get(label, 0) + 1
-        out.append((label if seen[label] == 1 else f"{label}#{seen[label]}", cache))
-    return out
-
-
-def _function_label(row: dict[str, Any]) -> str:
-    return f"{row['namespace']}:{row['function']}" if row["namespace"] else row["function"]
 
 
 def _latency(cache: CacheCore) -> LatencyWindow | None:
@@ -227,20 +204,18 @@ class _Feed:
 
     def _calls(self, options: CallbackOptions) -> list[Observation]:
         return [
-            Observation(
-                row[counter], {CACHE: label, FUNCTION: _function_label(row), RESULT: result}
-            )
+            Observation(row[counter], {CACHE: label, FUNCTION: function, RESULT: result})
             for label, cache in self.labelled()
-            for row in cache.functions()
-            for counter, result in _RESULTS.items()
+            for function, row in functions_by_label(cache).items()
+            for counter, result in FUNCTION_RESULTS.items()
         ]
 
     def _function(self, field: str) -> _Observe:
         def observe(options: CallbackOptions) -> list[Observation]:
             return [
-                Observation(row[field], {CACHE: label, FUNCTION: _function_label(row)})
+                Observation(row[field], {CACHE: label, FUNCTION: function})
                 for label, cache in self.labelled()
-                for row in cache.functions()
+                for function, row in functions_by_label(cache).items()
             ]
 
         return observe

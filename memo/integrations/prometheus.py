@@ -36,7 +36,6 @@ qualified name.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -53,30 +52,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from memo._cache_core import CacheCore, live_caches
+from memo._metrics import FUNCTION_RESULTS, cache_labels, functions_by_label
 from memo.stats import LATENCY_BUCKETS, LatencyWindow
 
 __all__ = ["MemoCollector", "register"]
 
 _CACHE_COUNTERS = ("coalesced", "sets", "deletes", "errors", "bypassed")
-#: FunctionStats counter -> the ``result`` label of memo_function_calls_total.
-_RESULTS = {"hits": "hit", "misses": "miss", "coalesced": "coalesced", "bypassed": "bypassed"}
-
-
-def cache_labels(caches: Iterable[CacheCore]) -> list[tuple[str, CacheCore]]:
-    """Each open cache with its ``cache`` label (unique within the list)."""
-    seen: dict[str, int] = {}
-    out = []
-    for cache in caches:
-        if cache.closed:
-            continue
-        label = f"{cache.namespace}/{cache.backend.name}"
-        seen[label] = seen.get(label, 0) + 1
-        out.append((label if seen[label] == 1 else f"{label}#{seen[label]}", cache))
-    return out
-
-
-def _function_label(row: dict[str, Any]) -> str:
-    return f"{row['namespace']}:{row['function']}" if row["namespace"] else row["function"]
 
 
 class MemoCollector(Collector):
@@ -142,9 +123,8 @@ class MemoCollector(Collector):
             tiers.add_metric([label, "redis"], stats.redis_hits)
             for name, family in others.items():
                 family.add_metric([label], getattr(stats, name))
-            for row in cache.functions():
-                function = _function_label(row)
-                for counter, result in _RESULTS.items():
+            for function, row in functions_by_label(cache).items():
+                for counter, result in FUNCTION_RESULTS.items():
                     calls.add_metric([label, function, result], row[counter])
                 errors.add_metric([label, function], row["errors"])
                 compute.add_metric([label, function], row["compute_seconds"])
