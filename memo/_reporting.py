@@ -237,11 +237,14 @@ class Reporting:
 
     async def _publish_forever(self) -> None:
         # A cancellation can be swallowed by a Redis call under way (it then ends as a
-        # BackendError): the flag, not the cancellation alone, ends the loop.
+        # BackendError): the flag, or the cancellation still asked of the task, ends the
+        # loop, so that aclose(), or asyncio.run() ending with the cache open, is not
+        # kept waiting by a publisher that goes on.
         while not self._stopping:
             await self.publish()
-            if not self._stopping:
-                await asyncio.sleep(self.interval)
+            if self._stopping or _cancel_asked():
+                return
+            await asyncio.sleep(self.interval)
 
     async def publish(self) -> bool:
         """Write this cache's fleet record now; False when the server could not take it."""
@@ -286,6 +289,14 @@ def snapshot(items: weakref.WeakSet[Any]) -> list[Any]:
             return list(items)
         except RuntimeError:  # "Set changed size during iteration"
             continue
+
+
+def _cancel_asked() -> bool:
+    """Whether the running task was asked to stop, even if the cancellation was lost on
+    the way (Python 3.11 and later count the requests; 3.10 cannot tell)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

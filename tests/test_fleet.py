@@ -360,3 +360,30 @@ def test_memo_top_shows_names_and_keys_as_text_never_as_markup() -> None:
     console.print(_render([row], None, "memo:[b]"))
     screen = console.export_text()
     assert "search[/q]" in screen and "m.f[/q]" in screen and "[red]" in screen
+
+
+def test_asyncio_run_ending_with_the_cache_open_is_not_held_by_the_publisher(
+    redis_server: RedisServer,
+) -> None:
+    """Each run's first write starts the publisher, which is writing its record when
+    asyncio.run cancels it; a Redis call may swallow that cancellation, and the
+    publisher must end anyway (it used to go on forever, and the run with it)."""
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from memo import GenericRedisCache
+
+        cache = GenericRedisCache(sys.argv[1], stats_interval=0.05)
+        for i in range(20):
+            asyncio.run(cache.set(f"k{i}", i))
+        print("done")
+        """
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code, redis_server.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (ran.returncode, ran.stdout.strip()) == (0, "done"), ran.stderr[-2000:]
