@@ -23,14 +23,19 @@ from memo.exceptions import ConfigError
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["COHERENCE_MODES", "REDIS_SCHEMES", "RedisOptions", "RedisURL"]
+__all__ = ["COHERENCE_MODES", "REDIS_SCHEMES", "SENTINEL_SCHEME", "RedisOptions", "RedisURL"]
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+SENTINEL_SCHEME = "redis+sentinel"
+_SENTINEL_PORT = 26379
 COHERENCE_MODES = ("tracking", "channel")
 _DEFAULT_PORT = 6379
 _MAX_DATABASE = 2**31 - 1  # the most a server's "databases" setting allows
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_EXAMPLES = "redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
+_EXAMPLES = (
+    "redis://host:6379/0, rediss://host:6380/0 (TLS), unix:///path/to/redis.sock or "
+    "redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster/0"
+)
 
 #: Query parameters memo passes on to redis-py, each with what a valid value looks like.
 _PASSED_ON = {
@@ -95,9 +100,11 @@ def _flag(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class RedisURL:
-    """A Redis URL, validated: ``redis://``, ``rediss://`` (TLS) or ``unix://``.
+    """A Redis URL, validated: ``redis://``, ``rediss://`` (TLS), ``unix://``, or
+    ``redis+sentinel://s1:26379,s2:26379/service/db`` (the primary a Sentinel set names).
 
-    ``host`` and ``port`` are None for a unix socket, ``socket_path`` None otherwise.
+    ``host`` and ``port`` are None for a unix socket and for Sentinel (whose
+    ``sentinels`` and ``service`` say where to ask), ``socket_path`` None otherwise.
     ``database`` comes from the path (``redis://host/3``) or ``?db=3`` (the only way
     for a socket). ``options`` are the other query parameters memo passes on to
     redis-py, normalized. Build one with ``RedisURL.parse``.
@@ -111,6 +118,8 @@ class RedisURL:
     password: str | None = field(default=None, repr=False)
     socket_path: str | None = None
     options: tuple[tuple[str, str], ...] = ()
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
 
     @classmethod
     def parse(cls, url: str, argument: str = "redis_url") -> RedisURL:
@@ -132,6 +141,11 @@ class RedisURL:
 
     def with_tls(self) -> RedisURL:
         """This URL over TLS (``rediss://``); a unix socket cannot be."""
+        if self.sentinels:
+            raise ConfigError(
+                f"use_tls=True with redis_url={self.masked!r}: memo does not speak TLS to "
+                f"Sentinel sets yet; drop use_tls"
+            )
         if self.scheme == "unix":
             raise ConfigError(
                 f"use_tls=True with redis_url={self.masked!r}: a unix socket has no TLS; "
@@ -161,6 +175,9 @@ class RedisURL:
             if self.database:
                 query.insert(0, ("db", str(self.database)))
             where = quote(self.socket_path, safe="/")
+        elif self.sentinels:
+            hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
+            where = f"{hosts}/{quote(self.service or '', safe='')}/{self.database}"
         else:
             host = self.host or "localhost"
             host = f"[{host}]" if ":" in host else host
@@ -218,6 +235,8 @@ class _Parser:
                 "percent-encode it as %25 (urllib.parse.quote(password, safe=''))",
             )
         query = self.query(parts.query)
+        if scheme == SENTINEL_SCHEME:
+            return self.sentinel(parts, query)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
         for name, given in (("username", username), ("password", password)):
@@ -258,6 +277,34 @@ class _Parser:
             username=username,
             password=password,
             options=options,
+        )
+
+    def sentinel(self, parts: Any, query: dict[str, str]) -> RedisURL:
+        """``redis+sentinel://[user:password@]host:port,host:port/service[/db]``."""
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user, colon, secret = userinfo.partition(":")
+        sentinels = []
+        for host_port in hosts.split(","):
+            host = host_port.rpartition("]")[0].lstrip("[") if "]" in host_port else None
+            host = host or host_port.rpartition(":")[0] or host_port
+            if not host_port or not host:
+                raise self.fail("an empty sentinel address", "list them as host:port,host:port")
+            given = self.port(host_port) if ":" in host_port.rpartition("]")[2] else None
+            sentinels.append((host, given or _SENTINEL_PORT))
+        service, _, db = parts.path.lstrip("/").partition("/")
+        if not service:
+            raise self.fail(
+                "no service name",
+                "name the primary the sentinels monitor: redis+sentinel://s1:26379/mymaster/0",
+            )
+        return RedisURL(
+            SENTINEL_SCHEME,
+            database=self.database(query.pop("db", None), "/" + db if db else "", "redis"),
+            username=unquote(user) if user else None,
+            password=unquote(secret) if colon and secret else None,
+            options=tuple(sorted(query.items())),
+            sentinels=tuple(sentinels),
+            service=unquote(service),
         )
 
     def port(self, host_port: str) -> int:

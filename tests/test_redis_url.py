@@ -241,3 +241,70 @@ def test_the_cli_reports_a_malformed_url_in_one_line_without_the_password() -> N
     assert 2 == done.returncode
     assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
     assert "unknown query parameter 'bogus'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "sentinels", "service", "database", "shown"),
+    [
+        (
+            "redis+sentinel://s1:26379,s2:26380/mymaster/0",
+            (("s1", 26379), ("s2", 26380)),
+            "mymaster",
+            0,
+            "redis+sentinel://s1:26379,s2:26380/mymaster/0",
+        ),
+        (
+            "redis+sentinel://app:pa%2Fss@s1,s2/cache/3",
+            (("s1", 26379), ("s2", 26379)),
+            "cache",
+            3,
+            "redis+sentinel://app:***@s1:26379,s2:26379/cache/3",
+        ),
+        (
+            "redis+sentinel://[::1]:26379/m?db=2&client_name=api",
+            (("::1", 26379),),
+            "m",
+            2,
+            "redis+sentinel://[::1]:26379/m/2?client_name=api",
+        ),
+    ],
+)
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database(
+    url: str, sentinels: Any, service: str, database: int, shown: str
+) -> None:
+    parsed = RedisURL.parse(url)
+    assert (parsed.sentinels, parsed.service, parsed.database) == (sentinels, service, database)
+    assert (parsed.host, parsed.port) == (None, None)
+    assert parsed.masked == shown
+    assert RedisURL.parse(parsed.client_url) == parsed  # what is shown is what is read
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://s1:26379", "no service name"),
+        ("redis+sentinel://s1:26379/", "no service name"),
+        ("redis+sentinel://s1:nope/m", "port 'nope' is not a number"),
+        ("redis+sentinel://s1,,s2/m", "an empty sentinel address"),
+        ("redis+sentinel://s1/m/x", "is not a database number"),
+    ],
+)
+def test_a_malformed_sentinel_url_says_what_to_write(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RedisURL.parse(url)
+
+
+def test_tls_to_sentinels_is_refused_for_now() -> None:
+    with pytest.raises(ConfigError, match="does not speak TLS to Sentinel"):
+        RedisOptions.from_url("redis+sentinel://s1/m", use_tls=True)
+
+
+def test_a_backend_behind_sentinel_uses_the_channel_and_no_direct_connection() -> None:
+    backend = RedisBackend.from_url("redis+sentinel://s1/m")
+    listener = backend.invalidation_listener(
+        on_keys=lambda keys: None,
+        on_pattern=lambda pattern: None,
+        on_flush=lambda: None,
+        on_trust=lambda trusted: None,
+    )
+    assert listener is not None and not listener.reads_tracked

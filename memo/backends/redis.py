@@ -7,16 +7,14 @@ What each command is guaranteed:
 * The pool waits for a free connection (within that deadline) instead of raising "too
   many connections" as redis-py's default pool does, and redis-py's own retries are off
   (``Redis(...)`` retries with backoff by default), so no hidden waits add up.
-* A circuit breaker stops sending anything to a server that keeps failing and lets one
-  probe through now and then; while it is open commands fail at once with
-  ``BackendUnavailable``.
-* Clients and pools belong to one event loop; each loop that uses the backend gets its
-  own, and a process forked from another makes new ones instead of sharing sockets.
+* A circuit breaker stops sending to a server that keeps failing, probing now and then;
+  while it is open commands fail at once with ``BackendUnavailable``.
+* Clients and pools belong to one event loop (each loop gets its own); a forked process
+  makes new ones.
 * Errors are translated here, most specific first, and never carry the password.
 
 Reads are coalesced in _read_batch.py, writes in _write_batch.py; lone ones skip
-redis-py (_direct.py); writes announced in _announce.py; leases and tag sets are
-scripts in _leases.py. Sentinel and Cluster clients fit behind ``client_factory``.
+redis-py (_direct.py); leases and tag sets are scripts in _leases.py; Sentinel: _sentinel.py.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from memo.backends._listeners import listener_for
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends._registry import register
+from memo.backends._sentinel import sentinel_primary
 from memo.backends._tracking import TrackingListener
 from memo.backends._write_batch import WriteBatcher
 from memo.backends.base import LEASE_SUFFIX, Backend
@@ -68,7 +67,8 @@ _no_retry = partial(Retry, NoBackoff(), 0)
 
 
 class RedisBackend(Backend):
-    """Bytes in a Redis server (``redis://``, ``rediss://`` or ``unix://``).
+    """Bytes in a Redis server (``redis://``, ``rediss://``, ``unix://``, or the primary
+    a Sentinel set names, ``redis+sentinel://``).
 
     Args:
         options: the connection (``RedisOptions.from_url(url, ...)`` builds them).
@@ -89,10 +89,8 @@ class RedisBackend(Backend):
         client_factory: Callable[[], aioredis.Redis] | None = None,
     ) -> None:
         if not isinstance(options, RedisOptions):
-            raise ConfigError(
-                f"RedisBackend takes RedisOptions, not a {type(options).__name__}: "
-                f"RedisBackend(RedisOptions.from_url(url, ...))"
-            )
+            kind = type(options).__name__
+            raise ConfigError(f"RedisBackend takes RedisOptions.from_url(url), not a {kind}")
         self.options = options
         url = options.connection_url
         self.masked_url = url.masked
@@ -121,8 +119,9 @@ class RedisBackend(Backend):
         )
         self._leases = LeaseCommands(self._announcer, self._run)
         self.hashes = HashCommands(self._run)  # the SharedHashes capability
-        # Lone GETs and SETs over memo's own connection (not with a client_factory).
-        self._direct = DirectCommands(options, scrub=self.scrub, enabled=client_factory is None)
+        # memo's own connections (lone GETs and SETs, tracking) need one known server.
+        own = client_factory is None and not url.sentinels
+        self._direct = DirectCommands(options, scrub=self.scrub, enabled=own)
         self._writes = WriteBatcher(
             self._announcer,
             self._run,
@@ -135,7 +134,7 @@ class RedisBackend(Backend):
         self._reads_with_ttl = ReadBatcher(self._get_one_with_ttl, self._get_many_with_ttl)
         # Builds the client of one event loop; the default reads the options.
         self._client_factory = client_factory or self._client_from_options
-        self._own_client = client_factory is None
+        self._own_client = own
         register(self)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
             weakref.WeakKeyDictionary()
@@ -227,6 +226,8 @@ class RedisBackend(Backend):
         return client
 
     def _client_from_options(self) -> aioredis.Redis:
+        if self.options.url.sentinels:  # the primary the Sentinels name, followed on failover
+            return sentinel_primary(self.options, _no_retry())
         pool = aioredis.BlockingConnectionPool.from_url(
             self.options.connection_url.client_url,
             max_connections=self.max_connections,
