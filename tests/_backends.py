@@ -64,10 +64,22 @@ async def _tiered_over_redis(clock: FakeClock, request: pytest.FixtureRequest) -
     )
 
 
+async def _sentinel(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    return RedisBackend.from_url(request.getfixturevalue("shared_sentinel_set").url)
+
+
+async def _tiered_over_sentinel(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    return TieredBackend(
+        MemoryBackend(MemoryOptions(memory_cache_size=100)), await _sentinel(clock, request)
+    )
+
+
 BACKENDS: dict[str, BackendCase] = {
     "memory": BackendCase("memory", _memory),
     "tiered-memory": BackendCase("tiered-memory", _tiered_over_memory),
     "fakeredis": BackendCase("fakeredis", _fakeredis, controls_time=False),
     "redis": BackendCase("redis", _redis, controls_time=False),
     "tiered-redis": BackendCase("tiered-redis", _tiered_over_redis, controls_time=False),
+    "sentinel": BackendCase("sentinel", _sentinel, controls_time=False),
+    "tiered-sentinel": BackendCase("tiered-sentinel", _tiered_over_sentinel, controls_time=False),
 }

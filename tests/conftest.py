@@ -11,9 +11,16 @@ from memo import InMemoryCache
 from memo._slots import _slots
 from memo.testing import FakeClock
 
-pytest_plugins = ["tests.redis_harness"]
+pytest_plugins = ["tests.redis_harness", "tests.sentinel_harness"]
 
-_REDIS_FIXTURES = {"redis_server", "redis_url", "make_redis_server", "tls_files"}
+_REDIS_FIXTURES = {
+    "redis_server",
+    "redis_url",
+    "make_redis_server",
+    "tls_files",
+    "sentinel_set",
+    "shared_sentinel_set",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,6 +23,17 @@ class _WaitingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPo
     """A Sentinel pool that waits for a free connection instead of raising."""
 
 
+class _SentinelPrimary(aioredis.Redis):
+    """The primary's client; closing it closes the connections to the sentinels too
+    (redis-py's ``Sentinel`` keeps a client per sentinel that nothing else closes)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
 def sentinel_primary(options: RedisOptions, retry: Any) -> aioredis.Redis:
     """A client of the primary ``options.url`` names through its sentinels."""
     url = options.connection_url
@@ -38,7 +49,7 @@ def sentinel_primary(options: RedisOptions, retry: Any) -> aioredis.Redis:
     )
     client: aioredis.Redis = sentinels.master_for(
         url.service,
-        redis_class=aioredis.Redis,
+        redis_class=_SentinelPrimary,
         connection_pool_class=_WaitingSentinelPool,
         db=url.database,
         username=url.username,
