@@ -236,15 +236,19 @@ class Reporting:
         self.savings.reset()
 
     async def _publish_forever(self) -> None:
+        # The first record after one interval: a process that lives less (a script, a
+        # CLI) adds nothing, and `publish_stats()` writes one at once when asked.
         # A cancellation can be swallowed by a Redis call under way (it then ends as a
         # BackendError): the flag, or the cancellation still asked of the task, ends the
         # loop, so that aclose(), or asyncio.run() ending with the cache open, is not
         # kept waiting by a publisher that goes on.
         while not self._stopping:
-            await self.publish()
-            if self._stopping or _cancel_asked():
-                return
             await asyncio.sleep(self.interval)
+            if self._stopping:
+                return
+            await self.publish()
+            if _cancel_asked():
+                return
 
     async def publish(self) -> bool:
         """Write this cache's fleet record now; False when the server could not take it."""
