@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -279,32 +280,30 @@ class SentinelSet:
         return found[0]
 
 
+@contextmanager
+def _running(directory: Path) -> Iterator[SentinelSet]:
+    """A set started in ``directory`` (skipped without redis-server, as every Redis
+    fixture is: ``need_redis``), stopped afterwards whatever happened."""
+    if shutil.which("redis-server") is None:
+        need_redis()
+    deployment = SentinelSet(directory)
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
+
+
 @pytest.fixture
 def sentinel_set(tmp_path: Path) -> Iterator[SentinelSet]:
     """A primary, its replica and three sentinels, up and agreed; stopped afterwards."""
-    if shutil.which("redis-server") is None:
-        need_redis()
-    deployment = SentinelSet(tmp_path / "sentinel-set")
-    try:
-        deployment.start()
-    except BaseException:
-        deployment.stop()
-        raise
-    yield deployment
-    deployment.stop()
+    with _running(tmp_path / "sentinel-set") as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")
 def shared_sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
     """One set for a whole module (the backend contract suite, 2 s to start each time):
     its tests must leave it as they found it (no kills, no pauses)."""
-    if shutil.which("redis-server") is None:
-        need_redis()
-    deployment = SentinelSet(tmp_path_factory.mktemp("shared-sentinel-set"))
-    try:
-        deployment.start()
-    except BaseException:
-        deployment.stop()
-        raise
-    yield deployment
-    deployment.stop()
+    with _running(tmp_path_factory.mktemp("shared-sentinel-set")) as deployment:
+        yield deployment

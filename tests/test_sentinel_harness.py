@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -105,65 +101,3 @@ def test_stop_leaves_no_process_running(sentinel_set: SentinelSet) -> None:
 def test_a_wait_that_never_holds_fails_saying_what_it_saw() -> None:
     with pytest.raises(TimeoutError, match=r"the thing not within 0\.1s; last seen: nope"):
         _wait_until(lambda: False, 0.1, lambda: "nope", "the thing")
-
-
-def _run_pytest(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    test = tmp_path / "test_needs_sentinels.py"
-    test.write_text(
-        textwrap.dedent(
-            """
-            def test_uses_sentinels(sentinel_set):
-                assert sentinel_set.current_primary()
-            """
-        )
-    )
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "tests.sentinel_harness",
-            str(test),
-            "-o",
-            "addopts=",
-            "-W",
-            "ignore",
-            "--rootdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-
-
-def _env_without_redis_server(tmp_path: Path, **extra: str) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"  # a PATH with no redis-server on it
-    bin_dir.mkdir(exist_ok=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MEMO_REQUIRE_REDIS", "MEMO_TEST_REDIS_URL")
-    }
-    env["PATH"] = str(bin_dir)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-@pytest.mark.slow
-def test_without_redis_server_the_sentinel_set_skips_with_the_reason(tmp_path: Path) -> None:
-    out = _run_pytest(_env_without_redis_server(tmp_path), tmp_path)
-    assert 0 == out.returncode, out.stdout + out.stderr
-    assert "1 skipped" in out.stdout
-
-
-@pytest.mark.slow
-def test_when_redis_is_required_a_missing_server_fails_the_sentinel_set(tmp_path: Path) -> None:
-    out = _run_pytest(_env_without_redis_server(tmp_path, MEMO_REQUIRE_REDIS="1"), tmp_path)
-    assert 0 != out.returncode
-    assert "MEMO_REQUIRE_REDIS=1 but redis-server not found" in out.stdout
