@@ -283,13 +283,20 @@ class _Parser:
         """``redis+sentinel://[user:password@]host:port,host:port/service[/db]``."""
         userinfo, _, hosts = parts.netloc.rpartition("@")
         user, colon, secret = userinfo.partition(":")
+        for name, given in (("username", user), ("password", secret)):
+            if name in query and given:
+                twice = f"{name} given both before the host and as ?{name}="
+                raise self.fail(twice, "give it once")
+        if "ssl_check_hostname" in query:
+            raise self.fail("ssl_check_hostname is a TLS setting", "memo has no TLS to Sentinel")
         sentinels = []
         for host_port in hosts.split(","):
             host = host_port.rpartition("]")[0].lstrip("[") if "]" in host_port else None
             host = host or host_port.rpartition(":")[0] or host_port
             if not host_port or not host:
                 raise self.fail("an empty sentinel address", "list them as host:port,host:port")
-            given = self.port(host_port) if ":" in host_port.rpartition("]")[2] else None
+            tail = host_port.rpartition("]")[2]
+            given = self.port(host_port) if ":" in tail and not tail.endswith(":") else None
             sentinels.append((host, given or _SENTINEL_PORT))
         service, _, db = parts.path.lstrip("/").partition("/")
         if not service:
@@ -300,8 +307,8 @@ class _Parser:
         return RedisURL(
             SENTINEL_SCHEME,
             database=self.database(query.pop("db", None), "/" + db if db else "", "redis"),
-            username=unquote(user) if user else None,
-            password=unquote(secret) if colon and secret else None,
+            username=query.pop("username", None) or (unquote(user) if user else None),
+            password=query.pop("password", None) or (unquote(secret) if colon and secret else None),
             options=tuple(sorted(query.items())),
             sentinels=tuple(sentinels),
             service=unquote(service),

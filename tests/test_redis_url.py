@@ -308,3 +308,13 @@ def test_a_backend_behind_sentinel_uses_the_channel_and_no_direct_connection() -
         on_trust=lambda trusted: None,
     )
     assert listener is not None and not listener.reads_tracked
+
+
+def test_a_sentinel_url_reads_credentials_from_the_query_as_redis_urls_do() -> None:
+    parsed = RedisURL.parse("redis+sentinel://s1:/m?username=app&password=pw")
+    assert (parsed.username, parsed.password, parsed.sentinels) == ("app", "pw", (("s1", 26379),))
+    assert parsed.options == ()  # credentials are fields, not options passed on
+    with pytest.raises(ConfigError, match="password given both before the host"):
+        RedisURL.parse("redis+sentinel://:a@s1/m?password=b")
+    with pytest.raises(ConfigError, match="ssl_check_hostname is a TLS setting"):
+        RedisURL.parse("redis+sentinel://s1/m?ssl_check_hostname=false")

@@ -87,3 +87,63 @@ async def test_a_failover_during_2000_decorated_calls_loses_no_call_and_no_value
         assert await cache.get("held") == "before the failover"  # from the new primary
     finally:
         await cache.aclose()
+
+
+async def test_after_a_graceful_failover_writes_go_to_the_new_primary_not_the_old(
+    sentinel_set: SentinelSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SENTINEL FAILOVER: the old primary keeps taking writes for seconds, and loses them
+    when it turns replica. Each connection taken asks where the primary is (the recheck
+    interval made 0 here), so no write after the switch goes to the old one."""
+    import memo.backends._sentinel as sentinel_module
+
+    monkeypatch.setattr(sentinel_module, "RECHECK_SECONDS", 0.0)
+    cache = GenericRedisCache(sentinel_set.url, enable_memory_cache=False)
+    try:
+        await cache.set("before", 1, ttl=600)
+        old_port = sentinel_set.current_primary()[1]
+        sentinel_set.sentinel_servers[0].client().execute_command(
+            "SENTINEL", "FAILOVER", "mymaster"
+        )
+        new_host, new_port = await asyncio.to_thread(sentinel_set.wait_for_failover, old_port)
+        for i in range(20):
+            await cache.set(f"after:{i}", i, ttl=600)
+        promoted = redis.Redis(host=new_host, port=new_port)
+        written = [bool(promoted.exists(f"{cache.prefix}after:{i}")) for i in range(20)]
+        assert written == [True] * 20
+    finally:
+        await cache.aclose()
+
+
+async def test_with_every_sentinel_gone_the_cache_keeps_its_last_known_primary(
+    sentinel_set: SentinelSet,
+) -> None:
+    cache = GenericRedisCache(sentinel_set.url, enable_memory_cache=False)
+    try:
+        await cache.set("k", "v", ttl=600)
+        for sentinel in sentinel_set.sentinel_servers:
+            sentinel.kill()
+        errors = cache.stats.errors
+        # Forty at once: the pool makes new connections, which ask the sentinels first.
+        found = await asyncio.gather(*(cache.get("k") for _ in range(40)))
+        assert found == ["v"] * 40
+        assert cache.stats.errors == errors
+    finally:
+        await cache.aclose()
+
+
+async def test_url_options_reach_the_primary_and_a_bad_first_address_is_skipped(
+    sentinel_set: SentinelSet,
+) -> None:
+    host, port = sentinel_set.current_primary()
+    # The primary's own address listed first, by mistake: it answers SENTINEL with an
+    # error, which must not end the search through the real sentinels.
+    hosts = ",".join(f"{h}:{p}" for h, p in [(host, port), *sentinel_set.sentinels])
+    cache = GenericRedisCache(f"redis+sentinel://{hosts}/mymaster/0?client_name=memo-sentinel")
+    try:
+        assert await cache.connect()
+        await cache.set("k", 1, ttl=600)
+        clients = sentinel_set.server_at(int(port)).client().client_list()
+        assert "memo-sentinel" in {c["name"] for c in clients}
+    finally:
+        await cache.aclose()

@@ -93,6 +93,8 @@ class RedisBackend(Backend):
             raise ConfigError(f"RedisBackend takes RedisOptions.from_url(url), not a {kind}")
         self.options = options
         url = options.connection_url
+        # memo's own connections (lone GETs and SETs, tracking) need one known server.
+        own = client_factory is None and not url.sentinels
         self.masked_url = url.masked
         self._password = url.password
         self.connect_timeout = options.connect_timeout
@@ -114,13 +116,11 @@ class RedisBackend(Backend):
             # while somebody listens on the channel (a tier the server refused
             # tracking, or one configured for the channel).
             count_listeners=self._count_channel_listeners
-            if options.coherence == "tracking"
+            if options.coherence == "tracking" and own
             else None,
         )
         self._leases = LeaseCommands(self._announcer, self._run)
         self.hashes = HashCommands(self._run)  # the SharedHashes capability
-        # memo's own connections (lone GETs and SETs, tracking) need one known server.
-        own = client_factory is None and not url.sentinels
         self._direct = DirectCommands(options, scrub=self.scrub, enabled=own)
         self._writes = WriteBatcher(
             self._announcer,
