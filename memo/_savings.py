@@ -155,9 +155,7 @@ def check_prices(prices: Any, name: str = "model_prices") -> dict[str, tuple[flo
     return out
 
 
-def price_for(
-    prices: Mapping[str, tuple[float, float]], model: str | None
-) -> tuple[float, float] | None:
+def price_for(prices: ModelPrices, model: str | None) -> tuple[float, float] | None:
     """The prices of ``model``: its own, else those of the longest name it starts with
     (``gpt-4o`` prices ``gpt-4o-2024-08-06``), else None."""
     if model is None:
@@ -237,7 +235,7 @@ class SavingsLedger:
         with self._lock:
             self._pending.clear()
 
-    def summary(self, prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+    def summary(self, prices: ModelPrices) -> dict[str, Any]:
         """Totals and one row per operation (see ``summarize``)."""
         rows = [(op, model, c[0], c[1], c[2]) for (op, model), c in list(self._counts.items())]
         return summarize(rows, prices)
@@ -256,7 +254,7 @@ def shared_rows(counts: Mapping[str, int]) -> list[tuple[str, str | None, int, i
 
 
 def summarize(
-    rows: list[tuple[str, str | None, int, int, int]], prices: Mapping[str, tuple[float, float]]
+    rows: list[tuple[str, str | None, int, int, int]], prices: ModelPrices
 ) -> dict[str, Any]:
     """Totals and one row per operation: hits with usage, prompt, completion and all
     tokens saved, and the money (None where a model has no price)."""
