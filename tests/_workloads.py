@@ -27,3 +27,19 @@ async def workload(cache: Any) -> Any:
         with pytest.raises(ValueError):
             await price(item)
     return price
+
+
+async def savings_workload() -> Any:
+    """An AI cache priced for model ``m``, after one miss and three hits of operation
+    ``qa`` on a reply of 100 prompt and 50 completion tokens (returned: the cache)."""
+    from memo import AISettings, InMemoryCache, ai_cached
+
+    cache = InMemoryCache(ai=AISettings(model_prices={"m": (1.0, 2.0)}))
+
+    @ai_cached("qa", cache=cache)
+    async def answer(text: str, options: Any = None) -> dict[str, Any]:
+        return {"model": "m", "usage": {"prompt_tokens": 100, "completion_tokens": 50}}
+
+    for _ in range(4):
+        await answer("why?")
+    return cache

@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from memo import AISettings, GenericRedisCache, InMemoryCache, ai_cached
+from memo import GenericRedisCache, InMemoryCache
 from memo._tracing import TRACING
 from memo.integrations.otel import Instrumentation, instrument
-from tests._workloads import workload
+from tests._workloads import savings_workload, workload
 from tests.redis_harness import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,14 +150,7 @@ async def test_every_cache_of_the_process_is_reported_under_its_own_label(
 
 
 async def test_ai_savings_are_exported_in_tokens_by_type_and_money(otel: Telemetry) -> None:
-    cache = InMemoryCache(ai=AISettings(model_prices={"m": (1.0, 2.0)}))
-
-    @ai_cached("qa", cache=cache)
-    async def answer(text: str, options: Any = None) -> dict[str, Any]:
-        return {"model": "m", "usage": {"prompt_tokens": 100, "completion_tokens": 50}}
-
-    for _ in range(4):
-        await answer("why?")
+    cache = await savings_workload()
     with otel.instrument(caches=[cache]):
         points, data = otel.collect()
     base = (("gen_ai.token.type", "input"), ("memo.ai.operation", "qa"))

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from memo import AISettings, GenericRedisCache, InMemoryCache, ai_cached, cached
+from memo import GenericRedisCache, InMemoryCache, cached
 from memo.integrations.prometheus import MemoCollector, register
-from tests._workloads import workload
+from tests._workloads import savings_workload, workload
 from tests.redis_harness import RedisServer
 
 
@@ -89,14 +89,7 @@ async def test_every_cache_of_the_process_is_reported_under_its_own_label() -> N
 
 
 async def test_ai_savings_are_exported_in_tokens_and_money() -> None:
-    cache = InMemoryCache(ai=AISettings(model_prices={"m": (1.0, 2.0)}))
-
-    @ai_cached("qa", cache=cache)
-    async def answer(text: str, options: Any = None) -> dict[str, Any]:
-        return {"model": "m", "usage": {"prompt_tokens": 100, "completion_tokens": 50}}
-
-    for _ in range(4):
-        await answer("why?")
+    cache = await savings_workload()
     registry = CollectorRegistry()
     register(registry, caches=[cache])
     samples = scrape(registry)
