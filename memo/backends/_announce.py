@@ -21,7 +21,14 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from memo.backends._messages import encode_keys, encode_pattern, new_origin
 
-__all__ = ["LISTENER_RECHECK", "WriteAnnouncer", "is_script_refusal", "script_sha1"]
+__all__ = [
+    "LISTENER_RECHECK",
+    "ScriptCall",
+    "WriteAnnouncer",
+    "is_script_refusal",
+    "run_script_calls",
+    "script_sha1",
+]
 
 #: Seconds a count of no channel listeners lets writes go unannounced (see announcing).
 LISTENER_RECHECK = 1.0
@@ -72,6 +79,41 @@ def script_sha1(script: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+#: One call of a script: its keys and its arguments.
+ScriptCall = tuple[Sequence[str], Sequence[Any]]
+
+
+async def run_script_calls(
+    c: Any, script: str, calls: Sequence[ScriptCall], *, refused: Callable[[], None]
+) -> list[Any]:
+    """Calls of ``script`` pipelined in one round trip (on a cluster, one per node);
+    their replies in order, each its own error or not. The server lacking the script
+    (new or restarted) gets it loaded, and only the calls it refused are sent again: the
+    others ran. ``refused`` is told when the server refuses scripts themselves.
+
+    EVALSHA goes as a plain command: redis-py's cluster pipeline blocks ``evalsha()``
+    but routes the command by its keys, which must share a slot."""
+    sha = script_sha1(script)
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for loaded in (False, True):
+        async with c.pipeline(transaction=False) as pipe:
+            for i in todo:
+                keys, args = calls[i]
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            executed = await pipe.execute(raise_on_error=False)
+            for i, reply in zip(todo, executed, strict=True):
+                replies[i] = reply
+        todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+        if not todo:
+            break
+        if not loaded:
+            await c.script_load(script)  # on a cluster, redis-py loads it on every primary
+    if any(is_script_refusal(reply) for reply in replies):
+        refused()
+    return replies
 
 
 class WriteAnnouncer:
@@ -171,7 +213,7 @@ class WriteAnnouncer:
             if not self.announcing():
                 await pipe.execute()
                 return
-            pipe.publish(self.channel, self.keys_message(list(items)))
+            pipe.execute_command("PUBLISH", self.channel, self.keys_message(list(items)))
             await self.execute(pipe)
 
     async def unlink(self, c: Redis, keys: list[str], leases: list[str]) -> int:
@@ -215,7 +257,7 @@ class WriteAnnouncer:
                 return result
         async with c.pipeline(transaction=False) as pipe:
             write(pipe)
-            pipe.publish(self.channel, message)
+            pipe.execute_command("PUBLISH", self.channel, message)
             return (await self.execute(pipe))[0]
 
     async def script(self, c: Redis, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -22,9 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from memo.backends._announce import WriteAnnouncer, is_script_refusal, script_sha1
+from memo.backends._announce import WriteAnnouncer, run_script_calls
 from memo.backends._batching import Call, CallBatcher
 from memo.backends.base import LEASE_SUFFIX
 from memo.exceptions import BackendError
@@ -169,9 +168,16 @@ class LeaseCommands:
     through the backend's ``run`` (deadline, breaker, error translation), lease
     acquisitions and stores of concurrent misses batched into shared round trips."""
 
-    def __init__(self, announcer: WriteAnnouncer, run: Runner) -> None:
+    def __init__(
+        self,
+        announcer: WriteAnnouncer,
+        run: Runner,
+        *,
+        lease_key: Callable[[str], str] = lambda key: key + LEASE_SUFFIX,
+    ) -> None:
         self._announcer = announcer
         self._run = run
+        self.lease_key = lease_key  # where a key's lease lives (beside it, on a cluster)
         self._acquires = CallBatcher(lambda calls: run("LEASE", self._many(_ACQUIRE, calls)))
         self._stores = CallBatcher(lambda calls: run("LEASED SET", self._many(_STORE, calls)))
 
@@ -190,32 +196,8 @@ class LeaseCommands:
 
     def _many(self, script: str, calls: list[Call]) -> Callable[[Redis], Awaitable[list[Any]]]:
         """Calls of ``script`` pipelined in one round trip; their replies, in order."""
-
-        async def send(c: Redis) -> list[Any]:
-            sha = script_sha1(script)
-            replies: list[Any] = [None] * len(calls)
-            todo = list(range(len(calls)))
-            for loaded in (False, True):
-                async with c.pipeline(transaction=False) as pipe:
-                    for i in todo:
-                        keys, args = calls[i]
-                        pipe.evalsha(sha, len(keys), *keys, *args)
-                    executed = await pipe.execute(raise_on_error=False)
-                    for i, reply in zip(todo, executed, strict=True):
-                        replies[i] = reply
-                # Only the calls the server did not know the script for are sent again:
-                # the others ran (a lease taken must not be asked for twice).
-                todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
-                if not todo:
-                    break
-                if not loaded:
-                    await c.script_load(script)  # a new or restarted server
-            for reply in replies:  # each caller gets its own reply, error or not
-                if is_script_refusal(reply):
-                    self._announcer.scripts_refused()
-            return replies
-
-        return send
+        refused = self._announcer.scripts_refused
+        return lambda c: run_script_calls(c, script, calls, refused=refused)
 
     async def acquire(
         self,
@@ -225,18 +207,18 @@ class LeaseCommands:
         tag_sets: Sequence[str],
         expect: tuple[int, bytes] | None,
     ) -> int:
-        keys = [key + LEASE_SUFFIX, key, *tag_sets]
+        keys = [self.lease_key(key), key, *tag_sets]
         offset, stamp = expect if expect is not None else (-1, b"")
         force = "0" if expect is not None else "1"
         reply = await self._acquires.call(keys, (token, lease_ms, offset, stamp, force))
         return int(_checked("LEASE", reply))
 
     async def renew(self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]) -> bool:
-        keys, args = [key + LEASE_SUFFIX, *tag_sets], (token, lease_ms)
+        keys, args = [self.lease_key(key), *tag_sets], (token, lease_ms)
         return bool(await self._run("LEASE RENEW", lambda c: self._one(c, _RENEW, keys, args)))
 
     async def release(self, key: str, token: str) -> None:
-        keys, args = [key + LEASE_SUFFIX], (token,)
+        keys, args = [self.lease_key(key)], (token,)
         await self._run("LEASE RELEASE", lambda c: self._one(c, _RELEASE, keys, args))
 
     async def store(
@@ -252,7 +234,7 @@ class LeaseCommands:
         await announcer.count_if_due()
         message = announcer.keys_message([key]) if announcer.announcing() else b""
         offset, stamp = expect
-        keys = [key, key + LEASE_SUFFIX, *tag_sets]
+        keys = [key, self.lease_key(key), *tag_sets]
         args = (token, value, ttl_ms, offset, stamp, announcer.channel, message)
         return bool(_checked("LEASED SET", await self._stores.call(keys, args)))
 

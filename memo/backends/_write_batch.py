@@ -137,7 +137,7 @@ class WriteBatcher:
                 pipe.execute_command("SET", key, value, "PX", ttl_ms)
             if announcing:
                 keys = [key for (key,), _ in calls]
-                pipe.publish(announcer.channel, announcer.keys_message(keys))
+                pipe.execute_command("PUBLISH", announcer.channel, announcer.keys_message(keys))
             results: list[Any] = await pipe.execute(raise_on_error=False)
         if announcing:
             published = results.pop()

@@ -23,8 +23,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -41,13 +40,14 @@ from memo.backends._counts import HashCommands
 from memo.backends._direct import DirectCommands
 from memo.backends._leases import LeaseCommands
 from memo.backends._listeners import listener_for
+from memo.backends._patterns import PatternCommands
 from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._redis_errors import TRANSLATED, translate_error
 from memo.backends._registry import register
 from memo.backends._sentinel import sentinel_primary
 from memo.backends._tracking import TrackingListener
 from memo.backends._write_batch import WriteBatcher
-from memo.backends.base import LEASE_SUFFIX, Backend
+from memo.backends.base import Backend
 from memo.backends.invalidation import InvalidationListener
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker
@@ -59,14 +59,13 @@ _log = logging.getLogger("memo")
 
 T = TypeVar("T")
 
-_SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500
 
 # redis-py's own retries off: memo's one deadline (and one retry for reads) rules.
 _no_retry = partial(Retry, NoBackoff(), 0)
 
 
-class RedisBackend(Backend):
+class RedisBackend(PatternCommands, Backend):
     """Bytes in a Redis server (``redis://``, ``rediss://``, ``unix://``, or the primary
     a Sentinel set names, ``redis+sentinel://``).
 
@@ -247,10 +246,22 @@ class RedisBackend(Backend):
     async def _run(
         self, what: str, command: Callable[[aioredis.Redis], Awaitable[T]], *, read: bool = False
     ) -> T:
-        if not self.breaker.allow():
+        return await self._run_on(self.breaker, what, command, read=read)
+
+    async def _run_on(
+        self,
+        breaker: CircuitBreaker,
+        what: str,
+        command: Callable[[aioredis.Redis], Awaitable[T]],
+        *,
+        read: bool = False,
+    ) -> T:
+        """``command`` under the deadline, ``breaker`` (a cluster's node has its own)
+        and error translation."""
+        if not breaker.allow():
             raise BackendUnavailable(
                 f"Redis at {self.masked_url} is not being sent commands after repeated "
-                f"failures; memo probes it every {self.breaker.reset_timeout:g} s"
+                f"failures; memo probes it every {breaker.reset_timeout:g} s"
             )
         client = self.client()
         started = self._clock()
@@ -259,7 +270,7 @@ class RedisBackend(Backend):
                 command, client, read=read, seconds=self.operation_timeout, what=f"Redis {what}"
             )
         except BackendTimeout:
-            self._failed()
+            self._failed(breaker)
             raise
         except TRANSLATED as exc:
             error, outage = translate_error(
@@ -270,19 +281,19 @@ class RedisBackend(Backend):
                 timeout=self.operation_timeout,
             )
             if outage:
-                self._failed()
+                self._failed(breaker)
             else:  # the server answered, with an error: the breaker stays shut
-                self.breaker.record_success()
+                breaker.record_success()
             raise error from exc
         finally:
             # Timed-out and failed commands count too: they are what an operator sees.
             self.latency.record(self._clock() - started)
-        self.breaker.record_success()
+        breaker.record_success()
         self.connected = True
         return result
 
-    def _failed(self) -> None:
-        self.breaker.record_failure()
+    def _failed(self, breaker: CircuitBreaker) -> None:
+        breaker.record_failure()
         self.connected = False
 
     # ------------------------------------------------------------------ commands
@@ -345,7 +356,7 @@ class RedisBackend(Backend):
         removed = 0
         for start in range(0, len(keys), _UNLINK_CHUNK):
             chunk = list(keys[start : start + _UNLINK_CHUNK])
-            leases = [key + LEASE_SUFFIX for key in chunk]
+            leases = [self._leases.lease_key(key) for key in chunk]
             removed += await self._run(
                 "UNLINK",
                 lambda c, ks=chunk, ls=leases: announcer.unlink(c, ks, ls),  # type: ignore[misc]
@@ -390,59 +401,6 @@ class RedisBackend(Backend):
 
     async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
         return await self._leases.invalidate_tag(tag_set)
-
-    async def _scan(self, pattern: str) -> AsyncGenerator[list[str], None]:
-        """The keys matching ``pattern``, a SCAN batch at a time (never KEYS, which
-        blocks the server); each batch has its own deadline."""
-        cursor = 0
-        while True:
-            cursor, keys = await self._run(
-                "SCAN",
-                lambda c, cur=cursor: c.scan(cur, match=pattern, count=_SCAN_COUNT),  # type: ignore[misc]
-                read=True,
-            )
-            if keys:
-                yield [k.decode() if isinstance(k, bytes) else k for k in keys]
-            if cursor == 0:
-                return
-
-    async def delete_pattern(self, pattern: str) -> int:
-        """SCAN + UNLINK, batch by batch, each batch announced with its keys (so that a
-        failure half-way leaves no deleted key unannounced); then the pattern itself,
-        for copies of keys Redis no longer held. That last announcement is best effort:
-        every deletion is already announced, so its failure is logged, not raised."""
-        announcer = self._announcer
-        removed = 0
-        async for keys in self._scan(pattern):
-            entries = [key for key in keys if not key.endswith(LEASE_SUFFIX)]
-            removed += await self._unlink(entries)  # their leases with them, uncounted
-            await self._unlink([key for key in keys if key.endswith(LEASE_SUFFIX)])
-        if not pattern.endswith("*"):  # leases of cold keys: "a:*" reaches "a:1#lease" too
-            async for leases in self._scan(pattern + LEASE_SUFFIX):
-                await self._unlink(leases)
-        if announcer.announcing():
-            message = announcer.pattern_message(pattern)
-            try:
-                await self._run("PUBLISH", lambda c: c.publish(announcer.channel, message))
-            except (BackendUnavailable, BackendTimeout) as exc:
-                _log.warning("memo: could not announce pattern %r (%s)", pattern, exc)
-            except BackendError as exc:  # the server answered with an error: refused
-                announcer.refused(exc)
-        return removed
-
-    async def scan_keys(self, pattern: str, limit: int) -> list[str]:
-        """SCAN until ``limit`` keys are found or the keyspace is covered."""
-        found: list[str] = []
-        async with aclosing(self._scan(pattern)) as batches:
-            async for keys in batches:
-                found.extend(keys[: limit - len(found)])
-                if len(found) >= limit:
-                    break
-        return found
-
-    async def clear(self) -> None:
-        """Remove every memo key (``memo:*``); other keys in the database are left alone."""
-        await self.delete_pattern("memo:*")
 
     async def flush_database(self, confirm: str) -> None:
         """FLUSHDB, only when ``confirm`` names the database (``"db0"``, ``"db15"`` …)."""
