@@ -176,7 +176,12 @@ class GenericRedisCache(Cache):
         from memo.backends.redis import RedisBackend  # redis-py loads on first Redis use
 
         enable_memory_cache = check_bool("enable_memory_cache", enable_memory_cache)
-        self.redis: RedisBackend = RedisBackend(redis, clock=clock)
+        if redis.url.cluster_nodes:
+            from memo.backends.cluster import RedisClusterBackend
+
+            self.redis: RedisBackend = RedisClusterBackend(redis, clock=clock)
+        else:
+            self.redis = RedisBackend(redis, clock=clock)
         self.redis_options = redis
         self.enable_memory_cache = enable_memory_cache
         self._tiered = TieredBackend(

@@ -74,6 +74,18 @@ async def _tiered_over_sentinel(clock: FakeClock, request: pytest.FixtureRequest
     )
 
 
+async def _cluster(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    from memo.backends.cluster import RedisClusterBackend
+
+    return RedisClusterBackend.from_url(request.getfixturevalue("shared_redis_cluster").url)
+
+
+async def _tiered_over_cluster(clock: FakeClock, request: pytest.FixtureRequest) -> Backend:
+    return TieredBackend(
+        MemoryBackend(MemoryOptions(memory_cache_size=100)), await _cluster(clock, request)
+    )
+
+
 BACKENDS: dict[str, BackendCase] = {
     "memory": BackendCase("memory", _memory),
     "tiered-memory": BackendCase("tiered-memory", _tiered_over_memory),
@@ -82,4 +94,6 @@ BACKENDS: dict[str, BackendCase] = {
     "tiered-redis": BackendCase("tiered-redis", _tiered_over_redis, controls_time=False),
     "sentinel": BackendCase("sentinel", _sentinel, controls_time=False),
     "tiered-sentinel": BackendCase("tiered-sentinel", _tiered_over_sentinel, controls_time=False),
+    "cluster": BackendCase("cluster", _cluster, controls_time=False),
+    "tiered-cluster": BackendCase("tiered-cluster", _tiered_over_cluster, controls_time=False),
 }

@@ -11,7 +11,7 @@ from memo import InMemoryCache
 from memo._slots import _slots
 from memo.testing import FakeClock
 
-pytest_plugins = ["tests.redis_harness", "tests.sentinel_harness"]
+pytest_plugins = ["tests.redis_harness", "tests.sentinel_harness", "tests.cluster_harness"]
 
 _REDIS_FIXTURES = {
     "redis_server",
@@ -20,6 +20,8 @@ _REDIS_FIXTURES = {
     "tls_files",
     "sentinel_set",
     "shared_sentinel_set",
+    "redis_cluster",
+    "shared_redis_cluster",
 }
 
 

@@ -234,6 +234,47 @@ class WriteAnnouncer:
         )
         return int(reply)
 
+    async def unlink_groups(self, c: Any, groups: Sequence[tuple[list[str], list[str]]]) -> int:
+        """UNLINK on a cluster: each group is (entries, leases) of one slot, unlinked and
+        announced by one script (the single-server ``unlink`` per slot), all pipelined;
+        unannounced, or where scripts are refused, plain UNLINKs pipelined (and one
+        PUBLISH). How many of the entries were there."""
+        scripted = self.announcing() and self._scripts
+        calls: list[ScriptCall] = []
+        plain: list[tuple[bool, tuple[str, ...]]] = []  # (counted, command)
+        for entries, leases in groups:
+            if entries and scripted:
+                message = self.keys_message(entries)
+                calls.append(([*entries, *leases], (self.channel, message, len(entries))))
+                continue
+            if entries:
+                plain.append((True, ("UNLINK", *entries)))
+            if leases:
+                plain.append((False, ("UNLINK", *leases)))
+        removed = 0
+        if calls:
+            refused = self.scripts_refused
+            for reply in await run_script_calls(c, _UNLINK_AND_ANNOUNCE, calls, refused=refused):
+                if isinstance(reply, Exception):
+                    raise reply
+                removed += int(reply[0])
+                if reply[1] not in (b"OK", "OK"):
+                    self.refused(ResponseError(_text(reply[1])))
+        if not plain:
+            return removed
+        announced = [k for entries, _ in groups for k in entries] if self.announcing() else []
+        async with c.pipeline(transaction=False) as pipe:
+            for _, command in plain:
+                pipe.execute_command(*command)
+            if announced and not scripted:
+                pipe.execute_command("PUBLISH", self.channel, self.keys_message(announced))
+                written = await self.execute(pipe)
+            else:
+                written = await pipe.execute()
+        return removed + sum(
+            int(w) for (counted, _), w in zip(plain, written, strict=True) if counted
+        )
+
     async def _write(
         self,
         c: Redis,

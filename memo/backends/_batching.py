@@ -37,13 +37,20 @@ class CallBatcher:
     """Sends calls with ``send`` (which returns one reply per call, in
     order, or raises for the whole batch), alone or together; at most ``max_batch``
     calls per ``send`` (None: no bound), a larger batch going as several, one after the
-    other (so that calls keep their order)."""
+    other (so that calls keep their order). ``alone_first=False`` makes even a lone call
+    wait for the loop's next turn, so that a burst goes as one batch (a cluster's node
+    then gets one round trip, not the first call's and then the rest's)."""
 
     def __init__(
-        self, send: Callable[[list[Call]], Awaitable[list[Any]]], *, max_batch: int | None = None
+        self,
+        send: Callable[[list[Call]], Awaitable[list[Any]]],
+        *,
+        max_batch: int | None = None,
+        alone_first: bool = True,
     ) -> None:
         self._send = send
         self._max_batch = max_batch
+        self._alone_first = alone_first
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
             weakref.WeakKeyDictionary()
         )
@@ -58,7 +65,7 @@ class CallBatcher:
         batch = self._batches.get(loop)
         if batch is None:
             batch = self._batches[loop] = _Batch()
-        if batch.in_flight == 0 and not batch.waiting:
+        if batch.in_flight == 0 and not batch.waiting and self._alone_first:
             batch.in_flight += 1
             try:
                 (reply,) = await self._send([(keys, args)])

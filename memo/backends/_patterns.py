@@ -29,7 +29,7 @@ SCAN_COUNT = 1000
 class PatternCommands:
     """``delete_pattern``, ``scan_keys`` and ``clear`` over SCAN batches."""
 
-    _announcer: WriteAnnouncer
+    announcer: WriteAnnouncer
 
     async def _run(
         self, what: str, command: Callable[[Any], Awaitable[T]], *, read: bool = False
@@ -59,7 +59,7 @@ class PatternCommands:
         failure half-way leaves no deleted key unannounced); then the pattern itself,
         for copies of keys Redis no longer held. That last announcement is best effort:
         every deletion is already announced, so its failure is logged, not raised."""
-        announcer = self._announcer
+        announcer = self.announcer
         removed = 0
         async for keys in self._scan(pattern):
             entries = [key for key in keys if not key.endswith(LEASE_SUFFIX)]

@@ -29,10 +29,12 @@ class ReadBatcher(Generic[T]):
         self,
         get_one: Callable[[str], Awaitable[T]],
         get_many: Callable[[Sequence[str]], Awaitable[list[T]]],
+        *,
+        alone_first: bool = True,
     ) -> None:
         self._get_one = get_one
         self._get_many = get_many
-        self._batcher = CallBatcher(self._send)
+        self._batcher = CallBatcher(self._send, alone_first=alone_first)
 
     def forget_after_fork(self) -> None:
         self._batcher.forget_after_fork()

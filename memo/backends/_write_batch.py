@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from memo.backends._announce import WriteAnnouncer
+from memo.backends._announce import ScriptCall, WriteAnnouncer, run_script_calls
 from memo.backends._batching import Call, CallBatcher
 from memo.backends._redis_errors import translate_error
 
@@ -60,6 +60,8 @@ class WriteBatcher:
         where: the server's masked URL, for the error of a write refused in a batch.
         scrub: removes the password from the server's text.
         timeout: the operation deadline, named in translated errors.
+        slot_of: a key's cluster slot, on a cluster (one script touches one slot, so an
+            announced batch goes as one script per slot, pipelined); None elsewhere.
     """
 
     def __init__(
@@ -71,7 +73,9 @@ class WriteBatcher:
         where: str,
         scrub: Callable[[str], str],
         timeout: float,
+        slot_of: Callable[[str], int] | None = None,
     ) -> None:
+        self._slot_of = slot_of
         self._announcer = announcer
         self._run = run
         self._set_one = set_one
@@ -115,6 +119,8 @@ class WriteBatcher:
         holding what they replaced. Pipelined only where the server refuses scripts."""
         announcer = self._announcer
         announcing = announcer.announcing()  # read once: the PUBLISH is sent or not for all
+        if announcing and announcer.scripts_allowed and self._slot_of is not None:
+            return await self._per_slot(c, calls)
         if announcing and announcer.scripts_allowed:
             keys = [key for (key,), _ in calls]
             args: list[Any] = [announcer.channel, announcer.keys_message(keys)]
@@ -144,6 +150,38 @@ class WriteBatcher:
             if isinstance(published, Exception):  # refused (an ACL): announcing stops, once
                 announcer.refused(published)
         return [result if isinstance(result, Exception) else None for result in results]
+
+    async def _per_slot(self, c: Redis, calls: list[Call]) -> list[Any]:
+        """Announced writes on a cluster: one script per slot (its writes and the
+        announcement of their keys), all pipelined; per write None or its error."""
+        assert self._slot_of is not None
+        announcer = self._announcer
+        groups: dict[int, list[int]] = {}
+        for i, ((key,), _) in enumerate(calls):
+            groups.setdefault(self._slot_of(key), []).append(i)
+        scripted: list[ScriptCall] = []
+        for members in groups.values():
+            keys = [calls[i][0][0] for i in members]
+            args: list[Any] = [announcer.channel, announcer.keys_message(keys)]
+            for i in members:
+                value, ttl_ms = calls[i][1]
+                args += (ttl_ms, value)
+            scripted.append((keys, args))
+        replies = await run_script_calls(
+            c, _SETS_AND_ANNOUNCE, scripted, refused=announcer.scripts_refused
+        )
+        results: list[Any] = [None] * len(calls)
+        for members, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                for i in members:
+                    results[i] = reply
+                continue
+            *written, published = reply
+            if published not in (b"OK", "OK"):
+                announcer.refused(ResponseError(_text(published)))
+            for i, r in zip(members, written, strict=True):
+                results[i] = None if r in (b"OK", "OK") else ResponseError(_text(r))
+        return results
 
     async def _alone(self, c: Redis, call: Call) -> Any:
         """One write, announced, on its own: None, or the server's error for it."""

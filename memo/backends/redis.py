@@ -90,6 +90,12 @@ class RedisBackend(PatternCommands, Backend):
         if not isinstance(options, RedisOptions):
             kind = type(options).__name__
             raise ConfigError(f"RedisBackend takes RedisOptions.from_url(url), not a {kind}")
+        if options.url.cluster_nodes and type(self) is RedisBackend:
+            raise ConfigError(
+                f"{options.url.masked!r} is a Redis Cluster: build its backend with "
+                f"memo.backends.cluster.RedisClusterBackend.from_url(url), or pass the URL "
+                f"to GenericRedisCache or CacheFactory, which choose it"
+            )
         self.options = options
         url = options.connection_url
         # memo's own connections (lone GETs and SETs, tracking) need one known server.
@@ -106,7 +112,7 @@ class RedisBackend(PatternCommands, Backend):
         self.connected = False
         # The channel this database's writes are announced on (see invalidation.py).
         self.invalidation_channel = f"memo:invalidations:{url.database}"
-        self._announcer = WriteAnnouncer(
+        self.announcer = WriteAnnouncer(
             self.invalidation_channel,
             enabled=options.invalidation_channel,
             masked_url=self.masked_url,
@@ -118,11 +124,11 @@ class RedisBackend(PatternCommands, Backend):
             if options.coherence == "tracking" and own
             else None,
         )
-        self._leases = LeaseCommands(self._announcer, self._run)
+        self._leases = LeaseCommands(self.announcer, self._run)
         self.hashes = HashCommands(self._run)  # the SharedHashes capability
         self._direct = DirectCommands(options, scrub=self.scrub, enabled=own)
         self._writes = WriteBatcher(
-            self._announcer,
+            self.announcer,
             self._run,
             set_one=self._direct.set,
             where=self.masked_url,
@@ -162,12 +168,12 @@ class RedisBackend(PatternCommands, Backend):
     def announce(self) -> bool:
         """Whether writes are announced: ``options.invalidation_channel``, until the
         server refuses PUBLISH."""
-        return self._announcer.enabled
+        return self.announcer.enabled
 
     @property
     def origin(self) -> str:
         """This backend's id in announcements (new in a forked child)."""
-        return self._announcer.origin
+        return self.announcer.origin
 
     def invalidation_listener(
         self,
@@ -209,7 +215,7 @@ class RedisBackend(PatternCommands, Backend):
         self._leases.forget_after_fork()
         self._writes.forget_after_fork()
         self._reads_with_ttl.forget_after_fork()
-        self._announcer.new_origin()
+        self.announcer.new_origin()
         self._direct.forget_after_fork()
         self._clients = weakref.WeakKeyDictionary()
 
@@ -339,7 +345,7 @@ class RedisBackend(PatternCommands, Backend):
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
         if not items:
             return
-        announcer = self._announcer
+        announcer = self.announcer
         await self._run("SET (pipelined)", lambda c: announcer.set_many(c, items, ttl_ms))
 
     async def delete(self, key: str) -> bool:
@@ -352,7 +358,7 @@ class RedisBackend(PatternCommands, Backend):
         """UNLINK in chunks, each key's lease with it (a computation of a key deleted
         meanwhile must not store); each chunk announced in its own round trip when
         announcing. How many of ``keys`` were there."""
-        announcer = self._announcer
+        announcer = self.announcer
         removed = 0
         for start in range(0, len(keys), _UNLINK_CHUNK):
             chunk = list(keys[start : start + _UNLINK_CHUNK])
@@ -368,7 +374,7 @@ class RedisBackend(PatternCommands, Backend):
     @property
     def shares_leases(self) -> bool:
         """Leases and tag sets need scripts; True until the server refuses them."""
-        return self._announcer.scripts_allowed
+        return self.announcer.scripts_allowed
 
     async def acquire_lease(
         self,

@@ -1,0 +1,247 @@
+"""memo on a three-primary Redis Cluster: keys spread over every primary, batches go one
+round trip per primary, pattern and tag invalidation reach every node, resharding and a
+paused node never reach a caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio.connection import AbstractConnection
+
+from memo import MISSING, GenericRedisCache, cached
+from memo.backends.cluster import RedisClusterBackend, cluster_lease_key, slot_of
+from tests.cluster_harness import Cluster
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_lease_shares_its_entrys_slot() -> None:
+    for key in ("memo:default:app.f:v1:42:abc", "memo:ns:a{x}b", "memo:ns:{}", "a}b"):
+        lease = cluster_lease_key(key)
+        assert lease.endswith("#lease")
+        if "}" not in key or "{x}" in key:
+            assert slot_of(lease) == slot_of(key), (key, lease)
+
+
+@pytest.fixture
+def sends() -> Iterator[Counter[int]]:
+    """Round trips per server port: every write of a command or pipeline to a socket."""
+    counted: Counter[int] = Counter()
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        counted[int(self.port)] += 1
+        await original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield counted
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+async def test_ten_thousand_keys_spread_over_every_primary_and_hits_batch_per_primary(
+    redis_cluster: Cluster, sends: Counter[int]
+) -> None:
+    cache = GenericRedisCache(redis_cluster.url, enable_memory_cache=False)
+    runs = Counter[int]()
+
+    @cached(ttl=600, cache=cache)
+    async def square(x: int) -> int:
+        runs[x] += 1
+        return x * x
+
+    try:
+        assert await cache.connect()
+        for start in range(0, 10_000, 500):
+            got = await asyncio.gather(*(square(x) for x in range(start, start + 500)))
+            assert got == [x * x for x in range(start, start + 500)]
+        per_node = {port: len(keys) for port, keys in redis_cluster.keys_per_node("memo:*").items()}
+        entries = {p: n for p, n in per_node.items()}
+        assert sum(entries.values()) == 10_000 + _bookkeeping(redis_cluster)
+        assert all(n > 2_500 for n in entries.values()), per_node  # about a third each
+
+        before = {n.port: n.commandstats() for n in redis_cluster.nodes}
+        sends.clear()
+        got = await asyncio.gather(*(square(x) for x in range(1000)))
+        assert got == [x * x for x in range(1000)]
+        assert set(runs.values()) == {1}  # every one a hit
+        ports = {n.port for n in redis_cluster.nodes}
+        # One round trip per primary: the 1 000 concurrent hits batch by node.
+        assert {p: sends[p] for p in ports} == dict.fromkeys(ports, 1), dict(sends)
+        slots: dict[int, set[int]] = {port: set() for port in ports}
+        for x in range(1000):
+            key = cache.prefix + square.key_for(x)
+            slots[redis_cluster.node_for(key).port].add(slot_of(key))
+        for node in redis_cluster.nodes:
+            after = node.commandstats()
+            sent = {c: n - before[node.port].get(c, 0) for c, n in after.items()}
+            sent = {c: n for c, n in sent.items() if n and not c.startswith(("info", "cluster"))}
+            # Nothing but one MGET per slot of its own keys (MGET cannot span slots).
+            assert sent == {"mget": len(slots[node.port])}, (node.port, sent)
+    finally:
+        await cache.aclose()
+
+
+def _bookkeeping(cluster: Cluster) -> int:
+    """memo's own records (the fleet's figures) among the keys."""
+    return sum(1 for keys in cluster.keys_per_node("memo:*").values() for k in keys if "#" in k)
+
+
+async def test_pattern_and_tag_invalidation_remove_exactly_their_entries_on_every_node(
+    shared_redis_cluster: Cluster,
+) -> None:
+    cluster = shared_redis_cluster
+    cache = GenericRedisCache(cluster.url, namespace="exact")
+
+    @cached(ttl=600, cache=cache, namespace="a")
+    async def a(x: int) -> int:
+        return x
+
+    @cached(ttl=600, cache=cache, namespace="b", tags=("team:{x}", "all-b"))
+    async def b(x: int) -> int:
+        return x
+
+    try:
+        await asyncio.gather(*(a(x) for x in range(300)), *(b(x) for x in range(300)))
+
+        def entries(prefix: str) -> dict[int, int]:
+            found = cluster.keys_per_node(f"memo:exact:{prefix}:*")
+            return {port: len(keys) for port, keys in found.items()}
+
+        assert all(n > 0 for n in entries("a").values()) and sum(entries("a").values()) == 300
+        assert await cache.invalidate_pattern("a:*") == 300
+        assert sum(entries("a").values()) == 0
+        assert sum(entries("b").values()) == 300
+
+        await cache.invalidate_tags("team:7")
+        assert sum(entries("b").values()) == 299
+        assert await b.peek(7) is MISSING and await b.peek(8) == 8
+        await cache.invalidate_tags("all-b")
+        assert sum(entries("b").values()) == 0
+        leftovers = [k for keys in cluster.keys_per_node("*#lease").values() for k in keys]
+        assert leftovers == []
+    finally:
+        await cache.invalidate_all()
+        await cache.aclose()
+
+
+async def test_a_value_computed_across_a_tag_invalidation_is_not_stored(
+    shared_redis_cluster: Cluster,
+) -> None:
+    """The tag's set and the entry live on different nodes: the invalidation still voids
+    the computation under way."""
+    cache = GenericRedisCache(shared_redis_cluster.url, namespace="race")
+    started, release = asyncio.Event(), asyncio.Event()
+    source = {"v": "old"}
+
+    @cached(ttl=600, cache=cache, tags=("t",))
+    async def load(x: int) -> str:
+        value = source["v"]
+        started.set()
+        await release.wait()
+        return value
+
+    try:
+        call = asyncio.create_task(load(1))
+        await started.wait()
+        source["v"] = "new"
+        await cache.invalidate_tags("t")
+        release.set()
+        assert await call == "old"  # the caller gets its result...
+        assert await load.peek(1) is MISSING
+        assert await load(1) == "new"  # ...but it was never stored
+    finally:
+        await cache.invalidate_all()
+        await cache.aclose()
+
+
+async def test_resharding_100_slots_during_2000_calls_reaches_no_caller(
+    redis_cluster: Cluster,
+) -> None:
+    # No memory tier: every call goes to Redis, where the slots are moving.
+    cache = GenericRedisCache(redis_cluster.url, enable_memory_cache=False)
+
+    @cached(ttl=600, cache=cache)
+    async def triple(x: int) -> int:
+        return 3 * x
+
+    keys = 3000
+    try:
+        assert await cache.connect()
+        await asyncio.gather(*(triple(x) for x in range(keys)))
+        source, target = redis_cluster.nodes[0], redis_cluster.nodes[1]
+        before = target.slots()
+        moved = threading.Thread(target=redis_cluster.reshard, args=(100, source, target))
+        moved.start()
+        wrong, errors, during = 0, [], 0
+        for i in range(0, 2000, 20):
+            xs = [(i + j) * 7 % keys for j in range(20)]
+            alive = moved.is_alive()
+            try:
+                got = await asyncio.gather(*(triple(x) for x in xs))
+            except Exception as exc:  # a caller must never see one
+                errors.append(repr(exc))
+                continue
+            wrong += sum(1 for x, v in zip(xs, got, strict=True) if v != 3 * x)
+            during += 20 if alive and moved.is_alive() else 0
+        await asyncio.to_thread(moved.join, 120)
+        assert not moved.is_alive()
+        slots = target.slots() - before
+        assert len(slots) == 100
+        assert during >= 200, f"only {during} calls ran while the slots moved"
+        assert (wrong, errors[:3]) == (0, [])
+        # MOVED and ASK were followed inside: not even the cache saw a failed command.
+        assert (await cache.get_cache_stats())["errors"] == 0
+        in_moved = [x for x in range(keys) if slot_of(cache.prefix + triple.key_for(x)) in slots]
+        assert in_moved  # keys that moved, now served by the target
+        assert [await triple(x) for x in in_moved] == [3 * x for x in in_moved]
+        assert [await triple(x) for x in range(keys)] == [3 * x for x in range(keys)]
+    finally:
+        await cache.aclose()
+
+
+async def test_a_paused_node_is_an_outage_of_its_keys_only(redis_cluster: Cluster) -> None:
+    cache = GenericRedisCache(redis_cluster.url, enable_memory_cache=False, operation_timeout=0.3)
+    runs = Counter[int]()
+
+    @cached(ttl=600, cache=cache)
+    async def value(x: int) -> int:
+        runs[x] += 1
+        return x + 1
+
+    try:
+        assert await cache.connect()
+        await asyncio.gather(*(value(x) for x in range(300)))
+        paused = redis_cluster.nodes[2]
+        on_paused = {
+            x
+            for x in range(300)
+            if redis_cluster.node_for(cache.prefix + value.key_for(x)) is paused
+        }
+        assert 0 < len(on_paused) < 300
+        runs.clear()
+        paused.pause()
+        try:
+            for _ in range(3):
+                got = await asyncio.gather(*(value(x) for x in range(300)))
+                assert got == [x + 1 for x in range(300)]  # never an error, never wrong
+        finally:
+            paused.resume()
+        recomputed_elsewhere = {x for x in runs if x not in on_paused}
+        assert recomputed_elsewhere == set()  # the other nodes' keys: hits from Redis
+        backend = cache.remote_server()
+        assert isinstance(backend, RedisClusterBackend)
+        states = backend.lanes()
+        assert states[f"127.0.0.1:{paused.port}"] in ("open", "half_open")
+        assert sorted(s for name, s in states.items() if not name.endswith(str(paused.port))) == [
+            "closed",
+            "closed",
+        ]
+    finally:
+        await cache.aclose()
