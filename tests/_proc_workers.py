@@ -42,10 +42,25 @@ _handshaken: set[int] = set()
 _computed = {"count": 0}
 
 
+def _first_node(url: str) -> str | None:
+    """``redis://host:port`` of a cluster URL's first node; None for other URLs."""
+    if not url.startswith("redis+cluster://"):
+        return None
+    return "redis://" + url.removeprefix("redis+cluster://").split(",")[0].split("/")[0]
+
+
 def use_redis(url: str) -> aioredis.Redis:
-    """Set the asyncio client the functions below use (one per event loop)."""
-    client = _clients["redis"] = aioredis.Redis.from_url(url)
-    return client
+    """Set the asyncio client the functions below use (one per event loop): a cluster
+    client where ``url`` names a cluster."""
+    node = _first_node(url)
+    client: Any = aioredis.RedisCluster.from_url(node) if node else aioredis.Redis.from_url(url)
+    _clients["redis"] = client
+    return client  # type: ignore[no-any-return]
+
+
+def sync_redis(url: str) -> Any:
+    node = _first_node(url)
+    return redis.RedisCluster.from_url(node) if node else redis.Redis.from_url(url)
 
 
 async def drop_redis() -> None:
@@ -194,7 +209,7 @@ async def role_lease(p: dict[str, Any]) -> dict[str, Any]:
 async def role_stale_reader(p: dict[str, Any]) -> dict[str, Any]:
     """Per round: compute the key while the writer invalidates it, then look at what the
     cache holds (from a second cache without a memory tier) and call again."""
-    _params["sync_redis"] = redis.Redis.from_url(p["url"])
+    _params["sync_redis"] = sync_redis(p["url"])
     cache = GenericRedisCache(p["url"])
     checker = GenericRedisCache(p["url"], enable_memory_cache=False)
     fn = source_function(cache)
@@ -357,7 +372,31 @@ async def role_coherent_reader(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def role_watcher(p: dict[str, Any]) -> dict[str, Any]:
+    """Read key ``w`` through a memory tier every millisecond, noting when each new value
+    is first served (monotonic seconds, comparable across processes on one machine)."""
+    cache = GenericRedisCache(p["url"], namespace="watch", memory_max_ttl=60)
+    await cache.connect()
+    client = _redis()
+    seen: dict[str, float] = {}
+    await cache.get("w")
+    await client.incr("test:ready")
+    try:
+        while True:
+            value = await cache.get("w")
+            if value is not None and value not in seen:
+                seen[value] = time.monotonic()
+            if value == "done":
+                break
+            await asyncio.sleep(0.001)
+        memory_hits = (await cache.get_cache_stats())["memory_hits"]
+    finally:
+        await cache.aclose()
+    return {"seen": seen, "memory_hits": memory_hits}
+
+
 ROLES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "watcher": role_watcher,
     "coherent_reader": role_coherent_reader,
     "lease": role_lease,
     "stale_reader": role_stale_reader,

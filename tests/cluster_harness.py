@@ -98,6 +98,7 @@ class Cluster:
     def __init__(self, directory: Path, *, primaries: int = 3) -> None:
         self.directory = directory
         self.nodes = [ClusterNode(self._subdir(f"node-{i}")) for i in range(primaries)]
+        self._client: redis.RedisCluster | None = None
 
     def _subdir(self, name: str) -> Path:
         path = self.directory / name
@@ -108,6 +109,12 @@ class Cluster:
     def url(self) -> str:
         """``redis+cluster://h:p,h:p,h:p``: the URL memo accepts."""
         return "redis+cluster://" + ",".join(f"{HOST}:{n.port}" for n in self.nodes)
+
+    def client(self) -> redis.RedisCluster:
+        """A synchronous cluster client for the test's own reads and writes."""
+        if self._client is None:
+            self._client = redis.RedisCluster(host=HOST, port=self.nodes[0].port)
+        return self._client
 
     def start(self, timeout: float = STARTUP_TIMEOUT) -> Cluster:
         for node in self.nodes:
@@ -184,6 +191,9 @@ class Cluster:
             node.client().flushall()
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         for node in self.nodes:
             node.stop()
 

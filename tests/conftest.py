@@ -22,6 +22,7 @@ _REDIS_FIXTURES = {
     "shared_sentinel_set",
     "redis_cluster",
     "shared_redis_cluster",
+    "deployment",
 }
 
 

@@ -26,6 +26,7 @@ import redis
 import memo
 from memo import MISSING, GenericRedisCache, InMemoryCache, cached
 from tests import _proc_workers as workers
+from tests.cluster_harness import Cluster
 from tests.redis_harness import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -139,17 +140,27 @@ def take_tokens(client: redis.Redis, key: str, n: int, what: str, kids: Children
     return taken
 
 
+#: What the multi-process tests run against: one server, or a three-primary cluster.
+Deployment = RedisServer | Cluster
+
+
+@pytest.fixture(params=["server", "cluster"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    name = "redis_server" if request.param == "server" else "redis_cluster"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
 # ------------------------------------------------------------------ 1. leases
 
 
 def test_with_lock_one_process_computes_a_cold_key_for_all(
-    redis_server: RedisServer, children: Children
+    deployment: Deployment, children: Children
 ) -> None:
     """4 processes x 50 callers of one cold key under lock=True: one run in total."""
-    r = redis_server.client()
+    r = deployment.client()
     procs = [
         children.start(
-            "lease", f"process {i}", url=redis_server.url, callers=50, lock_wait=15, entered=4
+            "lease", f"process {i}", url=deployment.url, callers=50, lock_wait=15, entered=4
         )
         for i in range(4)
     ]
@@ -167,12 +178,12 @@ def test_with_lock_one_process_computes_a_cold_key_for_all(
 
 
 def test_a_killed_lease_holder_hands_over_after_the_lease_expires(
-    redis_server: RedisServer, children: Children
+    deployment: Deployment, children: Children
 ) -> None:
     """The holder is SIGKILLed mid-computation: one waiter computes once its lease has
     expired, and every surviving caller gets the value."""
-    r = redis_server.client()
-    url = redis_server.url
+    r = deployment.client()
+    url = deployment.url
     holder = children.start("lease", "the holder", url=url, callers=1, lock_wait=15, hold_first=1)
     wait_until(lambda: count(r, "test:ready") == 1, "the holder ready", children)
     open_barrier(r, "test:go", 1)
@@ -215,13 +226,13 @@ ROUNDS = 300
 
 @pytest.mark.parametrize("variant", ["cpu", "await"])
 def test_no_process_keeps_a_value_computed_before_an_invalidation(
-    variant: str, redis_server: RedisServer, children: Children
+    variant: str, deployment: Deployment, children: Children
 ) -> None:
     """Round after round, W changes the source and invalidates the key while R computes
     it from the old source: R's callers get R's result, but neither Redis nor any memory
     tier keeps it."""
-    r = redis_server.client()
-    url = redis_server.url
+    r = deployment.client()
+    url = deployment.url
     reader = children.start("stale_reader", "R", url=url, rounds=ROUNDS, variant=variant)
     writer = children.start("stale_writer", "W", url=url, rounds=ROUNDS, variant=variant)
     wait_until(lambda: count(r, "test:ready") == 2, "R and W ready", children)
@@ -255,12 +266,12 @@ STORES = 500
 
 
 def test_invalidating_a_tag_reaches_redis_and_every_processs_memory(
-    redis_server: RedisServer, children: Children
+    deployment: Deployment, children: Children
 ) -> None:
     """4 processes x 500 stores tagged team:1, then invalidate_tags from a fifth: no entry
     left in Redis, none served from any of the four memory tiers."""
-    r = redis_server.client()
-    url = redis_server.url
+    r = deployment.client()
+    url = deployment.url
     storers = [
         children.start("tag_storer", f"process {i}", url=url, index=i, count=STORES)
         for i in range(4)
@@ -631,3 +642,43 @@ def test_memory_tiers_in_three_processes_end_up_serving_what_redis_holds(
         assert rep["tracked"], f"reader {i} did not use tracking"
         assert rep["reads"] > 600, f"reader {i} read only {rep['reads']} times"
         assert [] == rep["stale"], f"reader {i} still served stale copies of {rep['stale']}"
+
+
+# ------------------------------------------------------------------ 8. a cluster's channel
+
+
+def test_a_write_on_a_cluster_reaches_another_processs_memory_tier(
+    redis_cluster: Cluster, children: Children
+) -> None:
+    """Another process reads one key through its memory tier (copies kept up to 60 s);
+    this one writes it 30 times: each new value is served there next, heard on the
+    channel, never waited out. The delays are printed, not bounded: a loaded machine
+    must not decide the result."""
+    r = redis_cluster.client()
+    watcher = children.start("watcher", "the watcher", url=redis_cluster.url)
+    wait_until(lambda: count(r, "test:ready") == 1, "the watcher ready", children)
+
+    async def write() -> dict[str, float]:
+        writer = GenericRedisCache(redis_cluster.url, namespace="watch")
+        written: dict[str, float] = {}
+        try:
+            for i in range(30):
+                written[f"v{i}"] = time.monotonic()
+                await writer.set("w", f"v{i}", ttl=600)
+                await asyncio.sleep(0.25)
+            await writer.set("w", "done", ttl=600)
+        finally:
+            await writer.aclose()
+        return written
+
+    written = asyncio.run(write())
+    report = children.report(watcher, time.monotonic() + 30)
+    seen = report["seen"]
+    assert [v for v in written if v not in seen] == []  # every value served in its turn
+    delays = sorted(seen[v] - t for v, t in written.items())
+    assert all(d >= 0 for d in delays)
+    assert report["memory_hits"] > 1000  # served from memory between the writes
+    print(
+        f"write -> other process's memory tier, {len(delays)} writes: "
+        f"median {1000 * delays[len(delays) // 2]:.1f} ms, max {1000 * delays[-1]:.1f} ms"
+    )
