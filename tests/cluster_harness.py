@@ -61,6 +61,10 @@ class ClusterNode(RedisServer):
         reply = self.client().execute_command("CLUSTER MYID")
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
+    def _new_ports(self) -> None:
+        self.bus_port = free_port()
+        (self.directory / "nodes.conf").unlink(missing_ok=True)
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and not self.paused

@@ -69,6 +69,10 @@ class TlsFiles:
     other_ca: Path  # a CA that signed nothing the server presents
 
 
+class PortTaken(RuntimeError):
+    """The server could not bind its port: somebody else took it first."""
+
+
 class RedisServer:
     """One redis-server process under the test's control."""
 
@@ -123,6 +127,19 @@ class RedisServer:
         return args
 
     def start(self) -> RedisServer:
+        for _ in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                # Another process took the free port between our probe and the bind.
+                self.port = free_port()
+                self._new_ports()
+        return self._start()
+
+    def _new_ports(self) -> None:
+        """Called when the port was taken: a subclass with more ports picks them anew."""
+
+    def _start(self) -> RedisServer:
         self._close_files()
         self._log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self._args(), stdout=self._log, stderr=subprocess.STDOUT)
@@ -136,6 +153,8 @@ class RedisServer:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                if self.proc.poll() is not None and "already in use" in tail:
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"redis-server did not start on {self.port}:\n{tail}")
             time.sleep(0.02)
 

@@ -15,6 +15,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from memo import MISSING, GenericRedisCache, cached
 from memo.backends.cluster import RedisClusterBackend, cluster_lease_key, slot_of
+from memo.exceptions import BackendUnavailable
 from tests.cluster_harness import Cluster
 
 pytestmark = pytest.mark.slow
@@ -74,16 +75,18 @@ async def test_ten_thousand_keys_spread_over_every_primary_and_hits_batch_per_pr
         ports = {n.port for n in redis_cluster.nodes}
         # One round trip per primary: the 1 000 concurrent hits batch by node.
         assert {p: sends[p] for p in ports} == dict.fromkeys(ports, 1), dict(sends)
-        slots: dict[int, set[int]] = {port: set() for port in ports}
-        for x in range(1000):
-            key = cache.prefix + square.key_for(x)
-            slots[redis_cluster.node_for(key).port].add(slot_of(key))
+        owned = Counter(
+            redis_cluster.node_for(cache.prefix + square.key_for(x)).port for x in range(1000)
+        )
         for node in redis_cluster.nodes:
             after = node.commandstats()
             sent = {c: n - before[node.port].get(c, 0) for c, n in after.items()}
             sent = {c: n for c, n in sent.items() if n and not c.startswith(("info", "cluster"))}
-            # Nothing but one MGET per slot of its own keys (MGET cannot span slots).
-            assert sent == {"mget": len(slots[node.port])}, (node.port, sent)
+            # Nothing but a GET of each of its own keys, all in that one round trip.
+            assert sent == {"get": owned[node.port]}, (node.port, sent)
+        info = await cache.remote_server().server_info()
+        assert info["cluster_primaries"] == 3
+        assert info["db0"]["keys"] == sum(n.client().dbsize() for n in redis_cluster.nodes)
     finally:
         await cache.aclose()
 
@@ -159,6 +162,68 @@ async def test_a_value_computed_across_a_tag_invalidation_is_not_stored(
     finally:
         await cache.invalidate_all()
         await cache.aclose()
+
+
+async def test_a_store_landing_between_a_tag_reads_its_set_and_deletes_is_deleted(
+    shared_redis_cluster: Cluster,
+) -> None:
+    """The invalidation reads the tag's set (the computation's lease only), the
+    computation then stores, and only then does the invalidation delete: the lease names
+    its entry, which goes too."""
+    cache = GenericRedisCache(shared_redis_cluster.url, namespace="late")
+    backend = cache.remote_server()
+    assert isinstance(backend, RedisClusterBackend)
+    started, release, deleting, proceed = (asyncio.Event() for _ in range(4))
+    source = {"v": "old"}
+
+    @cached(ttl=600, cache=cache, tags=("t",))
+    async def load(x: int) -> str:
+        value = source["v"]
+        started.set()
+        await release.wait()
+        return value
+
+    tags = backend._tags
+    run = tags._run
+
+    async def held_after_reading(what: str, command: Any, **options: Any) -> Any:
+        result = await run(what, command, **options)
+        if what == "TAG READ":
+            deleting.set()
+            await proceed.wait()
+        return result
+
+    try:
+        call = asyncio.create_task(load(1))
+        await started.wait()
+        source["v"] = "new"
+        tags._run = held_after_reading
+        invalidation = asyncio.create_task(cache.invalidate_tags("t"))
+        await deleting.wait()  # the set has been read
+        release.set()
+        assert await call == "old"  # stored meanwhile: the lease was still there
+        proceed.set()
+        await invalidation
+        assert await load.peek(1) is MISSING
+        assert await load(1) == "new"
+    finally:
+        await cache.invalidate_all()
+        await cache.aclose()
+
+
+async def test_an_unreachable_cluster_is_an_outage_for_the_breaker() -> None:
+    from tests.redis_harness import free_port
+
+    backend = RedisClusterBackend.from_url(
+        f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}", connect_timeout=0.2
+    )
+    try:
+        for _ in range(6):
+            with pytest.raises(BackendUnavailable):
+                await backend.get("memo:k")
+        assert backend.breaker.state == "open"
+    finally:
+        await backend.aclose()
 
 
 async def test_resharding_100_slots_during_2000_calls_reaches_no_caller(

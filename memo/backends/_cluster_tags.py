@@ -26,7 +26,7 @@ from typing import Any
 
 from memo.backends._announce import WriteAnnouncer, run_script_calls
 from memo.backends._batching import Call, CallBatcher
-from memo.backends.base import LEASE_SUFFIX
+from memo.backends._cluster_keys import entry_of_lease
 from memo.exceptions import BackendError
 
 __all__ = ["ClusterTagSets"]
@@ -142,11 +142,11 @@ class ClusterTagSets:
             read=True,
         )
         pairs = [(_text(member), score) for member, score in read]
-        entries = [m for m, _ in pairs if not m.endswith(LEASE_SUFFIX)]
-        voided = [m for m, _ in pairs if m.endswith(LEASE_SUFFIX)]
+        # A lease member names its entry too: its computation may have stored since the
+        # set was read (entering the entry in a set this read no longer sees), so the
+        # entry goes with the lease, or the store is refused for want of it.
+        entries = list(dict.fromkeys(entry_of_lease(m) for m, _ in pairs))
         removed = await self._unlink(entries) if entries else 0
-        if voided:
-            await self._unlink(voided)  # leases as keys: "{k}#lease" has no lease itself
         for start in range(0, len(pairs), _FORGET_CHUNK):
             args = [part for pair in pairs[start : start + _FORGET_CHUNK] for part in pair]
             (reply,) = await self._run(

@@ -29,6 +29,7 @@ follows ``MOVED`` and ``ASK``; memo builds on it and adds what a cache needs:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -39,12 +40,12 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
+from redis.exceptions import ClusterDownError, DataError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, RedisClusterException, RedisError, SlotNotCoveredError
 
 from memo._clock import Clock
 from memo._redis_options import RedisOptions
+from memo.backends._cluster_keys import cluster_lease_key, slot_of
 from memo.backends._cluster_tags import ClusterTagSets
 from memo.backends._leases import LeaseCommands
 from memo.backends._patterns import SCAN_COUNT
@@ -59,22 +60,12 @@ __all__ = ["RedisClusterBackend", "cluster_lease_key", "slot_of"]
 
 T = TypeVar("T")
 
+#: What redis-py's cluster client says when it refuses a request rather than fails to
+#: reach the cluster (keys of several slots in one command, a blocked command).
+_REFUSED = re.compile(r"same (key )?slot|blocked|not supported", re.IGNORECASE)
+
 #: Groups of keys per UNLINK round trip.
 _UNLINK_GROUPS = 500
-
-
-def slot_of(key: str) -> int:
-    """The cluster slot of ``key`` (CRC16 of its ``{tag}``, or of the whole key)."""
-    return int(key_slot(key.encode()))
-
-
-def cluster_lease_key(key: str) -> str:
-    """Where ``key``'s lease lives on a cluster: ``{key}#lease``, in the key's slot; a
-    key with its own ``{tag}`` keeps ``key#lease``, which that tag places beside it."""
-    start = key.find("{")
-    if start >= 0 and key.find("}", start + 1) > start + 1:
-        return key + LEASE_SUFFIX
-    return "{" + key + "}" + LEASE_SUFFIX
 
 
 class _Cluster(RedisCluster):
@@ -106,6 +97,16 @@ class _Cluster(RedisCluster):
         await super().aclose()
 
 
+async def _get_each(c: Any, keys: Sequence[str]) -> list[bytes | None]:
+    """One GET per key, pipelined: a round trip per node. Not MGET per slot: while a
+    slot migrates, a multi-key read of keys split between the nodes is refused
+    (TRYAGAIN), where a single key is simply redirected (ASK)."""
+    async with c.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.execute_command("GET", key)
+        return list(await pipe.execute())
+
+
 async def _set_one(c: Any, key: str, value: bytes, ttl_ms: int) -> None:
     await c.set(key, value, px=ttl_ms)
 
@@ -127,7 +128,7 @@ class _Lane:
         run = self.run = partial(backend.run_on, self.breaker)
         self.reads: ReadBatcher[bytes | None] = ReadBatcher(
             lambda key: run("GET", lambda c: c.get(key), read=True),
-            lambda keys: run("MGET", lambda c: c.mget_nonatomic(list(keys)), read=True),
+            lambda keys: run("GET (pipelined)", lambda c: _get_each(c, keys), read=True),
             alone_first=False,
         )
         self.reads_with_ttl: ReadBatcher[tuple[bytes | None, int | None]] = ReadBatcher(
@@ -396,6 +397,16 @@ class RedisClusterBackend(RedisBackend):
     async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
         return await self._tags.invalidate(tag_set)
 
+    async def server_info(self) -> dict[str, Any]:
+        """``INFO`` of every primary: the first one's text fields, the others' counters
+        added in (memory, keys, hits, clients...), and ``cluster_primaries``."""
+        await self._ready_client()
+        primaries = RedisCluster.PRIMARIES
+        replies = await self._across(
+            "INFO", lambda c: c.info("all", target_nodes=primaries), read=True
+        )
+        return sum_node_info(list(replies.values()) if isinstance(replies, dict) else [replies])
+
     def __repr__(self) -> str:
         return f"RedisClusterBackend({self.masked_url!r})"
 
@@ -410,12 +421,15 @@ async def _guarded(command: Callable[[Any], Awaitable[T]], c: Any) -> T:
             await c.initialize()  # before anything is sent: see the module's docstring
             c.ready = True
         return await command(c)
+    except ClusterDownError as exc:  # an answer, but one that says: no service here
+        raise RedisConnectionError(f"the cluster is down: {exc}") from exc
     except (RedisError, OSError, TimeoutError):
         raise
-    except SlotNotCoveredError as exc:
-        raise RedisConnectionError(f"no node serves the slot: {exc}") from exc
     except RedisClusterException as exc:
-        raise DataError(f"refused by the cluster client: {exc}") from exc
+        if _REFUSED.search(str(exc)):  # a request the client will not send (a bug)
+            raise DataError(f"refused by the cluster client: {exc}") from exc
+        # "cannot be connected", a slot no node serves, a node it does not know yet
+        raise RedisConnectionError(f"the cluster is unreachable: {exc}") from exc
     except Exception as exc:
         raise RedisConnectionError(
             f"the cluster client failed ({type(exc).__name__}: {exc})"
@@ -425,6 +439,36 @@ async def _guarded(command: Callable[[Any], Awaitable[T]], c: Any) -> T:
 async def _scan_step(node: ClusterNode, cursor: int, pattern: str, c: Any) -> tuple[int, list[Any]]:
     cursors, keys = await c.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
     return int(next(iter(cursors.values()))), keys
+
+
+#: INFO fields that add up over the primaries.
+_ADDED = (
+    "connected_clients",
+    "used_memory",
+    "keyspace_hits",
+    "keyspace_misses",
+    "evicted_keys",
+    "expired_keys",
+    "total_commands_processed",
+)
+
+
+def sum_node_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One INFO for the cluster: the first node's, with the counters of all added up,
+    ``used_memory_human`` made again from the sum, and ``cluster_primaries``."""
+    if not infos:
+        return {}
+    total = dict(infos[0])
+    for name in _ADDED:
+        if all(isinstance(info.get(name), int) for info in infos):
+            total[name] = sum(int(info[name]) for info in infos)
+    keys = [info.get("db0", {}).get("keys") for info in infos]
+    if all(isinstance(k, int) for k in keys):
+        total["db0"] = {**total.get("db0", {}), "keys": sum(keys)}
+    if isinstance(total.get("used_memory"), int):
+        total["used_memory_human"] = f"{total['used_memory'] / 2**20:.2f}M"
+    total["cluster_primaries"] = len(infos)
+    return total
 
 
 def _passed_on(options: Sequence[tuple[str, str]]) -> dict[str, Any]:
