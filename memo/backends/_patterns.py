@@ -8,7 +8,7 @@ key's lease with it) and its announcer; a cluster's backend scans every primary 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -31,9 +31,9 @@ class PatternCommands:
 
     announcer: WriteAnnouncer
 
-    async def _run(
+    def _run(
         self, what: str, command: Callable[[Any], Awaitable[T]], *, read: bool = False
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
         raise NotImplementedError
 
     async def _unlink(self, keys: Sequence[str]) -> int:
