@@ -46,7 +46,12 @@ class KeyDerivationError(MemoError, TypeError):
 
 
 class BackendError(MemoError):
-    """The storage backend failed."""
+    """The storage backend failed.
+
+    ``scope`` is the part of the backend that failed: ``""`` for all of it, a node's
+    address on a Redis Cluster (whose other nodes may still answer)."""
+
+    scope = ""
 
 
 class BackendUnavailable(BackendError):

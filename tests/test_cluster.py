@@ -308,3 +308,55 @@ async def test_a_paused_node_is_an_outage_of_its_keys_only(redis_cluster: Cluste
         ]
     finally:
         await cache.aclose()
+
+
+async def test_a_paused_nodes_keys_are_served_from_memory_and_only_its_copies_are_flushed(
+    redis_cluster: Cluster,
+) -> None:
+    """With the memory tier on: while one node is out, answers from the others do not
+    flush this process's copies, the out node's keys are served from them, and when it
+    is back only its own copies are dropped (others may have written them meanwhile)."""
+    cache = GenericRedisCache(redis_cluster.url, operation_timeout=0.3)
+    runs = Counter[int]()
+
+    @cached(ttl=600, cache=cache)
+    async def value(x: int) -> int:
+        runs[x] += 1
+        return x + 1
+
+    try:
+        assert await cache.connect()
+        await asyncio.gather(*(value(x) for x in range(300)))
+        paused = redis_cluster.nodes[1]
+        keys = {x: cache.prefix + value.key_for(x) for x in range(300)}
+        on_paused = {x for x, key in keys.items() if redis_cluster.node_for(key) is paused}
+        memory = cache.backend.memory  # type: ignore[attr-defined]
+        assert all(memory.get_local(key) is not None for key in keys.values())
+        paused.pause()
+        try:
+            # New keys: those of the paused node fail, the others are stored in Redis.
+            got = await asyncio.gather(*(value(x) for x in range(1000, 1300)))
+            assert got == [x + 1 for x in range(1000, 1300)]
+            assert cache.backend.remote_down  # type: ignore[attr-defined]
+            assert all(memory.get_local(key) is not None for key in keys.values())
+            runs.clear()
+            got = await asyncio.gather(*(value(x) for x in on_paused))
+            assert got == [x + 1 for x in on_paused]
+            assert dict(runs) == {}  # served from this process's copies
+        finally:
+            paused.resume()
+
+        backend = cache.remote_server()
+        assert isinstance(backend, RedisClusterBackend)
+        lane = f"127.0.0.1:{paused.port}"
+        for _ in range(100):  # the node's breaker lets a probe through each second
+            await asyncio.gather(*(value(x) for x in on_paused))
+            if not cache.backend.remote_down:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
+        assert backend.lanes()[lane] == "closed"
+        assert not cache.backend.remote_down  # type: ignore[attr-defined]
+        others = [key for x, key in keys.items() if x not in on_paused]
+        assert all(memory.get_local(key) is not None for key in others)  # never dropped
+    finally:
+        await cache.aclose()

@@ -9,6 +9,7 @@ import pytest
 from memo import BackendUnavailable
 from memo._options import MemoryOptions
 from memo.backends import MemoryBackend
+from memo.backends._outage import EVERYTHING, OutageScopes
 from memo.backends.base import Backend
 from memo.backends.tiered import TieredBackend
 from memo.testing import FakeClock
@@ -137,3 +138,30 @@ async def test_a_delete_during_an_outage_reports_failure_but_clears_memory(
     with pytest.raises(BackendUnavailable):
         await b.delete("k")
     assert b.memory.get_local("k") is None
+
+
+def test_outage_scopes_drop_only_the_part_that_comes_back() -> None:
+    class Parts(MemoryBackend):
+        """Keys "a:..." answered by node a, "b:..." by node b; node c has left."""
+
+        def outage_scope(self, key: str) -> str:
+            return key.split(":")[0]
+
+        def serves(self, scope: str) -> bool:
+            return scope in ("a", "b")
+
+    def down(scope: str) -> BackendUnavailable:
+        error = BackendUnavailable("gone")
+        error.scope = scope
+        return error
+
+    outage = OutageScopes(Parts(MemoryOptions(memory_cache_size=10)))
+    outage.failed(down("a"))
+    assert outage.answered("b:1") is None  # another node answering changes nothing
+    assert outage.answered(None) is None  # nor does a command of no key in particular
+    assert outage.answered("a:1") == "a" and outage.down == set()
+    outage.failed(down("c"))
+    assert outage.answered("a:1") == EVERYTHING and outage.down == set()  # c left: its keys moved
+    outage.failed(None)  # the whole remote
+    outage.failed(down("a"))
+    assert outage.answered("b:1") == EVERYTHING and outage.down == set()

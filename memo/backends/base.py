@@ -55,6 +55,15 @@ class Backend(abc.ABC):
         """Return one slot per key, in order; None for each miss."""
         return [await self.get(key) for key in keys]
 
+    def outage_scope(self, key: str) -> str:
+        """The part of this backend that answers for ``key`` (see ``_outage.py``):
+        ``""``, all of it, unless it fails in parts (a cluster's nodes)."""
+        return ""
+
+    def serves(self, scope: str) -> bool:
+        """Whether ``scope`` is still a part of this backend."""
+        return True
+
     @abc.abstractmethod
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         """Store ``value`` under ``key`` for ``ttl_ms`` milliseconds, replacing any entry."""

@@ -29,22 +29,19 @@ follows ``MOVED`` and ``ASK``; memo builds on it and adds what a cache needs:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, DataError, RedisClusterException, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from memo._clock import Clock
 from memo._redis_options import RedisOptions
+from memo.backends._cluster_client import ClusterClient, guarded, nothing, passed_on, sum_node_info
 from memo.backends._cluster_keys import cluster_lease_key, slot_of
 from memo.backends._cluster_tags import ClusterTagSets
 from memo.backends._leases import LeaseCommands
@@ -53,48 +50,15 @@ from memo.backends._read_batch import ReadBatcher, get_with_ttl
 from memo.backends._write_batch import WriteBatcher
 from memo.backends.base import LEASE_SUFFIX
 from memo.backends.redis import RedisBackend
-from memo.exceptions import ConfigError
+from memo.exceptions import BackendError, ConfigError
 from memo.resilience import CircuitBreaker
 
 __all__ = ["RedisClusterBackend", "cluster_lease_key", "slot_of"]
 
 T = TypeVar("T")
 
-#: What redis-py's cluster client says when it refuses a request rather than fails to
-#: reach the cluster (keys of several slots in one command, a blocked command).
-_REFUSED = re.compile(r"same (key )?slot|blocked|not supported", re.IGNORECASE)
-
 #: Groups of keys per UNLINK round trip.
 _UNLINK_GROUPS = 500
-
-
-class _Cluster(RedisCluster):
-    """redis-py's client, with ``ready`` (its slot map read) and subscriptions that go
-    to the nodes in turn, so that a subscriber whose node failed moves on.
-
-    A subscription is a plain connection to one node: a classic PUBLISH reaches every
-    node's subscribers, and redis-py's ``ClusterPubSub`` cannot be made before the slot
-    map is read (a memory tier's listener may start first)."""
-
-    ready = False
-    starting: asyncio.Future[None] | None = None  # the one slot-map read under way
-    _subscriptions = 0
-
-    def __init__(self, *, subscriber: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._subscriber = subscriber
-
-    def pubsub(self, **kwargs: Any) -> PubSub:  # type: ignore[override]
-        nodes = self.get_primaries() or list(self.nodes_manager.startup_nodes.values())
-        self._subscriptions += 1
-        node = nodes[self._subscriptions % len(nodes)]
-        client = Redis(host=node.host, port=int(node.port), **self._subscriber)
-        return client.pubsub(**kwargs)
-
-    async def aclose(self, close_connection_pool: bool = True) -> None:
-        """Close every node's connections (``close_connection_pool`` is for the
-        signature memo closes single-server clients with)."""
-        await super().aclose()
 
 
 async def _get_each(c: Any, keys: Sequence[str]) -> list[bytes | None]:
@@ -111,10 +75,6 @@ async def _set_one(c: Any, key: str, value: bytes, ttl_ms: int) -> None:
     await c.set(key, value, px=ttl_ms)
 
 
-async def _nothing(c: Any) -> None:
-    """A command that sends nothing: running it makes the client read its slot map."""
-
-
 class _Lane:
     """One primary's share of the work: its breaker, its reads, writes and leases."""
 
@@ -125,7 +85,7 @@ class _Lane:
             reset_timeout=backend.breaker.reset_timeout,
             clock=backend.lane_clock,
         )
-        run = self.run = partial(backend.run_on, self.breaker)
+        run = self.run = partial(backend.run_on, self.breaker, scope=name)
         self.reads: ReadBatcher[bytes | None] = ReadBatcher(
             lambda key: run("GET", lambda c: c.get(key), read=True),
             lambda keys: run("GET (pipelined)", lambda c: _get_each(c, keys), read=True),
@@ -192,8 +152,8 @@ class RedisClusterBackend(RedisBackend):
 
     def _make_client(self) -> Any:
         url = self.options.url
-        passed = _passed_on(url.options)
-        return _Cluster(
+        passed = passed_on(url.options)
+        return ClusterClient(
             subscriber=dict(
                 username=url.username,
                 password=url.password,
@@ -222,9 +182,15 @@ class RedisClusterBackend(RedisBackend):
         command: Callable[[Any], Awaitable[T]],
         *,
         read: bool = False,
+        scope: str = "",
     ) -> T:
-        """``command`` under the deadline, ``breaker`` and error translation."""
-        return await self._run_on(breaker, what, command, read=read)
+        """``command`` under the deadline, ``breaker`` and error translation; its error
+        names ``scope`` (a node) as the part of the cluster that failed."""
+        try:
+            return await self._run_on(breaker, what, command, read=read)
+        except BackendError as exc:
+            exc.scope = scope
+            raise
 
     async def _run_on(
         self,
@@ -234,7 +200,7 @@ class RedisClusterBackend(RedisBackend):
         *,
         read: bool = False,
     ) -> T:
-        return await super()._run_on(breaker, what, partial(_guarded, command), read=read)
+        return await super()._run_on(breaker, what, partial(guarded, command), read=read)
 
     async def _across(
         self, what: str, command: Callable[[Any], Awaitable[T]], *, read: bool = False
@@ -242,10 +208,10 @@ class RedisClusterBackend(RedisBackend):
         """A command spanning the cluster, under the backend's own breaker."""
         return await self._run_on(self.breaker, what, command, read=read)
 
-    async def _ready_client(self) -> _Cluster:
+    async def _ready_client(self) -> ClusterClient:
         """The loop's client, its slot map read. A burst of first calls shares one read
         (and one failure, for the breaker), which each waits for within its deadline."""
-        client = cast(_Cluster, self.client())
+        client = cast(ClusterClient, self.client())
         if client.ready:
             return client
         if client.starting is None:
@@ -253,9 +219,9 @@ class RedisClusterBackend(RedisBackend):
         await asyncio.shield(client.starting)
         return client
 
-    async def _start(self, client: _Cluster) -> None:
+    async def _start(self, client: ClusterClient) -> None:
         try:
-            await self._across("CLUSTER SLOTS", _nothing, read=True)
+            await self._across("CLUSTER SLOTS", nothing, read=True)
         finally:
             client.starting = None  # read, or failed: the next call asks again
 
@@ -271,6 +237,21 @@ class RedisClusterBackend(RedisBackend):
         if lane is None:
             lane = self._lanes[name] = _Lane(self, name)
         return lane
+
+    def outage_scope(self, key: str) -> str:
+        """The node serving ``key`` now: its lane's name (see _outage.py)."""
+        client = cast(ClusterClient, self.client())
+        if not client.ready:
+            return ""
+        try:
+            node = client.get_node_from_key(key)
+        except (RedisClusterException, RedisError):
+            return ""
+        return node.name if node is not None else ""
+
+    def serves(self, scope: str) -> bool:
+        client = cast(ClusterClient, self.client())
+        return not client.ready or any(n.name == scope for n in client.get_primaries())
 
     def lanes(self) -> dict[str, str]:
         """Each primary this process has sent to, and its breaker's state."""
@@ -411,74 +392,6 @@ class RedisClusterBackend(RedisBackend):
         return f"RedisClusterBackend({self.masked_url!r})"
 
 
-async def _guarded(command: Callable[[Any], Awaitable[T]], c: Any) -> T:
-    """``command`` on a client whose slot map has been read, redis-py's own errors
-    kept (they are translated by the runner) and anything else it raises turned into
-    one: a connection error (an outage) for the unexpected, a data error for a request
-    the client refused."""
-    try:
-        if not c.ready:
-            await c.initialize()  # before anything is sent: see the module's docstring
-            c.ready = True
-        return await command(c)
-    except ClusterDownError as exc:  # an answer, but one that says: no service here
-        raise RedisConnectionError(f"the cluster is down: {exc}") from exc
-    except (RedisError, OSError, TimeoutError):
-        raise
-    except RedisClusterException as exc:
-        if _REFUSED.search(str(exc)):  # a request the client will not send (a bug)
-            raise DataError(f"refused by the cluster client: {exc}") from exc
-        # "cannot be connected", a slot no node serves, a node it does not know yet
-        raise RedisConnectionError(f"the cluster is unreachable: {exc}") from exc
-    except Exception as exc:
-        raise RedisConnectionError(
-            f"the cluster client failed ({type(exc).__name__}: {exc})"
-        ) from exc
-
-
 async def _scan_step(node: ClusterNode, cursor: int, pattern: str, c: Any) -> tuple[int, list[Any]]:
     cursors, keys = await c.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
     return int(next(iter(cursors.values()))), keys
-
-
-#: INFO fields that add up over the primaries.
-_ADDED = (
-    "connected_clients",
-    "used_memory",
-    "keyspace_hits",
-    "keyspace_misses",
-    "evicted_keys",
-    "expired_keys",
-    "total_commands_processed",
-)
-
-
-def sum_node_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """One INFO for the cluster: the first node's, with the counters of all added up,
-    ``used_memory_human`` made again from the sum, and ``cluster_primaries``."""
-    if not infos:
-        return {}
-    total = dict(infos[0])
-    for name in _ADDED:
-        if all(isinstance(info.get(name), int) for info in infos):
-            total[name] = sum(int(info[name]) for info in infos)
-    keys = [info.get("db0", {}).get("keys") for info in infos]
-    if all(isinstance(k, int) for k in keys):
-        total["db0"] = {**total.get("db0", {}), "keys": sum(keys)}
-    if isinstance(total.get("used_memory"), int):
-        total["used_memory_human"] = f"{total['used_memory'] / 2**20:.2f}M"
-    total["cluster_primaries"] = len(infos)
-    return total
-
-
-def _passed_on(options: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The URL's options redis-py's cluster client takes."""
-    passed: dict[str, Any] = {}
-    for name, value in options:
-        if name == "client_name":
-            passed[name] = value
-        elif name == "health_check_interval":
-            passed[name] = int(value)
-        elif name == "socket_keepalive":
-            passed[name] = value == "true"
-    return passed

@@ -6,7 +6,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from memo._clock import Clock
@@ -203,6 +203,12 @@ class MemoryBackend(Backend):
                 return list(view)
             except RuntimeError:
                 continue
+
+    def discard_where(self, drop: Callable[[str], bool]) -> None:
+        """Remove the keys ``drop`` picks (sync)."""
+        with self._lock:
+            for key in [k for k in self._snapshot(self._data) if drop(k)]:
+                self._remove(key)
 
     def discard_pattern(self, pattern: str) -> int:
         """Remove the keys matching a glob (sync); how many of them were still fresh."""

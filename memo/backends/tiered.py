@@ -6,11 +6,10 @@ outlives the entry it copies. Writes and deletes reach both tiers.
 
 When the remote cannot be reached, the memory tier serves alone: reads fall back to it
 and writes land in it (a write's error is still raised, so the cache counts and logs
-it). The first remote success after an outage flushes the memory tier before it is
-trusted again, because other processes may have written the remote meanwhile.
+it). The first remote success after an outage flushes the memory tier (of a cluster:
+of the node that was out) before it is trusted again (``_outage.py``).
 
-With ``memory_reads=False`` (``enable_memory_cache=False``) the memory tier is an outage
-tier only: untouched while the remote answers.
+With ``memory_reads=False`` the memory tier is an outage tier only.
 
 With ``listen=True`` over a ``RedisBackend``, the memory tier hears of what changes in
 Redis: from the server itself, which tracks the keys this tier read (``_tracking.py``;
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from memo.backends._fill_guard import FillGuard
+from memo.backends._outage import EVERYTHING, OutageScopes
 from memo.backends._tracking import NotTracking
 from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
 from memo.backends.memory import MemoryBackend
@@ -67,12 +67,12 @@ class TieredBackend(Backend):
     ) -> None:
         self.memory = memory
         self.remote = remote
-        # What the remote can do, asked once: a runtime protocol check costs several
-        # microseconds, and a miss asks for leases four or five times.
+        # What the remote can do, asked once: a protocol check costs microseconds.
         self._remote_leases = remote if isinstance(remote, Leases) else None
         self._remote_with_ttl = remote if isinstance(remote, ReadsWithTTL) else None
         self.memory_reads = memory_reads
-        self.remote_down = False
+        self.remote_down = False  # some part of the remote is out (see _outage)
+        self._outage = OutageScopes(remote)
         self.listener: InvalidationListener | TrackingListener | None = None
         # Told of other processes' announcements (keys, or a pattern), so that the cache
         # can keep computations already under way from storing what was just replaced.
@@ -100,24 +100,31 @@ class TieredBackend(Backend):
     def _refresh(self) -> None:
         # One attribute for the synchronous hit path (get_local) to read.
         self._memory_first = self.memory_reads and self._channel_trusted and not self.remote_down
-        self._serve_memory = self._memory_first or self.remote_down
+        # Out as a whole: memory serves alone; a part out: memory answers for that part.
+        self._serve_memory = self._memory_first or "" in self._outage.down
 
     def _failed(self, exc: BackendError) -> None:
         if isinstance(exc, _OUTAGE):
-            self.mark_remote_down()
+            self.mark_remote_down(exc)
 
-    def mark_remote_down(self) -> None:
-        """The remote did not answer a check: serve from memory until it does."""
+    def mark_remote_down(self, exc: BackendError | None = None) -> None:
+        """The remote (``exc.scope`` of it) did not answer: serve from memory until it does."""
+        self._outage.failed(exc)
         if not self.remote_down:
             self.remote_down = True
             self._refresh()
 
-    def _answered(self) -> None:
+    def _answered(self, key: str | None = None) -> None:
         if self.remote_down:
             # Back from an outage: what memory holds may be older than what other
             # processes wrote to the remote meanwhile.
-            self.remote_down = False
-            self.memory.clear_local()
+            drop = self._outage.answered(key)
+            if drop == EVERYTHING:
+                self.memory.clear_local()
+            elif drop is not None:
+                scope_of = self.remote.outage_scope
+                self.memory.discard_where(lambda k: scope_of(k) == drop)
+            self.remote_down = bool(self._outage.down)
             self._refresh()
 
     def _fills_memory(self) -> bool:
@@ -153,8 +160,7 @@ class TieredBackend(Backend):
             self.on_announced(None, pattern)
 
     def _flush(self) -> None:
-        """The listener (re)connected, or the database was flushed: changes may have been
-        missed."""
+        """The listener (re)connected, or the database was flushed: changes missed."""
         self._guard.everything()
         self.memory.clear_local()
 
@@ -196,7 +202,7 @@ class TieredBackend(Backend):
 
     def _listener_stopped(self) -> bool:
         """The listener's loop stopped: distrust memory (and listen again from the
-        running loop, if any); whether memory is no longer to be served."""
+        running loop); whether memory is no longer to be served."""
         self._listening_in = None
         self._trust(False)
         if _running_loop() is not None and self.listener is not None:
@@ -228,7 +234,7 @@ class TieredBackend(Backend):
             if kept is not None:
                 return kept
             raise
-        self._answered()
+        self._answered(key)
         if (
             data is not None
             and ttl_ms is not None
@@ -329,7 +335,7 @@ class TieredBackend(Backend):
             for key in items:
                 self.memory.discard_local(key)  # cancelled: Redis may or may not have it
             raise
-        self._answered()
+        self._answered(next(iter(items)) if len(items) == 1 else None)
         for key, value in items.items():
             if stored and key in fillable:
                 self.memory.set_local(key, value, ttl_ms)
@@ -354,13 +360,13 @@ class TieredBackend(Backend):
             raise BackendError(f"{self.remote!r} keeps no leases")
         return leases
 
-    async def _remote_call(self, call: Awaitable[T]) -> T:
+    async def _remote_call(self, call: Awaitable[T], key: str | None = None) -> T:
         try:
             result = await call
         except BackendError as exc:
             self._failed(exc)
             raise
-        self._answered()
+        self._answered(key)
         return result
 
     async def acquire_lease(
@@ -372,16 +378,17 @@ class TieredBackend(Backend):
         expect: tuple[int, bytes] | None,
     ) -> int:
         return await self._remote_call(
-            self._leases().acquire_lease(key, token, lease_ms, tag_sets, expect)
+            self._leases().acquire_lease(key, token, lease_ms, tag_sets, expect), key
         )
 
     async def renew_lease(
         self, key: str, token: str, lease_ms: int, tag_sets: Sequence[str]
     ) -> bool:
-        return await self._remote_call(self._leases().renew_lease(key, token, lease_ms, tag_sets))
+        leases = self._leases()
+        return await self._remote_call(leases.renew_lease(key, token, lease_ms, tag_sets), key)
 
     async def release_lease(self, key: str, token: str) -> None:
-        await self._remote_call(self._leases().release_lease(key, token))
+        await self._remote_call(self._leases().release_lease(key, token), key)
 
     async def store_leased(
         self,
