@@ -269,8 +269,8 @@ async def test_resharding_100_slots_during_2000_calls_reaches_no_caller(
         await cache.aclose()
 
 
-async def test_a_paused_node_is_an_outage_of_its_keys_only(redis_cluster: Cluster) -> None:
-    cache = GenericRedisCache(redis_cluster.url, enable_memory_cache=False, operation_timeout=0.3)
+def _counted(cache: GenericRedisCache) -> tuple[Any, Counter[int]]:
+    """A decorated ``x + 1`` on ``cache``, and its runs per argument."""
     runs = Counter[int]()
 
     @cached(ttl=600, cache=cache)
@@ -278,15 +278,25 @@ async def test_a_paused_node_is_an_outage_of_its_keys_only(redis_cluster: Cluste
         runs[x] += 1
         return x + 1
 
+    return value, runs
+
+
+async def _filled(
+    cluster: Cluster, cache: GenericRedisCache, value: Any, node: Any
+) -> tuple[dict[int, str], set[int]]:
+    """``value`` of 0..299 stored; their Redis keys, and which of them ``node`` serves."""
+    assert await cache.connect()
+    await asyncio.gather(*(value(x) for x in range(300)))
+    keys = {x: cache.prefix + value.key_for(x) for x in range(300)}
+    return keys, {x for x, key in keys.items() if cluster.node_for(key) is node}
+
+
+async def test_a_paused_node_is_an_outage_of_its_keys_only(redis_cluster: Cluster) -> None:
+    cache = GenericRedisCache(redis_cluster.url, enable_memory_cache=False, operation_timeout=0.3)
+    value, runs = _counted(cache)
     try:
-        assert await cache.connect()
-        await asyncio.gather(*(value(x) for x in range(300)))
         paused = redis_cluster.nodes[2]
-        on_paused = {
-            x
-            for x in range(300)
-            if redis_cluster.node_for(cache.prefix + value.key_for(x)) is paused
-        }
+        _, on_paused = await _filled(redis_cluster, cache, value, paused)
         assert 0 < len(on_paused) < 300
         runs.clear()
         paused.pause()
@@ -317,19 +327,10 @@ async def test_a_paused_nodes_keys_are_served_from_memory_and_only_its_copies_ar
     flush this process's copies, the out node's keys are served from them, and when it
     is back only its own copies are dropped (others may have written them meanwhile)."""
     cache = GenericRedisCache(redis_cluster.url, operation_timeout=0.3)
-    runs = Counter[int]()
-
-    @cached(ttl=600, cache=cache)
-    async def value(x: int) -> int:
-        runs[x] += 1
-        return x + 1
-
+    value, runs = _counted(cache)
     try:
-        assert await cache.connect()
-        await asyncio.gather(*(value(x) for x in range(300)))
         paused = redis_cluster.nodes[1]
-        keys = {x: cache.prefix + value.key_for(x) for x in range(300)}
-        on_paused = {x for x, key in keys.items() if redis_cluster.node_for(key) is paused}
+        keys, on_paused = await _filled(redis_cluster, cache, value, paused)
         memory = cache.backend.memory  # type: ignore[attr-defined]
         assert all(memory.get_local(key) is not None for key in keys.values())
         paused.pause()

@@ -27,19 +27,14 @@ from typing import Any
 from memo.backends._announce import WriteAnnouncer, run_script_calls
 from memo.backends._batching import Call, CallBatcher
 from memo.backends._cluster_keys import entry_of_lease
+from memo.backends._leases import NOW_MS
 from memo.exceptions import BackendError
 
 __all__ = ["ClusterTagSets"]
 
-_NOW_MS = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
 # KEYS: a tag's set. ARGV: member (a lease), ms, '1' = only if already there (renewal).
 _ENTER = (
-    _NOW_MS
+    NOW_MS
     + """
 local ms = tonumber(ARGV[2])
 if ARGV[3] == '1' then
@@ -53,7 +48,7 @@ return 1
 )
 # KEYS: a tag's set. ARGV: the entry, its lease, ttl ms.
 _RECORD = (
-    _NOW_MS
+    NOW_MS
     + """
 local now, ttl = now_ms(), tonumber(ARGV[3])
 redis.call('ZREM', KEYS[1], ARGV[2])

@@ -28,10 +28,11 @@ from memo.backends._batching import Call, CallBatcher
 from memo.backends.base import LEASE_SUFFIX
 from memo.exceptions import BackendError
 
-__all__ = ["LeaseCommands"]
+__all__ = ["NOW_MS", "LeaseCommands"]
 
-# The server's clock in milliseconds (scripts replicate by effects, so TIME is allowed).
-_NOW_MS = """
+#: The server's clock in milliseconds, for scripts (they replicate by effects: TIME is
+#: allowed).
+NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -46,7 +47,7 @@ end
 # The tag sets are written first: a script is not rolled back, and a lease must never
 # exist without its place in its tags' sets.
 _ACQUIRE = (
-    _NOW_MS
+    NOW_MS
     + """
 local force = ARGV[5] == '1'
 local offset, stamp = tonumber(ARGV[3]), ARGV[4]
@@ -69,7 +70,7 @@ return 1
 """
 )
 _RENEW = (
-    _NOW_MS
+    NOW_MS
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local ms = tonumber(ARGV[2])
@@ -91,7 +92,7 @@ return 0
 #       stamp offset (-1 = forced: whatever is stored), stamp ('' = the entry must be
 #       absent), channel, message ('' = not announced).
 _STORE = (
-    _NOW_MS
+    NOW_MS
     + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
