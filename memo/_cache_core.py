@@ -28,7 +28,7 @@ from memo._leasing import Leasing
 from memo._options import CodecOptions
 from memo._reporting import CountedFunction, Reporting, snapshot
 from memo._savings import SavingsLedger, Usage
-from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex
+from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex, tag_set_key
 from memo._ttl import TTL, ttl_to_ms
 from memo._validate import check_bool
 from memo.backends.base import (
@@ -39,6 +39,7 @@ from memo.backends.base import (
     LocalReads,
     LocalTier,
     RemoteServer,
+    TagListing,
 )
 from memo.exceptions import BackendError, ConfigError, DecodeError, EncodeError
 from memo.stats import CacheStats
@@ -322,8 +323,17 @@ class CacheCore:
         return removed
 
     async def tag_members(self, tag: str) -> list[str]:
-        """The relative keys recorded under ``tag`` (some may have expired since)."""
-        return await self._tags.members(tag)
+        """The relative keys recorded under ``tag`` (some may have expired since): in
+        the index, and in the tag's set on Redis."""
+        members = await self._tags.members(tag)
+        remote = self.remote_server()
+        if self.leasing.active and isinstance(remote, TagListing):
+            try:
+                named = await remote.tag_members(tag_set_key(self.prefix, tag))
+            except BackendError as exc:
+                self.backend_failed("get", exc, strict=True)  # counted, and raised
+            members += [k[len(self.prefix) :] for k in named if k.startswith(self.prefix)]
+        return list(dict.fromkeys(members))
 
     async def read_stored(self, key: str) -> StoredValue | None:
         """What is stored under the relative ``key``, fresh, stale or undecodable, read

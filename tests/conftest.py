@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Union
 
 import pytest
 
@@ -10,6 +11,10 @@ import memo
 from memo import InMemoryCache
 from memo._slots import _slots
 from memo.testing import FakeClock
+
+if TYPE_CHECKING:  # the harnesses are plugins: imported here first, pytest could not rewrite them
+    from tests.cluster_harness import Cluster
+    from tests.redis_harness import RedisServer
 
 pytest_plugins = ["tests.redis_harness", "tests.sentinel_harness", "tests.cluster_harness"]
 
@@ -72,3 +77,14 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     for slot in _slots.values():
         slot.detach()
+
+
+#: What a test parametrized over deployments runs against: one server, or a
+#: three-primary cluster (both have ``url`` and a synchronous ``client()``).
+Deployment = Union["RedisServer", "Cluster"]
+
+
+@pytest.fixture(params=["server", "cluster"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    name = "redis_server" if request.param == "server" else "redis_cluster"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ import memo.cli
 import memo.monitoring
 from memo import GenericRedisCache, cached
 from memo.cli import main
+from tests.conftest import Deployment
 from tests.redis_harness import RedisServer
 
 
@@ -171,6 +172,28 @@ async def test_invalidate_that_removes_nothing_exits_1_even_with_yes(
     tagless = run("invalidate", "--tag", "no-such-tag", "--yes", url=redis_server.url)
     assert 1 == tagless.returncode
     assert 2 == redis_server.dbsize()
+
+
+@pytest.mark.slow
+async def test_invalidate_by_tag_counts_the_tags_entries_and_asks_first(
+    deployment: Deployment,
+) -> None:
+    cache = GenericRedisCache(deployment.url, enable_memory_cache=False)
+
+    @cached(ttl=600, cache=cache, tags=("team:{team}",))
+    async def member(team: int, name: str) -> str:
+        return f"{team}:{name}"
+
+    for name in ("a", "b", "c"):
+        await member(7, name)
+    await member(8, "a")
+    await cache.aclose()
+
+    declined = run("invalidate", "--tag", "team:7", url=deployment.url, stdin="n\n")
+    assert "Delete 3 key(s) matching tag 'team:7'" in declined.stderr
+    assert 1 == declined.returncode
+    confirmed = run("invalidate", "--tag", "team:7", url=deployment.url, stdin="y\n")
+    assert (0, "deleted 3 key(s)") == (confirmed.returncode, confirmed.stdout.strip())
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ import memo
 from memo import MISSING, GenericRedisCache, InMemoryCache, cached
 from tests import _proc_workers as workers
 from tests.cluster_harness import Cluster
+from tests.conftest import Deployment
 from tests.redis_harness import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -138,16 +139,6 @@ def take_tokens(client: redis.Redis, key: str, n: int, what: str, kids: Children
         elif time.monotonic() > deadline:
             pytest.fail(f"only {len(taken)} of {n} {what} within 30 s")
     return taken
-
-
-#: What the multi-process tests run against: one server, or a three-primary cluster.
-Deployment = RedisServer | Cluster
-
-
-@pytest.fixture(params=["server", "cluster"])
-def deployment(request: pytest.FixtureRequest) -> Deployment:
-    name = "redis_server" if request.param == "server" else "redis_cluster"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ 1. leases

@@ -37,6 +37,7 @@ __all__ = [
     "ReadsWithTTL",
     "RemoteServer",
     "SharedHashes",
+    "TagListing",
     "TagSets",
 ]
 
@@ -290,6 +291,15 @@ class Leases(Protocol):
         stored value, or ``(0, b"")`` for an absent entry); record membership in each
         tag set. True when stored. ``expect`` at offset -1 stores whatever is there (an
         explicit refresh, under a lease taken with ``expect=None``)."""
+        ...
+
+
+@runtime_checkable
+class TagListing(Protocol):
+    """A server that can say which entries a tag's set names (Redis)."""
+
+    async def tag_members(self, tag_set: str) -> list[str]:
+        """The entries the set names (full keys; some may have expired since)."""
         ...
 
 

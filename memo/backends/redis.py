@@ -47,7 +47,7 @@ from memo.backends._registry import register
 from memo.backends._sentinel import sentinel_primary
 from memo.backends._tracking import TrackingListener
 from memo.backends._write_batch import WriteBatcher
-from memo.backends.base import Backend
+from memo.backends.base import LEASE_SUFFIX, Backend
 from memo.backends.invalidation import InvalidationListener
 from memo.exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from memo.resilience import CircuitBreaker
@@ -408,6 +408,12 @@ class RedisBackend(PatternCommands, Backend):
 
     async def invalidate_tag(self, tag_set: str) -> tuple[int, list[str]]:
         return await self._leases.invalidate_tag(tag_set)
+
+    async def tag_members(self, tag_set: str) -> list[str]:
+        """The entries ``tag_set`` names (leases of computations left out)."""
+        found = await self._run("ZRANGE", lambda c: c.zrange(tag_set, 0, -1), read=True)
+        names = [k.decode() if isinstance(k, bytes) else str(k) for k in found]
+        return [name for name in names if not name.endswith(LEASE_SUFFIX)]
 
     async def flush_database(self, confirm: str) -> None:
         """FLUSHDB, only when ``confirm`` names the database (``"db0"``, ``"db15"`` …)."""
