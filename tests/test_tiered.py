@@ -140,21 +140,33 @@ async def test_a_delete_during_an_outage_reports_failure_but_clears_memory(
     assert b.memory.get_local("k") is None
 
 
+class Parts(MemoryBackend):
+    """A remote in parts: keys "a:..." answered by node a, "b:..." by node b (node c
+    has left); the parts named in ``out`` fail with their scope."""
+
+    fails_in_parts = True
+    out: tuple[str, ...] = ()
+
+    async def get(self, key: str) -> bytes | None:
+        scope = self.outage_scope(key)
+        if scope in self.out:
+            raise down(scope)
+        return await super().get(key)
+
+    def outage_scope(self, key: str) -> str:
+        return key.split(":")[0]
+
+    def serves(self, scope: str) -> bool:
+        return scope in ("a", "b")
+
+
+def down(scope: str) -> BackendUnavailable:
+    error = BackendUnavailable("gone")
+    error.scope = scope
+    return error
+
+
 def test_outage_scopes_drop_only_the_part_that_comes_back() -> None:
-    class Parts(MemoryBackend):
-        """Keys "a:..." answered by node a, "b:..." by node b; node c has left."""
-
-        def outage_scope(self, key: str) -> str:
-            return key.split(":")[0]
-
-        def serves(self, scope: str) -> bool:
-            return scope in ("a", "b")
-
-    def down(scope: str) -> BackendUnavailable:
-        error = BackendUnavailable("gone")
-        error.scope = scope
-        return error
-
     outage = OutageScopes(Parts(MemoryOptions(memory_cache_size=10)))
     outage.failed(down("a"))
     assert outage.answered("b:1") is None  # another node answering changes nothing
@@ -165,3 +177,22 @@ def test_outage_scopes_drop_only_the_part_that_comes_back() -> None:
     outage.failed(None)  # the whole remote
     outage.failed(down("a"))
     assert outage.answered("b:1") == EVERYTHING and outage.down == set()
+
+
+async def test_with_one_part_out_only_its_keys_are_answered_and_kept_in_memory() -> None:
+    remote = Parts(MemoryOptions(memory_cache_size=10))
+    tier = TieredBackend(MemoryBackend(MemoryOptions(memory_cache_size=10)), remote)
+    for key in ("a:1", "b:1"):
+        await tier.set(key, key.encode(), 60_000)
+    remote.out = ("a",)
+    tier.mark_remote_down(down("a"))
+    await remote.set("b:1", b"b:1 from redis", 60_000)  # written by another process
+    # A multi-get: the part that is out answers from memory, the other from the remote
+    # (asked first while a part is out, though memory holds an older copy).
+    assert await tier.get_many(["a:1", "b:1"]) == [b"a:1", b"b:1 from redis"]
+    assert tier.remote_down
+    # A value nobody could store is kept for the part that is out only.
+    tier.keep_local_copy("a:2", b"computed", 60_000)
+    tier.keep_local_copy("b:2", b"computed", 60_000)
+    assert tier.memory.get_local("a:2") == b"computed"
+    assert tier.memory.get_local("b:2") is None  # b answers: a copy would go stale

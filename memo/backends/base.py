@@ -65,6 +65,9 @@ class Backend(abc.ABC):
         """Whether ``scope`` is still a part of this backend."""
         return True
 
+    #: Parts of it can be out while others answer (a cluster): read keys one by one.
+    fails_in_parts = False
+
     @abc.abstractmethod
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         """Store ``value`` under ``key`` for ``ttl_ms`` milliseconds, replacing any entry."""

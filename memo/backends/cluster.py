@@ -128,6 +128,7 @@ class RedisClusterBackend(RedisBackend):
     """
 
     name = "redis-cluster"
+    fails_in_parts = True
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from memo.backends._fill_guard import FillGuard
-from memo.backends._outage import EVERYTHING, OutageScopes
+from memo.backends._outage import OutageScopes, read_in_parts
 from memo.backends._tracking import NotTracking
 from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
 from memo.backends.memory import MemoryBackend
@@ -117,13 +117,8 @@ class TieredBackend(Backend):
     def _answered(self, key: str | None = None) -> None:
         if self.remote_down:
             # Back from an outage: what memory holds may be older than what other
-            # processes wrote to the remote meanwhile.
-            drop = self._outage.answered(key)
-            if drop == EVERYTHING:
-                self.memory.clear_local()
-            elif drop is not None:
-                scope_of = self.remote.outage_scope
-                self.memory.discard_where(lambda k: scope_of(k) == drop)
+            # processes wrote to the remote meanwhile (_outage drops it).
+            self._outage.back(key, self.memory)
             self.remote_down = bool(self._outage.down)
             self._refresh()
 
@@ -169,8 +164,7 @@ class TieredBackend(Backend):
             self.listener.ensure_running()
 
     async def start_listening(self, timeout: float) -> bool:
-        """Subscribe now and wait up to ``timeout`` s; True once the channel is trusted
-        (always True without a listener)."""
+        """Subscribe; True once trusted within ``timeout`` s (or without a listener)."""
         if self.listener is None:
             return True
         return await self.listener.wait_trusted(timeout)
@@ -263,16 +257,22 @@ class TieredBackend(Backend):
                 wanted.append(i)
             else:
                 found[i] = data
-        if wanted:
+        if not wanted:
+            return found
+        asked = [keys[i] for i in wanted]
+        if self.remote.fails_in_parts:  # a cluster: each key read where it lives
+            kept = self.memory.get_local
+            remote = await read_in_parts(asked, self.remote.get, kept, self._failed, self._answered)
+        else:
             try:
-                remote = await self.remote.get_many([keys[i] for i in wanted])
+                remote = await self.remote.get_many(asked)
             except BackendError as exc:
                 self._failed(exc)
                 raise
             self._answered()
-            # No TTLs come back with a multi-get, so these do not fill the memory tier.
-            for i, data in zip(wanted, remote, strict=True):
-                found[i] = data
+        # No TTLs come back with a multi-get, so these do not fill the memory tier.
+        for i, data in zip(wanted, remote, strict=True):
+            found[i] = data
         return found
 
     async def ttl(self, key: str) -> int | None:
@@ -344,7 +344,7 @@ class TieredBackend(Backend):
         return stored
 
     def keep_local_copy(self, key: str, value: bytes, ttl_ms: int) -> None:
-        if self.remote_down:  # serving alone: the copy is all callers can have
+        if self._outage.covers(key):  # serving alone: the copy is all callers can have
             self.memory.set_local(key, value, ttl_ms)
 
     # -- leases and tag sets: the remote's, with this tier's bookkeeping
