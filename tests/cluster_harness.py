@@ -12,21 +12,20 @@ makes every node refuse every command. The same skip rules as ``tests.redis_harn
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 from redis.cluster import key_slot
 
-from tests.redis_harness import RedisServer, free_port, need_redis
+from tests.redis_harness import RedisServer, free_port, started
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 30.0
+_TOOLS = ("redis-server", "redis-cli")
 
 
 class ClusterNode(RedisServer):
@@ -202,27 +201,15 @@ class Cluster:
             node.stop()
 
 
-@contextmanager
-def _running(directory: Path) -> Iterator[Cluster]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        need_redis("redis-server and redis-cli are needed for a Redis Cluster")
-    cluster = Cluster(directory)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A fresh three-primary cluster, stopped afterwards (tests may pause, kill, reshard)."""
-    with _running(tmp_path / "cluster") as cluster:
+    with started(Cluster(tmp_path / "cluster"), _TOOLS) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
 def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster for a module (the contract suite): its tests leave it as they found it."""
-    with _running(tmp_path_factory.mktemp("shared-cluster")) as cluster:
+    with started(Cluster(tmp_path_factory.mktemp("shared-cluster")), _TOOLS) as cluster:
         yield cluster

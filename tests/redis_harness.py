@@ -19,9 +19,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, TypeVar
 
 import pytest
 import redis
@@ -53,6 +54,29 @@ def need_redis(reason: str = MISSING_REASON) -> None:
     if redis_required():
         pytest.fail(f"MEMO_REQUIRE_REDIS=1 but {reason}")
     pytest.skip(reason)
+
+
+class Deployment(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+D = TypeVar("D", bound=Deployment)
+
+
+@contextmanager
+def started(deployment: D, tools: tuple[str, ...] = ("redis-server",)) -> Iterator[D]:
+    """``deployment`` started, and stopped afterwards whatever happened; skipped (a
+    failure under MEMO_REQUIRE_REDIS=1) when one of ``tools`` is not on PATH."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        need_redis(f"{' and '.join(missing)} not found: install redis-server (apt-get)")
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
 
 
 def free_port() -> int:

@@ -12,10 +12,8 @@ skips, and with ``MEMO_REQUIRE_REDIS=1`` that skip is a failure instead.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +21,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from tests.redis_harness import RedisServer, need_redis
+from tests.redis_harness import RedisServer, started
 
 SERVICE = "mymaster"
 HOST = "127.0.0.1"
@@ -280,24 +278,10 @@ class SentinelSet:
         return found[0]
 
 
-@contextmanager
-def _running(directory: Path) -> Iterator[SentinelSet]:
-    """A set started in ``directory`` (skipped without redis-server, as every Redis
-    fixture is: ``need_redis``), stopped afterwards whatever happened."""
-    if shutil.which("redis-server") is None:
-        need_redis()
-    deployment = SentinelSet(directory)
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.stop()
-
-
 @pytest.fixture
 def sentinel_set(tmp_path: Path) -> Iterator[SentinelSet]:
     """A primary, its replica and three sentinels, up and agreed; stopped afterwards."""
-    with _running(tmp_path / "sentinel-set") as deployment:
+    with started(SentinelSet(tmp_path / "sentinel-set")) as deployment:
         yield deployment
 
 
@@ -305,5 +289,5 @@ def sentinel_set(tmp_path: Path) -> Iterator[SentinelSet]:
 def shared_sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
     """One set for a whole module (the backend contract suite, 2 s to start each time):
     its tests must leave it as they found it (no kills, no pauses)."""
-    with _running(tmp_path_factory.mktemp("shared-sentinel-set")) as deployment:
+    with started(SentinelSet(tmp_path_factory.mktemp("shared-sentinel-set"))) as deployment:
         yield deployment

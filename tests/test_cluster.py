@@ -130,28 +130,37 @@ async def test_pattern_and_tag_invalidation_remove_exactly_their_entries_on_ever
         await cache.aclose()
 
 
+class GatedLoad:
+    """A function tagged ``t`` that reads its source, then waits to be released."""
+
+    def __init__(self, cache: GenericRedisCache) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+        self.source = "old"
+
+        @cached(ttl=600, cache=cache, tags=("t",))
+        async def load(x: int) -> str:
+            value = self.source
+            self.started.set()
+            await self.release.wait()
+            return value
+
+        self.load = load
+
+
 async def test_a_value_computed_across_a_tag_invalidation_is_not_stored(
     shared_redis_cluster: Cluster,
 ) -> None:
     """The tag's set and the entry live on different nodes: the invalidation still voids
     the computation under way."""
     cache = GenericRedisCache(shared_redis_cluster.url, namespace="race")
-    started, release = asyncio.Event(), asyncio.Event()
-    source = {"v": "old"}
-
-    @cached(ttl=600, cache=cache, tags=("t",))
-    async def load(x: int) -> str:
-        value = source["v"]
-        started.set()
-        await release.wait()
-        return value
-
+    gated = GatedLoad(cache)
+    load = gated.load
     try:
         call = asyncio.create_task(load(1))
-        await started.wait()
-        source["v"] = "new"
+        await gated.started.wait()
+        gated.source = "new"
         await cache.invalidate_tags("t")
-        release.set()
+        gated.release.set()
         assert await call == "old"  # the caller gets its result...
         assert await load.peek(1) is MISSING
         assert await load(1) == "new"  # ...but it was never stored
@@ -169,16 +178,9 @@ async def test_a_store_landing_between_a_tag_reads_its_set_and_deletes_is_delete
     cache = GenericRedisCache(shared_redis_cluster.url, namespace="late")
     backend = cache.remote_server()
     assert isinstance(backend, RedisClusterBackend)
-    started, release, deleting, proceed = (asyncio.Event() for _ in range(4))
-    source = {"v": "old"}
-
-    @cached(ttl=600, cache=cache, tags=("t",))
-    async def load(x: int) -> str:
-        value = source["v"]
-        started.set()
-        await release.wait()
-        return value
-
+    deleting, proceed = asyncio.Event(), asyncio.Event()
+    gated = GatedLoad(cache)
+    load = gated.load
     tags = backend._tags
     run = tags._run
 
@@ -191,12 +193,12 @@ async def test_a_store_landing_between_a_tag_reads_its_set_and_deletes_is_delete
 
     try:
         call = asyncio.create_task(load(1))
-        await started.wait()
-        source["v"] = "new"
+        await gated.started.wait()
+        gated.source = "new"
         tags._run = held_after_reading
         invalidation = asyncio.create_task(cache.invalidate_tags("t"))
         await deleting.wait()  # the set has been read
-        release.set()
+        gated.release.set()
         assert await call == "old"  # stored meanwhile: the lease was still there
         proceed.set()
         await invalidation
