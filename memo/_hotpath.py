@@ -64,6 +64,9 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
     local_get: Callable[[str], bytes | None] | None = None
     # Calls hit before, by their arguments: the tier's entry, the decoded value, its copier.
     held: dict[Hashable, _Held] | None = None
+    # The same for one positional int (the commonest call), by the int itself: no tuple
+    # to build and hash per hit.
+    held_ints: dict[int, _Held] = {}
     held_max = _HELD_AT_LEAST
     tier: LocalEntries | None = None
     clock: Callable[[], float] = _never
@@ -73,7 +76,8 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
     bound: Cache | None = None
 
     def bind(cache: Cache) -> None:
-        nonlocal keys, cstats, prefix, decode_local, local_get, held, tier, clock, remembered
+        nonlocal keys, cstats, prefix, decode_local, local_get, held, held_ints, tier, clock
+        nonlocal remembered
         nonlocal map_key, key_by_map, plain, saving, bound
         # Under ENABLE_AI_CACHE=false every call goes to lookup, which runs it uncached.
         keys = _no_key if plan.ai_off else plan.keys
@@ -88,58 +92,72 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
         local_get = cache.local_reader if plan.simple and not plan.ai_off else None
         tier = cache.local_entries if local_get is not None and map_key is not None else None
         held = {} if tier is not None else None
+        held_ints = {}
         clock = tier.clock if tier is not None else _never
         remembered = cache.codec.remembered
         saving = plan.saved if plan.usage_of is not None else None
         bound = cache
 
     def unbind() -> None:
-        nonlocal local_get, prefix, held, tier, bound
+        nonlocal local_get, prefix, held, held_ints, tier, bound
         local_get = bound = None
         prefix = ""
         held = tier = None
+        held_ints = {}
 
     plan.add_hooks(bind, unbind)
 
-    def hold(mk: Hashable, full: str, data: bytes) -> None:
+    def hold(mk: Hashable, full: str, data: bytes, one_int: bool) -> None:
         """Hold a call just hit, if its value was remembered and its entry stands."""
-        nonlocal held, held_max
+        nonlocal held, held_ints, held_max
         found = remembered(data)  # None until a second hit: most first hits stop here
         if found is None or tier is None or held is None:
             return
         entry = tier.entry_local(full)
         if entry is None or entry.value is not data:
             return
-        if len(held) >= held_max:
+        if len(held) + len(held_ints) >= held_max:
             # Sweep out what the tier has dropped; what is left is all live entries of
             # this function, so the next sweep comes after as many holds again.
             held = {k: v for k, v in held.items() if v[0].queue != GONE}
-            held_max = max(_HELD_AT_LEAST, 2 * len(held))
-        held[mk] = (entry, found[0], found[1])
+            held_ints = {k: v for k, v in held_ints.items() if v[0].queue != GONE}
+            held_max = max(_HELD_AT_LEAST, 2 * (len(held) + len(held_ints)))
+        if one_int:
+            held_ints[mk[1]] = (entry, found[0], found[1])  # type: ignore[index]
+        else:
+            held[mk] = (entry, found[0], found[1])
 
     async def call(*args: Any, **kwargs: Any) -> Any:
         if SWITCH.quiet:
             mk: Hashable | None = None
+            one_int = False
             if held is not None:
+                known: _Held | None = None
                 if plain and len(args) == 1 and not kwargs:
                     # KeyBuilder.map_key's own answer for this shape, without the call.
                     a = args[0]
                     t = type(a)
-                    if t is int or t is bool or a is None or (t is str and len(a) <= FAST_STR_LEN):
+                    if t is int:
+                        known = held_ints.get(a)
+                        one_int = True
+                    elif t is bool or a is None or (t is str and len(a) <= FAST_STR_LEN):
                         mk = (t, a)
+                        known = held.get(mk)
                 else:
                     mk = map_key(args, kwargs)  # type: ignore[misc]  # set whenever held is
-                if mk is not None:
-                    known = held.get(mk)
-                    if known is not None:
-                        entry, template, copy = known
-                        if entry.queue != GONE and clock() < entry.deadline:
-                            if entry.freq < MAX_FREQUENCY:
-                                entry.freq += 1
-                            fstats.hits += 1
-                            cstats.hits += 1
-                            cstats.memory_hits += 1
-                            return copy(template)
+                    if mk is not None:
+                        known = held.get(mk)
+                if known is not None:
+                    entry, template, copy = known
+                    if entry.queue != GONE and clock() < entry.deadline:
+                        if entry.freq < MAX_FREQUENCY:
+                            entry.freq += 1
+                        fstats.hits += 1
+                        cstats.hits += 1
+                        cstats.memory_hits += 1
+                        return copy(template)
+                if one_int:  # not held (yet): the identity the slow path needs
+                    mk = (int, args[0])
             if mk is None or key_by_map is None:
                 full = prefix + keys(args, kwargs)
             else:  # the identity is known already: do not work it out twice
@@ -156,7 +174,7 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
                         cstats.hits += 1
                         cstats.memory_hits += 1
                         if mk is not None:
-                            hold(mk, full, data)
+                            hold(mk, full, data, one_int)
                         elif saving is not None:
                             saving(bound, value)  # type: ignore[arg-type]  # set with it
                         return value
