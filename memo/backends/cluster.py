@@ -23,7 +23,7 @@ follows ``MOVED`` and ``ASK``; memo builds on it and adds what a cache needs:
 * **Nothing redis-py raises escapes untranslated.** Mid-reshard or mid-failover its
   cluster client has raised ``AttributeError`` and ``KeyError`` from inside; whatever it
   raises becomes a ``BackendError`` (an outage, for the breaker), and the client's first
-  use in a loop waits for its slot map before anything is sent.
+  use in a loop waits for its slot map before anything is sent (``_cluster_client.py``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ What each command is guaranteed:
 * Errors are translated here, most specific first, and never carry the password.
 
 Reads are coalesced in _read_batch.py, writes in _write_batch.py; lone ones skip
-redis-py (_direct.py); leases and tag sets are scripts in _leases.py; Sentinel: _sentinel.py.
+redis-py (_direct.py); leases and tag sets are scripts in _leases.py; Sentinel:
+_sentinel.py; a Redis Cluster: cluster.py, a subclass.
 """
 
 from __future__ import annotations
