@@ -287,6 +287,9 @@ async def fleet(args: argparse.Namespace, coherence: str) -> None:
     )
     if coherence == "tracking":
         tm, bm = statistics.median(tier), statistics.median(floor)
+        # The same process in the same round, its two windows side by side: the load
+        # that drifts over a run is shared by both halves of each ratio.
+        paired = [t / b for t, b in zip(tier, floor, strict=True)]
         print(f"  {'per invalidation heard by the memory tier':52} {tm:10.2f} {min(tier):9.2f}")
         print(
             f"  {'per invalidation heard by a bare asyncio.Protocol':52} "
@@ -296,6 +299,11 @@ async def fleet(args: argparse.Namespace, coherence: str) -> None:
             f"  memory tier / bare reader: {tm / bm:.2f}x "
             f"(heard {counts['tier']}, bare {counts['bare']} of "
             f"{n * batch * args.fleet_rounds} each)"
+        )
+        print(
+            f"  paired, one process in one round: median {statistics.median(paired):.2f}x, "
+            f"quartiles {statistics.quantiles(paired, n=4)[0]:.2f}x"
+            f"..{statistics.quantiles(paired, n=4)[2]:.2f}x over {len(paired)} pairs"
         )
         alone = await interleaved(
             {

@@ -78,6 +78,7 @@ async def test_replies_and_pushes_cut_at_every_byte_arrive_whole_and_in_order() 
     stream = (
         b"$3\r\none\r\n"
         b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\ncd\r\n"
         b":-2\r\n"
         b">2\r\n$10\r\ninvalidate\r\n_\r\n"
         b"*2\r\n$0\r\n\r\n_\r\n"
@@ -90,7 +91,11 @@ async def test_replies_and_pushes_cut_at_every_byte_arrive_whole_and_in_order() 
         connection.data_received(stream[:cut])
         connection.data_received(stream[cut:])
         assert (b"one", -2, [b"", None]) == (first.result(), second.result(), third.result())
-        assert [[b"invalidate", [b"a", b"b"]], [b"invalidate", None]] == pushes
+        assert [
+            [b"invalidate", [b"a", b"b"]],
+            [b"invalidate", [b"cd"]],
+            [b"invalidate", None],
+        ] == pushes
 
 
 async def test_a_one_key_invalidation_alone_or_beside_a_reply_is_heard_once() -> None:
@@ -100,10 +105,26 @@ async def test_a_one_key_invalidation_alone_or_beside_a_reply_is_heard_once() ->
     one = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\nmemo:k\r\n"
     connection.data_received(one)  # exactly one push: the short way
     (reply,) = connection.request(("PTTL", "memo:k"))
-    connection.data_received(one + b":-2\r\n")  # a push and a reply: the general way
+    connection.data_received(one + b":-2\r\n")  # a push and a reply: in the loop
     connection.data_received(one[:20])
     connection.data_received(one[20:])
     assert [[b"memo:k"]] * 3 == keys and -2 == reply.result()
+
+
+async def test_one_key_invalidations_read_together_are_each_heard_in_order() -> None:
+    heard: list[bytes] = []
+    lists: list[Any] = []
+    connection = RespConnection(lambda push: None, lists.append, heard.append)
+    connection.connection_made(_Transport())
+    pushes = [b">2\r\n$10\r\ninvalidate\r\n*1\r\n$%d\r\n%s\r\n" % (len(k), k) for k in keys_of(3)]
+    both = b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\nx\r\n$1\r\ny\r\n"
+    connection.data_received(pushes[0] + both + pushes[1] + pushes[2][:-1])
+    connection.data_received(pushes[2][-1:])
+    assert keys_of(3) == heard and [[b"x", b"y"]] == lists
+
+
+def keys_of(n: int) -> list[bytes]:
+    return [b"memo:key:%d" % i for i in range(n)]
 
 
 async def test_a_lost_connection_fails_every_waiting_request() -> None:

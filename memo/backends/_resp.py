@@ -132,8 +132,11 @@ def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
 
 
 _INVALIDATE = b">2\r\n$10\r\ninvalidate\r\n"
-_INVALIDATE_ONE = _INVALIDATE + b"*1\r\n$"
+_KEYS_AT = len(_INVALIDATE)
+_ONE_KEY = b"*1\r\n$"
+_INVALIDATE_ONE = _INVALIDATE + _ONE_KEY
 _ONE_AT = len(_INVALIDATE_ONE)
+_ONE_MAX = 64 * 1024  # a longer read goes to the general parser (it is not copied)
 
 
 def _parse_invalidation(buf: bytes, pos: int) -> tuple[Any, int]:
@@ -211,20 +214,36 @@ class RespConnection(asyncio.Protocol):
                 return
             data = b"".join(self._rest)
             self._rest = []
-        elif data.startswith(_INVALIDATE_ONE):  # one key changed: what is heard most
-            end = data.find(_CRLF, _ONE_AT)
-            if end > 0 and data[_ONE_AT:end].isdigit():
-                stop = end + 2 + int(data[_ONE_AT:end])
-                if stop + 2 == len(data):
-                    self._on_one(data[end + 2 : stop])
-                    return
+        elif data[:_ONE_AT] == _INVALIDATE_ONE and len(data) < _ONE_MAX:
+            # One key changed, alone in this read: what is heard most, so parsed in
+            # as few steps as it takes ("<size>\r\n<key>\r\n" after the prefix).
+            size, _, rest = data[_ONE_AT:].partition(_CRLF)
+            if size.isdigit() and len(rest) == int(size) + 2:
+                self._on_one(rest[:-2])
+                return
         pos, size = 0, len(data)
-        waiting, sent_at, on_push = self._waiting, self._sent_at, self._on_push
+        waiting, sent_at, on_push, on_one = (
+            self._waiting,
+            self._sent_at,
+            self._on_push,
+            self._on_one,
+        )
         try:
             while pos < size:
                 if data.startswith(_INVALIDATE, pos):  # most of what a tracking tier hears
-                    keys, pos = _parse_invalidation(data, pos + len(_INVALIDATE))
-                    self._on_invalidate(keys)
+                    if not data.startswith(_ONE_KEY, pos + _KEYS_AT):  # several, or a flush
+                        keys, pos = _parse_invalidation(data, pos + _KEYS_AT)
+                        self._on_invalidate(keys)
+                        continue
+                    at = pos + _ONE_AT  # one key (in a read of several): no list built
+                    end = data.find(_CRLF, at)
+                    if end < 0:
+                        raise _Incomplete(size + 1)
+                    stop = end + 2 + int(data[at:end])
+                    if stop + 2 > size:
+                        raise _Incomplete(stop + 2)
+                    on_one(data[end + 2 : stop])
+                    pos = stop + 2
                     continue
                 reply, pos = parse_reply(data, pos)
                 if type(reply) is Push:
