@@ -255,3 +255,20 @@ async def test_a_tier_bounded_by_bytes_sizes_its_eviction_to_what_it_holds() -> 
     assert b._policy.capacity <= 100
     assert b.bytes_used <= 100 * per_entry
     assert sum(b.get_local(key) is not None for key in hot) >= 38
+
+
+async def test_entries_removed_one_by_one_leave_the_queues_no_bigger_than_twice_the_live() -> None:
+    tier = MemoryBackend(MemoryOptions(memory_cache_size=2_000), clock=FakeClock())
+    for i in range(1_000):
+        await tier.set(f"k{i}", b"v", 60_000)
+    longest = 0
+    for i in range(990):  # as a tracking tier drops what it hears, one key at a time
+        tier.discard_local(f"k{i}")
+        policy = tier._policy
+        queued = len(policy.small) + len(policy.main)
+        longest = max(longest, queued - 2 * len(policy))
+    assert len(tier._policy) == len(tier) == 10
+    assert longest <= 65  # dead entries never outnumber the live by more than the slack
+    assert [f"k{i}" for i in range(990, 1_000)] == sorted(
+        k for k in (f"k{i}" for i in range(1_000)) if tier.get_local(k) is not None
+    )

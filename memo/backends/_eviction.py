@@ -150,7 +150,10 @@ class AdaptiveFifo:
             return
         entry.queue = GONE
         self._leftovers += 1
-        if self._leftovers > 64 and self._leftovers * 4 > len(self):
+        # Removed entries stay in their queue until eviction passes them or the queues
+        # are rebuilt, here once they outnumber the live ones: each rebuild is paid for
+        # by as many removals, and the queues never hold more than twice what is live.
+        if self._leftovers > 64 and self._leftovers > len(self):
             self._compact()
 
     def evict(self) -> Entry | None:

@@ -165,7 +165,10 @@ class MemoryBackend(Backend):
         if key not in self._data:  # nothing to remove: no lock to take
             return
         with self._lock:
-            self._remove(key)
+            entry = self._data.pop(key, None)
+            if entry is not None:
+                self._bytes -= len(key) + len(entry.value) + ENTRY_OVERHEAD
+                self._policy.removed(entry)
 
     def clear_local(self) -> None:
         """Remove every entry (sync)."""
