@@ -217,8 +217,8 @@ class RespConnection(asyncio.Protocol):
         elif data[:_ONE_AT] == _INVALIDATE_ONE and len(data) < _ONE_MAX:
             # One key changed, alone in this read: what is heard most, so parsed in
             # as few steps as it takes ("<size>\r\n<key>\r\n" after the prefix).
-            size, _, rest = data[_ONE_AT:].partition(_CRLF)
-            if size.isdigit() and len(rest) == int(size) + 2:
+            digits, _, rest = data[_ONE_AT:].partition(_CRLF)
+            if digits.isdigit() and len(rest) == int(digits) + 2:
                 self._on_one(rest[:-2])
                 return
         pos, size = 0, len(data)
