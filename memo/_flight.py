@@ -1,10 +1,13 @@
 """Single-flight: one computation per key, per cache, per event loop.
 
 The first caller of a cold key starts the computation as a task; later callers of the
-same key join it. Joining goes through ``asyncio.shield`` so that a cancelled waiter
-leaves without cancelling the work the others still wait for; when the last waiter
-leaves, the work is cancelled, unless the flight was started with ``keep=True`` (AI
-calls: the tokens are already paid for, so the result is finished and stored).
+same key join it. Each caller waits on a future of its own, which the computation
+settles itself as it ends, so a cancelled waiter leaves without cancelling the work the
+others still wait for, and a caller resumes one turn of the loop after the work ends
+(through ``asyncio.shield`` and a done callback it took two more, and four more
+callbacks). When the last waiter leaves, the work is cancelled, unless the flight was
+started with ``keep=True`` (AI calls: the tokens are already paid for, so the result is
+finished and stored).
 
 A call made *from inside* a computation for the same key would wait for itself forever.
 A context variable carries the keys being computed into the computing task (tasks copy
@@ -36,6 +39,10 @@ def _nothing() -> None:
     pass
 
 
+def _no_loop() -> None:
+    return None
+
+
 def computing_here(key: str) -> bool:
     """True inside the computation of ``key`` (a re-entrant call would deadlock)."""
     return key in _computing.get()
@@ -44,19 +51,43 @@ def computing_here(key: str) -> bool:
 class Flight(Generic[T]):
     """One running computation and the callers waiting for it."""
 
-    __slots__ = ("abandon", "invalidated", "keep", "task", "waiters")
+    __slots__ = (
+        "abandon", "error", "failed", "invalidated", "keep", "result", "settled", "task", "waiters",
+        "waiting",
+    )  # fmt: skip
 
     def __init__(self, keep: bool) -> None:
         self.keep = keep
         self.waiters = 0
+        self.waiting: list[asyncio.Future[T]] = []  # one per caller, settled as it ends
+        self.settled = False
+        self.result: T | None = None  # what the computation returned, once it has
+        #: What the computation raised, once it has ended (None: it returned).
+        self.error: BaseException | None = None
         #: Cancel the computation and take it out of the table at once, so that a
         #: caller arriving while it winds down (releasing a lease) starts a new one
         #: instead of joining one that will end cancelled.
         self.abandon: Callable[[], None] = _nothing
+        #: Told what the computation raised (not a cancellation) before anyone else.
+        self.failed: Callable[[Exception], None] | None = None
         # Set when the key is invalidated while the computation runs: its result is then
         # returned to the waiters but not stored, since it may predate the invalidation.
         self.invalidated = False
-        self.task: asyncio.Task[T]
+        self.task: asyncio.Task[T | None]
+
+    def settle(self, result: T | None, error: BaseException | None) -> None:
+        """Give every caller still waiting the computation's outcome."""
+        self.settled, self.result, self.error = True, result, error
+        for waiter in self.waiting:
+            if waiter.done():  # its caller was cancelled
+                continue
+            if error is None:
+                waiter.set_result(result)  # type: ignore[arg-type]  # None only with error
+            elif isinstance(error, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(error)
+        self.waiting.clear()
 
 
 class FlightTable:
@@ -77,11 +108,21 @@ class FlightTable:
         # counted under a lock, as loops in threads share the table.
         self.in_flight = 0
         self._counting = threading.Lock()
+        # The table last used and its loop (weakly): nearly every call finds its loop
+        # here, without WeakKeyDictionary.get, which is Python code. One tuple, so a
+        # thread reads a loop and its own table, never a mix of two.
+        self._last: tuple[Callable[[], asyncio.AbstractEventLoop | None], dict[str, Any]] = (
+            _no_loop,
+            {},
+        )
 
     def _table(self, loop: asyncio.AbstractEventLoop) -> dict[str, Flight[Any]]:
-        table = self._by_loop.get(loop)
-        if table is None:
-            table = self._by_loop[loop] = {}
+        last_loop, table = self._last
+        if last_loop() is not loop:
+            table = self._by_loop.get(loop)  # type: ignore[assignment]
+            if table is None:
+                table = self._by_loop[loop] = {}
+            self._last = (weakref.ref(loop), table)
         return table
 
     def settled(self, key: str) -> tuple[int, int]:
@@ -92,8 +133,7 @@ class FlightTable:
 
     def running(self, key: str) -> Flight[Any] | None:
         """The flight computing ``key`` on the running loop, if any."""
-        table = self._by_loop.get(asyncio.get_running_loop())
-        return None if table is None else table.get(key)
+        return self._table(asyncio.get_running_loop()).get(key)
 
     def start(
         self,
@@ -109,48 +149,85 @@ class FlightTable:
         if running is not None:
             return running
         flight: Flight[T] = Flight(keep)
-        token = _computing.set(_computing.get() | {key})
-        try:
-            # The task copies the current context, including the key just added.
-            flight.task = loop.create_task(work(flight))
-        finally:
-            _computing.reset(token)
         table[key] = flight
         with self._counting:
             self.in_flight += 1
+        landed = False
 
-        def abandon() -> None:
-            if table.get(key) is flight:
-                del table[key]
-            flight.task.cancel()
-
-        flight.abandon = abandon
-
-        def finished(task: asyncio.Task[T]) -> None:
+        def land() -> None:
+            """The flight is over: out of the table and counted (once, however it ends)."""
+            nonlocal landed
+            if landed:
+                return
+            landed = True
             with self._counting:
                 self.in_flight -= 1
             if table.get(key) is flight:
                 del table[key]
-            self._kept.discard(task)
+            self._kept.discard(flight.task)
             settled = self._settled
             if len(settled) >= _SETTLED_KEYS:
                 settled.clear()
                 self._epoch += 1
             settled[key] = settled.get(key, 0) + 1
 
-        flight.task.add_done_callback(finished)
+        async def fly() -> T | None:
+            # Waiters are settled here, by the computation's own task, rather than by
+            # done callbacks: they resume on the next turn of the loop. An exception is
+            # handed to them and not raised again (nobody would retrieve it from the
+            # task); cancellation and the likes of KeyboardInterrupt are.
+            try:
+                result = await work(flight)
+            except Exception as exc:
+                if flight.failed is not None:
+                    flight.failed(exc)
+                land()
+                flight.settle(None, exc)
+                return None
+            except BaseException as exc:
+                land()
+                flight.settle(None, exc)
+                raise
+            land()
+            flight.settle(result, None)
+            return result
+
+        token = _computing.set(_computing.get() | {key})
+        try:
+            # The task copies the current context, including the key just added.
+            flight.task = loop.create_task(fly())
+        finally:
+            _computing.reset(token)
+
+        def abandon() -> None:
+            land()  # out of the table now, not when the cancelled task winds down
+            flight.task.cancel()
+
+        def ended(task: asyncio.Task[T | None]) -> None:
+            if not flight.settled:  # cancelled before its first step: fly() never ran
+                land()
+                flight.settle(None, asyncio.CancelledError())
+
+        flight.abandon = abandon
+        flight.task.add_done_callback(ended)
         if keep:
             self._kept.add(flight.task)
         return flight
 
     async def join(self, flight: Flight[T]) -> T:
         """Wait for a flight's result; leaving early never cancels it for the others."""
+        if flight.settled:  # ended a moment ago (a caller of this very turn)
+            if flight.error is not None:
+                raise flight.error
+            return flight.result  # type: ignore[return-value]  # None only with an error
+        waiter: asyncio.Future[T] = flight.task.get_loop().create_future()
+        flight.waiting.append(waiter)
         flight.waiters += 1
         try:
-            return await asyncio.shield(flight.task)
+            return await waiter
         finally:
             flight.waiters -= 1
-            if flight.waiters == 0 and not flight.keep and not flight.task.done():
+            if flight.waiters == 0 and not flight.keep and not flight.settled:
                 flight.abandon()
 
     def invalidate(self, key: str) -> None:

@@ -183,7 +183,7 @@ class CallPlan:
         flights = cache.flights
         settled = flights.settled(full)
         entry = await cache.read_entry(full)
-        if entry is None and flights.running(full) is None and flights.settled(full) != settled:
+        if entry is None and flights.settled(full) != settled and flights.running(full) is None:
             # A computation of this key finished while the read was out: its value may
             # have been stored after the read was answered. Read again, not compute again.
             entry = await cache.read_entry(full)
@@ -440,19 +440,14 @@ class CallPlan:
             keep=True,  # nobody waits for it; aclose() does
         )
 
-        def finished(task: asyncio.Task[Any]) -> None:
-            if task.cancelled():
-                return
-            exc = task.exception()
-            if exc is None:
-                return
+        def failed(exc: Exception) -> None:  # told before the flight leaves the table
             logger.warning("memo: background refresh of %s failed: %r", full, exc)
             if entry.fresh_until_ms <= cache.now_ms() and not self.stale_if_error:
                 if len(self._refresh_failed) >= _REMEMBERED_FAILURES:
                     self._refresh_failed.clear()
                 self._refresh_failed.add(full)
 
-        flight.task.add_done_callback(finished)
+        flight.failed = failed
 
     def count_hit(self, cache: Cache, value: Any) -> None:
         self.stats.hits += 1

@@ -83,16 +83,14 @@ class _Broadcast:
                 self.abandoned = True
                 flight.abandon()  # type: ignore[union-attr]  # nobody reads on: stop, store nothing
 
-    def settle(self, task: asyncio.Task[Any]) -> None:
+    def settle(self, flight: Flight[Any]) -> None:
         """The computation ended: wake followers with its outcome."""
         if not self.ended:
-            if task.cancelled():
-                self.error = asyncio.CancelledError()
-            elif (exc := task.exception()) is not None:
-                self.error = exc
+            if flight.error is not None:
+                self.error = flight.error
             else:
                 # Recorded elsewhere: another process's value, read under a lease.
-                self.chunks = list(task.result()[0])
+                self.chunks = list(flight.result[0])  # type: ignore[index]  # set: no error
                 self.ended = True
         self.changed()
 
@@ -190,10 +188,12 @@ def make_stream_call(
             broadcast.flight, broadcast.task = flight, (task := flight.task)
             table[full] = broadcast
 
-            def finished(task: asyncio.Task[Any], b: _Broadcast = broadcast) -> None:
+            def finished(
+                task: asyncio.Task[Any], b: _Broadcast = broadcast, f: Flight[Any] = flight
+            ) -> None:
                 if table.get(full) is b:
                     del table[full]
-                b.settle(task)
+                b.settle(f)  # settled: the flight's own callback came first
 
             task.add_done_callback(finished)
         else:

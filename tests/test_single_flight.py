@@ -327,3 +327,47 @@ async def test_a_caller_arriving_while_an_abandoned_computation_winds_down_compu
     cleanup.set()
     assert await second == 1
     assert calls == 2
+
+
+async def test_a_miss_of_a_function_that_never_waits_takes_two_turns_of_the_loop(
+    cache: InMemoryCache,
+) -> None:
+    # One turn runs the computation's task, which hands the caller its value; the
+    # next resumes the caller. (Through a shield and done callbacks it took three.)
+    @cached(ttl=60, cache=cache)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    turns = 0
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        nonlocal turns, handle
+        turns += 1
+        handle = loop.call_soon(tick)
+
+    handle = loop.call_soon(tick)
+    for x in range(5):
+        before = turns
+        assert 2 * x == await double(x)
+        assert 2 == turns - before
+    handle.cancel()
+
+
+async def test_a_computation_cancelled_before_it_started_ends_its_callers_and_its_flight(
+    cache: InMemoryCache,
+) -> None:
+    @cached(ttl=60, cache=cache)
+    async def load(x: int) -> int:
+        return x
+
+    caller = asyncio.create_task(load(1))
+    await asyncio.sleep(0)  # the caller has started the flight; its task has not run
+    flight = cache.flights.running(cache.prefix + load.key_for(1))
+    assert flight is not None
+    flight.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert cache.flights.running(cache.prefix + load.key_for(1)) is None
+    assert 0 == cache.flights.in_flight
+    assert 1 == await load(1)  # the next caller computes afresh
