@@ -35,10 +35,6 @@ _SETTLED_KEYS = 10_000  # keys whose finished flights are counted
 _computing: ContextVar[frozenset[str]] = ContextVar("memo_computing", default=frozenset())
 
 
-def _nothing() -> None:
-    pass
-
-
 def _no_loop() -> None:
     return None
 
@@ -52,28 +48,70 @@ class Flight(Generic[T]):
     """One running computation and the callers waiting for it."""
 
     __slots__ = (
-        "abandon", "error", "failed", "invalidated", "keep", "result", "settled", "task", "waiters",
-        "waiting",
+        "error", "failed", "invalidated", "keep", "key", "landed", "owner", "result", "settled",
+        "table", "task", "waiters", "waiting",
     )  # fmt: skip
 
-    def __init__(self, keep: bool) -> None:
+    def __init__(
+        self, keep: bool, key: str, table: dict[str, Flight[Any]], owner: FlightTable
+    ) -> None:
         self.keep = keep
+        self.key, self.table, self.owner = key, table, owner  # where it is listed
+        self.landed = False
         self.waiters = 0
         self.waiting: list[asyncio.Future[T]] = []  # one per caller, settled as it ends
         self.settled = False
         self.result: T | None = None  # what the computation returned, once it has
         #: What the computation raised, once it has ended (None: it returned).
         self.error: BaseException | None = None
-        #: Cancel the computation and take it out of the table at once, so that a
-        #: caller arriving while it winds down (releasing a lease) starts a new one
-        #: instead of joining one that will end cancelled.
-        self.abandon: Callable[[], None] = _nothing
         #: Told what the computation raised (not a cancellation) before anyone else.
         self.failed: Callable[[Exception], None] | None = None
         # Set when the key is invalidated while the computation runs: its result is then
         # returned to the waiters but not stored, since it may predate the invalidation.
         self.invalidated = False
         self.task: asyncio.Task[T | None]
+
+    async def fly(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """The task's coroutine: run ``work`` and settle the waiters with its outcome."""
+        # Waiters are settled here, by the computation's own task, rather than by done
+        # callbacks: they resume on the next turn of the loop. An exception is handed
+        # to them and not raised again (nobody would retrieve it from the task);
+        # cancellation and the likes of KeyboardInterrupt are.
+        try:
+            result = await work
+        except Exception as exc:
+            if self.failed is not None:
+                self.failed(exc)
+            self.land()
+            self.settle(None, exc)
+            return None
+        except BaseException as exc:
+            self.land()
+            self.settle(None, exc)
+            raise
+        self.land()
+        self.settle(result, None)
+        return result
+
+    def land(self) -> None:
+        """The flight is over: out of the table and counted (once, however it ends)."""
+        if not self.landed:
+            self.landed = True
+            self.owner._landed(self)
+
+    def abandon(self) -> None:
+        """Cancel the computation and take it out of the table at once, so that a caller
+        arriving while it winds down (releasing a lease) starts a new one instead of
+        joining one that will end cancelled."""
+        self.land()
+        self.task.cancel()
+
+    def ended(self, task: asyncio.Task[T | None]) -> None:
+        """The task's done callback: a task cancelled before its first step never ran
+        ``fly``, and its waiters would wait for ever."""
+        if not self.settled:
+            self.land()
+            self.settle(None, asyncio.CancelledError())
 
     def settle(self, result: T | None, error: BaseException | None) -> None:
         """Give every caller still waiting the computation's outcome."""
@@ -148,71 +186,33 @@ class FlightTable:
         running: Flight[T] | None = table.get(key)
         if running is not None:
             return running
-        flight: Flight[T] = Flight(keep)
+        flight: Flight[T] = Flight(keep, key, table, self)
         table[key] = flight
         with self._counting:
             self.in_flight += 1
-        landed = False
-
-        def land() -> None:
-            """The flight is over: out of the table and counted (once, however it ends)."""
-            nonlocal landed
-            if landed:
-                return
-            landed = True
-            with self._counting:
-                self.in_flight -= 1
-            if table.get(key) is flight:
-                del table[key]
-            self._kept.discard(flight.task)
-            settled = self._settled
-            if len(settled) >= _SETTLED_KEYS:
-                settled.clear()
-                self._epoch += 1
-            settled[key] = settled.get(key, 0) + 1
-
-        async def fly() -> T | None:
-            # Waiters are settled here, by the computation's own task, rather than by
-            # done callbacks: they resume on the next turn of the loop. An exception is
-            # handed to them and not raised again (nobody would retrieve it from the
-            # task); cancellation and the likes of KeyboardInterrupt are.
-            try:
-                result = await work(flight)
-            except Exception as exc:
-                if flight.failed is not None:
-                    flight.failed(exc)
-                land()
-                flight.settle(None, exc)
-                return None
-            except BaseException as exc:
-                land()
-                flight.settle(None, exc)
-                raise
-            land()
-            flight.settle(result, None)
-            return result
-
         token = _computing.set(_computing.get() | {key})
         try:
             # The task copies the current context, including the key just added.
-            flight.task = loop.create_task(fly())
+            flight.task = loop.create_task(flight.fly(work(flight)))
         finally:
             _computing.reset(token)
-
-        def abandon() -> None:
-            land()  # out of the table now, not when the cancelled task winds down
-            flight.task.cancel()
-
-        def ended(task: asyncio.Task[T | None]) -> None:
-            if not flight.settled:  # cancelled before its first step: fly() never ran
-                land()
-                flight.settle(None, asyncio.CancelledError())
-
-        flight.abandon = abandon
-        flight.task.add_done_callback(ended)
+        flight.task.add_done_callback(flight.ended)
         if keep:
             self._kept.add(flight.task)
         return flight
+
+    def _landed(self, flight: Flight[Any]) -> None:
+        with self._counting:
+            self.in_flight -= 1
+        key, table = flight.key, flight.table
+        if table.get(key) is flight:
+            del table[key]
+        self._kept.discard(flight.task)
+        settled = self._settled
+        if len(settled) >= _SETTLED_KEYS:
+            settled.clear()
+            self._epoch += 1
+        settled[key] = settled.get(key, 0) + 1
 
     async def join(self, flight: Flight[T]) -> T:
         """Wait for a flight's result; leaving early never cancels it for the others."""
