@@ -49,7 +49,7 @@ class Flight(Generic[T]):
 
     __slots__ = (
         "error", "failed", "invalidated", "keep", "key", "landed", "owner", "result", "settled",
-        "table", "task", "waiters", "waiting",
+        "table", "task", "waiters", "waiting", "work",
     )  # fmt: skip
 
     def __init__(
@@ -70,13 +70,16 @@ class Flight(Generic[T]):
         # returned to the waiters but not stored, since it may predate the invalidation.
         self.invalidated = False
         self.task: asyncio.Task[T | None]
+        self.work: Coroutine[Any, Any, T] | None = None  # the computation, until it starts
 
-    async def fly(self, work: Coroutine[Any, Any, T]) -> T | None:
+    async def fly(self) -> T | None:
         """The task's coroutine: run ``work`` and settle the waiters with its outcome."""
         # Waiters are settled here, by the computation's own task, rather than by done
         # callbacks: they resume on the next turn of the loop. An exception is handed
         # to them and not raised again (nobody would retrieve it from the task);
         # cancellation and the likes of KeyboardInterrupt are.
+        work, self.work = self.work, None
+        assert work is not None
         try:
             result = await work
         except Exception as exc:
@@ -110,6 +113,8 @@ class Flight(Generic[T]):
         """The task's done callback: a task cancelled before its first step never ran
         ``fly``, and its waiters would wait for ever."""
         if not self.settled:
+            if self.work is not None:
+                self.work.close()  # never started: nothing to warn about
             self.land()
             self.settle(None, asyncio.CancelledError())
 
@@ -193,7 +198,8 @@ class FlightTable:
         token = _computing.set(_computing.get() | {key})
         try:
             # The task copies the current context, including the key just added.
-            flight.task = loop.create_task(flight.fly(work(flight)))
+            flight.work = work(flight)
+            flight.task = loop.create_task(flight.fly())
         finally:
             _computing.reset(token)
         flight.task.add_done_callback(flight.ended)
