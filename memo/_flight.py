@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 _SETTLED_KEYS = 10_000  # keys whose finished flights are counted
 
-_computing: ContextVar[frozenset[str]] = ContextVar("memo_computing", default=frozenset())
+# A tuple: computations nest a level or two deep, and adding to it is one allocation.
+_computing: ContextVar[tuple[str, ...]] = ContextVar("memo_computing", default=())
 
 
 def _no_loop() -> None:
@@ -195,7 +196,7 @@ class FlightTable:
         table[key] = flight
         with self._counting:
             self.in_flight += 1
-        token = _computing.set(_computing.get() | {key})
+        token = _computing.set((*_computing.get(), key))
         try:
             # The task copies the current context, including the key just added.
             flight.work = work(flight)
@@ -220,21 +221,23 @@ class FlightTable:
             self._epoch += 1
         settled[key] = settled.get(key, 0) + 1
 
-    async def join(self, flight: Flight[T]) -> T:
-        """Wait for a flight's result; leaving early never cancels it for the others."""
-        if flight.settled:  # ended a moment ago (a caller of this very turn)
-            if flight.error is not None:
-                raise flight.error
-            return flight.result  # type: ignore[return-value]  # None only with an error
+    def waiter(self, flight: Flight[T]) -> asyncio.Future[T]:
+        """A future of the caller's own for ``flight``'s outcome; ``leave`` once the
+        caller is done with it, however that happens. (Awaited by the caller itself, not
+        through a coroutine of ours: a frame fewer on every miss.)"""
         waiter: asyncio.Future[T] = flight.task.get_loop().create_future()
         flight.waiting.append(waiter)
+        if flight.settled:  # ended a moment ago (a caller of this very turn)
+            flight.settle(flight.result, flight.error)
         flight.waiters += 1
-        try:
-            return await waiter
-        finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.keep and not flight.settled:
-                flight.abandon()
+        return waiter
+
+    def leave(self, flight: Flight[Any]) -> None:
+        """The caller of a ``waiter`` left: the last one out cancels the computation,
+        unless it is kept; leaving early never cancels it for the others."""
+        flight.waiters -= 1
+        if flight.waiters == 0 and not flight.keep and not flight.settled:
+            flight.abandon()
 
     def invalidate(self, key: str) -> None:
         """Keep the result of any running computation of ``key`` out of the cache."""

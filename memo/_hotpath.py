@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
+from memo._flight import computing_here
 from memo._keys import FAST_STR_LEN
 from memo._plan import CallPlan
 from memo._switch import SWITCH
@@ -74,11 +75,13 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
     # AI functions count the tokens each hit saved (plan.saved); None elsewhere.
     saving: Callable[[Cache, Any], None] | None = None
     bound: Cache | None = None
+    alone = False  # the memory tier read by local_get is all the cache has
+    compute = plan.compute
 
     def bind(cache: Cache) -> None:
         nonlocal keys, cstats, prefix, decode_local, local_get, held, held_ints, tier, clock
         nonlocal remembered
-        nonlocal map_key, key_by_map, plain, saving, bound
+        nonlocal map_key, key_by_map, plain, saving, bound, alone
         # Under ENABLE_AI_CACHE=false every call goes to lookup, which runs it uncached.
         keys = _no_key if plan.ai_off else plan.keys
         map_key = getattr(plan.keys, "map_key", None)  # binding may have rebuilt the keys
@@ -93,14 +96,16 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
         tier = cache.local_entries if local_get is not None and map_key is not None else None
         held = {} if tier is not None else None
         held_ints = {}
+        alone = local_get is not None and cache.local_entries is not None
         clock = tier.clock if tier is not None else _never
         remembered = cache.codec.remembered
         saving = plan.saved if plan.usage_of is not None else None
         bound = cache
 
     def unbind() -> None:
-        nonlocal local_get, prefix, held, held_ints, tier, bound
+        nonlocal local_get, prefix, held, held_ints, tier, bound, alone
         local_get = bound = None
+        alone = False
         prefix = ""
         held = tier = None
         held_ints = {}
@@ -178,6 +183,10 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
                         elif saving is not None:
                             saving(bound, value)  # type: ignore[arg-type]  # set with it
                         return value
+                elif alone and not computing_here(full):
+                    # The tier is all there is and it has not got the key: nothing else
+                    # to read (lookup would ask it again), so straight to computing.
+                    return await compute(bound, full, args, kwargs, counted=True)  # type: ignore[arg-type]  # set with alone
             return await lookup(full, args, kwargs)
         return await plan.uncached(args, kwargs)
 

@@ -253,7 +253,11 @@ class CallPlan:
             lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
             keep=self.keep_abandoned,
         )
-        value, data = await flights.join(flight)
+        waiter = flights.waiter(flight)  # awaited here, not in a coroutine: a frame fewer
+        try:
+            value, data = await waiter
+        finally:
+            flights.leave(flight)
         if running is None:
             return value  # the caller that started it gets the function's own object
         # Joiners get their own copy, so that no two callers share mutable state: decoded
