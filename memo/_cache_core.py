@@ -54,8 +54,6 @@ _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _NO_MEMORY = {"entries": 0, "bytes": 0, "total_mb": 0.0, "utilization": 0.0, "max_entries": 0}
 
 _LIVE: weakref.WeakSet[CacheCore] = weakref.WeakSet()
-
-
 _SERIALS = itertools.count()
 
 
@@ -292,6 +290,10 @@ class CacheCore:
         when the backend failed, or the error raised with ``strict``."""
         if self._remote is not None:  # a process that only writes is in the fleet too
             self.reporting.ensure_publishing()
+        elif self._local_tier is not None:  # memory is all there is: nothing to await
+            self._local_tier.keep_local_copy(full_key, data, ttl_ms)
+            self._stats.sets += 1
+            return True
         try:
             await self._backend.set(full_key, data, ttl_ms)
         except BackendError as exc:
