@@ -79,6 +79,10 @@ class Flight(Generic[T]):
         # callbacks: they resume on the next turn of the loop. An exception is handed
         # to them and not raised again (nobody would retrieve it from the task);
         # cancellation and the likes of KeyboardInterrupt are.
+        # Started: this coroutine settles the waiters however it ends, so the done
+        # callback (there for a task cancelled before its first step) is not needed,
+        # and taken off it is not scheduled when the task ends.
+        self.task.remove_done_callback(self.ended)
         work, self.work = self.work, None
         assert work is not None
         try:

@@ -193,7 +193,7 @@ def make_stream_call(
             ) -> None:
                 if table.get(full) is b:
                     del table[full]
-                b.settle(f)  # settled: the flight's own callback came first
+                b.settle(f)  # settled by then: by fly(), or by the flight's own callback
 
             task.add_done_callback(finished)
         else:
