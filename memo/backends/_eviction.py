@@ -99,8 +99,8 @@ class Ghosts:
 class AdaptiveFifo:
     """The queues of one memory tier (see the module doc). Not thread-safe: the tier
     calls it under its lock. Removed entries are only marked ``GONE`` and skipped when
-    they reach a head; the queues are compacted when such leftovers outnumber a quarter
-    of the live entries, so they never hold much memory (or old values) for long."""
+    they reach a head; the queues are compacted when such leftovers outnumber the live
+    entries, so they never hold more than twice what is live (or old values for long)."""
 
     #: The small queue's share of the entries: where it starts, and its bounds.
     START, LOWEST, HIGHEST = 0.10, 0.01, 0.50
