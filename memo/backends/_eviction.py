@@ -158,7 +158,7 @@ class AdaptiveFifo:
         # Removed entries stay in their queue until eviction passes them or the queues
         # are rebuilt, here once they outnumber the live ones: each rebuild is paid for
         # by as many removals, and the queues never hold more than twice what is live.
-        if self._leftovers > 64 and self._leftovers > len(self):
+        if self._leftovers > 64 and self._leftovers > self.small_live + self.main_live:
             self._compact()
 
     def evict(self) -> Entry | None:
