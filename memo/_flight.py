@@ -4,8 +4,8 @@ The first caller of a cold key starts the computation as a task; later callers o
 same key join it. Each caller waits on a future of its own, which the computation
 settles itself as it ends, so a cancelled waiter leaves without cancelling the work the
 others still wait for, and a caller resumes one turn of the loop after the work ends
-(through ``asyncio.shield`` and a done callback it took two more, and four more
-callbacks). When the last waiter leaves, the work is cancelled, unless the flight was
+(through ``asyncio.shield`` and a done callback it took one turn and three callbacks
+more). When the last waiter leaves, the work is cancelled, unless the flight was
 started with ``keep=True`` (AI calls: the tokens are already paid for, so the result is
 finished and stored).
 
@@ -78,10 +78,9 @@ class Flight(Generic[T]):
         # Waiters are settled here, by the computation's own task, rather than by done
         # callbacks: they resume on the next turn of the loop. An exception is handed
         # to them and not raised again (nobody would retrieve it from the task);
-        # cancellation and the likes of KeyboardInterrupt are.
-        # Started: this coroutine settles the waiters however it ends, so the done
-        # callback (there for a task cancelled before its first step) is not needed,
-        # and taken off it is not scheduled when the task ends.
+        # cancellation and the likes of KeyboardInterrupt are. Having started, this
+        # settles the waiters however it ends: the done callback kept for a task
+        # cancelled before its first step comes off, and nothing is scheduled at the end.
         self.task.remove_done_callback(self.ended)
         work, self.work = self.work, None
         assert work is not None
@@ -197,9 +196,6 @@ class FlightTable:
         if running is not None:
             return running
         flight: Flight[T] = Flight(keep, key, table, self)
-        table[key] = flight
-        with self._counting:
-            self.in_flight += 1
         token = _computing.set((*_computing.get(), key))
         try:
             # The task copies the current context, including the key just added.
@@ -207,6 +203,10 @@ class FlightTable:
             flight.task = loop.create_task(flight.fly())
         finally:
             _computing.reset(token)
+        # Listed once its task exists (it runs no sooner than the next turn).
+        table[key] = flight
+        with self._counting:
+            self.in_flight += 1
         flight.task.add_done_callback(flight.ended)
         if keep:
             self._kept.add(flight.task)
