@@ -34,17 +34,18 @@ def traced_computation(
     Untraced, the call returns ``run``'s own awaitable: no coroutine of ours around it
     (one frame fewer on every miss)."""
 
-    async def traced(*args: Any, **kwargs: Any) -> Any:
+    async def traced(tracer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         attributes = {"code.function.name": function_id}
         if operation is not None:
             attributes["memo.ai.operation"] = operation
-        with TRACING.tracer.start_as_current_span("memo.compute", attributes=attributes):
+        with tracer.start_as_current_span("memo.compute", attributes=attributes):
             return await run(*args, **kwargs)
 
     @functools.wraps(run)
     def computation(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-        if TRACING.tracer is None:
+        tracer = TRACING.tracer  # read once: the span is opened with the tracer seen here
+        if tracer is None:
             return run(*args, **kwargs)
-        return traced(*args, **kwargs)
+        return traced(tracer, args, kwargs)
 
     return computation
