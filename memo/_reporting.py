@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from memo._loops import running_loop
 from memo._savings import SavingsLedger, Usage, shared_savings_key
 from memo.backends.base import HashStore, SharedHashes
 from memo.exceptions import BackendError, BackendUnavailable
@@ -217,7 +218,7 @@ class Reporting:
         if not self.interval or self.hashes() is None:
             return
         host = self._host()
-        if host is None or host.closed or self._stopping or _running_loop() is None:
+        if host is None or host.closed or self._stopping or running_loop() is None:
             return
         self._publisher = asyncio.get_running_loop().create_task(self._publish_forever())
 
@@ -274,7 +275,7 @@ class Reporting:
         task, self._publisher = self._publisher, None
         if task is not None and not task.done():
             task.cancel()
-            if task.get_loop() is _running_loop():
+            if task.get_loop() is running_loop():
                 await asyncio.gather(task, return_exceptions=True)
         if self.savings.pending:
             await self.flush_savings()
@@ -301,10 +302,3 @@ def _cancel_asked() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return cancelling is not None and cancelling() > 0
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from memo._loops import running_loop
+
 __all__ = ["end_task", "running_in_live_loop", "within"]
 
 T = TypeVar("T")
@@ -36,11 +38,7 @@ async def end_task(task: asyncio.Task[Any] | None, grace: float) -> None:
     loop = task.get_loop()
     if loop.is_closed():
         return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if loop is running:
+    if loop is running_loop():
         task.cancel()
         await asyncio.wait({task}, timeout=grace)
     else:
