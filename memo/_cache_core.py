@@ -154,10 +154,10 @@ class CacheCore:
         self._local_entries = backend if isinstance(backend, LocalEntries) else None
         if isinstance(backend, AnnouncedWrites):
             this = weakref.ref(self)  # weak: the backend must not keep its cache alive
+            flights = self._flights  # heard for every invalidation, mostly with none in flight
 
             def announced(keys: list[str] | None, pattern: str | None) -> None:
-                cache = this()  # (heard for every invalidation: kept to a few steps)
-                if cache is not None and cache._flights.in_flight:
+                if flights.in_flight and (cache := this()) is not None:
                     cache._announced_elsewhere(keys, pattern)
 
             backend.on_announced = announced

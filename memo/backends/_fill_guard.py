@@ -9,16 +9,32 @@ was asked for.
 
 ``generation`` moves when any key may be concerned (a pattern, a flush, trust lost or
 regained); ``invalidated[key]`` is the ``sequence`` number of the last mark naming key;
-``writing[key]`` counts this process's writes of key in flight.
+``writing[key]`` counts this process's writes of key in flight; ``reading`` holds the
+reads in flight.
+
+A change heard while no read or write is in flight needs no mark: whatever is asked
+afterwards is asked after the change, so its reply already carries it. That is the
+common case for a tier hearing other processes' writes, and ``heard_one`` skips the
+mark there (it runs for every invalidation a tracking tier hears).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["FillGuard"]
+__all__ = ["Asked", "FillGuard"]
 
 _REMEMBERED = 10_000  # keys whose last mark is remembered
+
+
+class Asked:
+    """A read in flight: the marks as they stood when it was asked for."""
+
+    __slots__ = ("generation", "sequence")
+
+    def __init__(self, generation: int, sequence: int) -> None:
+        self.generation = generation
+        self.sequence = sequence
 
 
 class FillGuard:
@@ -29,6 +45,9 @@ class FillGuard:
         self.sequence = 0
         self.invalidated: dict[str, int] = {}
         self.writing: dict[str, int] = {}
+        # One token per read in flight (set operations hold under threads, a counter's
+        # += would not): empty, no reply is on its way.
+        self.reading: set[Asked] = set()
 
     def everything(self) -> None:
         """Any key may have changed: no reply under way may fill memory."""
@@ -39,8 +58,10 @@ class FillGuard:
         self.invalidated.clear()
         self.generation += 1
 
-    def mark_one(self, key: str) -> None:
-        """``mark([key])`` without the list: a tracking tier does it per invalidation."""
+    def heard_one(self, key: str) -> None:
+        """A change of ``key`` was heard: mark it if a reply or write may be overtaken."""
+        if not self.reading and not self.writing:
+            return  # nothing under way: see the module doc
         self.sequence += 1
         if len(self.invalidated) > _REMEMBERED:
             self.forget()
@@ -55,15 +76,25 @@ class FillGuard:
             self.invalidated[key] = self.sequence
         return self.sequence
 
-    def asked(self) -> tuple[int, int]:
-        """Taken when a read is asked for; ``may_fill`` compares against it."""
-        return self.generation, self.sequence
+    def heard(self, keys: Iterable[str]) -> None:
+        """Changes of ``keys`` were heard: ``heard_one`` for each."""
+        if self.reading or self.writing:
+            self.mark(keys)
 
-    def may_fill(self, key: str, asked: tuple[int, int]) -> bool:
-        generation, sequence = asked
+    def asked(self) -> Asked:
+        """Taken when a read is asked for; ``may_fill`` compares against it. The read
+        counts as in flight until ``answered`` (call it in a ``finally``)."""
+        asked = Asked(self.generation, self.sequence)
+        self.reading.add(asked)
+        return asked
+
+    def answered(self, asked: Asked) -> None:
+        self.reading.discard(asked)
+
+    def may_fill(self, key: str, asked: Asked) -> bool:
         return (
-            generation == self.generation
-            and self.invalidated.get(key, 0) <= sequence
+            asked.generation == self.generation
+            and self.invalidated.get(key, 0) <= asked.sequence
             and key not in self.writing
         )
 

@@ -7,9 +7,8 @@ outlives the entry it copies. Writes and deletes reach both tiers.
 When the remote cannot be reached, the memory tier serves alone: reads fall back to it
 and writes land in it (a write's error is still raised, so the cache counts and logs
 it). The first remote success after an outage flushes the memory tier (of a cluster:
-of the node that was out) before it is trusted again (``_outage.py``).
-
-With ``memory_reads=False`` the memory tier is an outage tier only.
+of the node that was out) before it is trusted again (``_outage.py``). With
+``memory_reads=False`` the memory tier is an outage tier only.
 
 With ``listen=True`` over a ``RedisBackend``, the memory tier hears of what changes in
 Redis: from the server itself, which tracks the keys this tier read (``_tracking.py``;
@@ -24,7 +23,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from memo.backends._fill_guard import FillGuard
+from memo._loops import running_loop
+from memo.backends._fill_guard import Asked, FillGuard
 from memo.backends._outage import OutageScopes, read_in_parts
 from memo.backends._tracking import NotTracking
 from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
@@ -40,13 +40,6 @@ __all__ = ["TieredBackend"]
 T = TypeVar("T")
 
 _OUTAGE = (BackendUnavailable, BackendTimeout)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class TieredBackend(Backend):
@@ -87,12 +80,11 @@ class TieredBackend(Backend):
                 heartbeat=heartbeat,
                 on_key=self._drop_key,
             )
-        # False while the invalidation channel may have missed a write: memory is then
-        # neither read nor filled (it is flushed before it is trusted again).
+        # False while the listener may have missed a change: memory is neither read nor
+        # filled (it is flushed before it is trusted again).
         self._channel_trusted = self.listener is None
         self._listening_in: asyncio.AbstractEventLoop | None = None  # the listener's loop
-        # A remote reply that raced a change of its key must not fill memory.
-        self._guard = FillGuard()
+        self._guard = FillGuard()  # a reply that raced a change of its key must not fill memory
         self._refresh()
 
     # -- outage and channel bookkeeping
@@ -129,12 +121,12 @@ class TieredBackend(Backend):
         self._guard.everything()
         self._channel_trusted = trusted
         if trusted:  # told from the listener's task: its loop is the one that hears
-            self._listening_in = _running_loop()
+            self._listening_in = running_loop()
         self._refresh()
 
     def _drop_keys(self, keys: list[str]) -> None:
         """``keys`` changed elsewhere (told by the server, or announced)."""
-        self._guard.mark(keys)
+        self._guard.heard(keys)
         for key in keys:
             self.memory.discard_local(key)
         if self.on_announced is not None:
@@ -142,7 +134,9 @@ class TieredBackend(Backend):
 
     def _drop_key(self, key: str) -> None:
         """``_drop_keys([key])`` without lists: a tracking tier's commonest message."""
-        self._guard.mark_one(key)
+        guard = self._guard
+        if guard.reading or guard.writing:  # heard_one's own test, without the call
+            guard.heard_one(key)
         self.memory.discard_local(key)
         if self.on_announced is not None:
             self.on_announced([key], None)
@@ -186,7 +180,7 @@ class TieredBackend(Backend):
             # stopped, not closed, hears nothing: a loop run call by call).
             if (
                 listening is not None
-                and listening is not _running_loop()
+                and listening is not running_loop()
                 and not listening.is_running()
                 and self._listener_stopped()
             ):
@@ -199,7 +193,7 @@ class TieredBackend(Backend):
         running loop); whether memory is no longer to be served."""
         self._listening_in = None
         self._trust(False)
-        if _running_loop() is not None and self.listener is not None:
+        if running_loop() is not None and self.listener is not None:
             self.listener.ensure_running()
         return not self._serve_memory
 
@@ -210,6 +204,12 @@ class TieredBackend(Backend):
             if data is not None:
                 return data
         asked = self._guard.asked()
+        try:
+            return await self._read_through(key, asked)
+        finally:
+            self._guard.answered(asked)
+
+    async def _read_through(self, key: str, asked: Asked) -> bytes | None:
         # In an outage the remote is still asked first (its circuit breaker makes that a
         # fast failure while open): that is how its return is noticed.
         listener = self.listener
