@@ -154,13 +154,13 @@ class CacheCore:
         self._local_entries = backend if isinstance(backend, LocalEntries) else None
         if isinstance(backend, AnnouncedWrites):
             this = weakref.ref(self)  # weak: the backend must not keep its cache alive
-            flights = self._flights  # heard for every invalidation, mostly with none in flight
 
             def announced(keys: list[str] | None, pattern: str | None) -> None:
-                if flights.in_flight and (cache := this()) is not None:
+                cache = this()
+                if cache is not None:
                     cache._announced_elsewhere(keys, pattern)
 
-            backend.on_announced = announced
+            backend.announce_to(announced, self._flights)  # the table holds no cache
         #: The order caches were built in (labels of caches that share a namespace).
         self.serial = next(_SERIALS)
         _LIVE.add(self)

@@ -270,7 +270,7 @@ async def test_a_read_fills_memory_unless_its_key_was_announced_meanwhile(
     backend = TieredBackend(MemoryBackend(), remote)
     read = asyncio.create_task(backend.get("memo:default:k"))
     await remote.reading.wait()  # Redis has answered; the reply is on its way
-    backend._drop_keys([announced])  # an announcement arrives first
+    backend.heard.keys([announced])  # an announcement arrives first
     remote.release.set()
     assert b"bytes" == await read  # the caller always gets what Redis said
     assert filled == (backend.memory.get_local("memo:default:k") is not None)
@@ -418,7 +418,7 @@ async def test_a_write_overtaken_by_another_process_does_not_fill_memory() -> No
     write = asyncio.create_task(backend.set("memo:default:k", b"mine", 60_000))
     await remote.writing.wait()  # applied in Redis; the reply is on its way
     remote.set_local("memo:default:k", b"theirs", 60_000)  # another process overwrites
-    backend._drop_keys(["memo:default:k"])  # and its announcement arrives first
+    backend.heard.keys(["memo:default:k"])  # and its announcement arrives first
     remote.release.set()
     await write
     assert backend.memory.get_local("memo:default:k") is None  # "mine" is not kept

@@ -163,8 +163,8 @@ def _tracked_tier() -> tuple[TieredBackend, RespConnection, _Transport]:
     tier = TieredBackend(MemoryBackend(), MemoryBackend())
     listener = TrackingListener(
         _NoSource(),
-        on_keys=tier._drop_keys,
-        on_flush=tier._flush,
+        on_keys=tier.heard.keys,
+        on_flush=tier.heard.flush,
         on_trust=tier._trust,
         fallback=lambda: pytest.fail("no fallback here"),
     )

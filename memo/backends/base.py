@@ -169,12 +169,13 @@ class ReadsWithTTL(Protocol):
 
 @runtime_checkable
 class AnnouncedWrites(Protocol):
-    """A backend that hears other processes' writes (the invalidation channel).
+    """A backend that hears other processes' writes (tracking, or the channel)."""
 
-    It calls ``on_announced(keys, pattern)`` for each: a list of keys, or a glob.
-    """
-
-    on_announced: Callable[[list[str] | None, str | None], None] | None
+    def announce_to(
+        self, hook: Callable[[list[str] | None, str | None], None], flights: Any
+    ) -> None:
+        """Call ``hook(keys, pattern)`` (a list of keys, or a glob) for each change heard
+        while ``flights.in_flight`` is nonzero."""
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from memo._loops import running_loop
 from memo.backends._fill_guard import Asked, FillGuard
+from memo.backends._heard import AnnounceHook, HeardChanges, InFlight
 from memo.backends._outage import OutageScopes, read_in_parts
 from memo.backends._tracking import NotTracking
 from memo.backends.base import Backend, InvalidationSource, Leases, ReadsWithTTL, TagSets
@@ -67,25 +68,28 @@ class TieredBackend(Backend):
         self.remote_down = False  # some part of the remote is out (see _outage)
         self._outage = OutageScopes(remote)
         self.listener: InvalidationListener | TrackingListener | None = None
-        # Told of other processes' announcements (keys, or a pattern), so that the cache
-        # can keep computations already under way from storing what was just replaced.
-        self.on_announced: Callable[[list[str] | None, str | None], None] | None = None
+        self._guard = FillGuard()  # a reply that raced a change of its key must not fill memory
+        self.heard = HeardChanges(memory, self._guard)
         # A remote with an invalidation channel (RedisBackend) offers a listener.
         if listen and memory_reads and isinstance(remote, InvalidationSource):
             self.listener = remote.invalidation_listener(
-                on_keys=self._drop_keys,
-                on_pattern=self._drop_pattern,
-                on_flush=self._flush,
+                on_keys=self.heard.keys,
+                on_pattern=self.heard.pattern,
+                on_flush=self.heard.flush,
                 on_trust=self._trust,
                 heartbeat=heartbeat,
-                on_key=self._drop_key,
+                on_key=self.heard.key,
             )
         # False while the listener may have missed a change: memory is neither read nor
         # filled (it is flushed before it is trusted again).
         self._channel_trusted = self.listener is None
         self._listening_in: asyncio.AbstractEventLoop | None = None  # the listener's loop
-        self._guard = FillGuard()  # a reply that raced a change of its key must not fill memory
         self._refresh()
+
+    def announce_to(self, hook: AnnounceHook, flights: InFlight) -> None:
+        """Tell ``hook`` of every change heard while ``flights`` has computations under
+        way, so that the cache can keep them from storing what was just replaced."""
+        self.heard.hook, self.heard.flights = hook, flights
 
     # -- outage and channel bookkeeping
 
@@ -123,35 +127,6 @@ class TieredBackend(Backend):
         if trusted:  # told from the listener's task: its loop is the one that hears
             self._listening_in = running_loop()
         self._refresh()
-
-    def _drop_keys(self, keys: list[str]) -> None:
-        """``keys`` changed elsewhere (told by the server, or announced)."""
-        self._guard.heard(keys)
-        for key in keys:
-            self.memory.discard_local(key)
-        if self.on_announced is not None:
-            self.on_announced(keys, None)
-
-    def _drop_key(self, key: str) -> None:
-        """``_drop_keys([key])`` without lists: a tracking tier's commonest message."""
-        guard = self._guard
-        if guard.reading or guard.writing:  # heard_one's own test, without the call
-            guard.heard_one(key)
-        self.memory.discard_local(key)
-        if self.on_announced is not None:
-            self.on_announced([key], None)
-
-    def _drop_pattern(self, pattern: str) -> None:
-        """Another process announced a pattern delete."""
-        self._guard.everything()
-        self.memory.discard_pattern(pattern)
-        if self.on_announced is not None:
-            self.on_announced(None, pattern)
-
-    def _flush(self) -> None:
-        """The listener (re)connected, or the database was flushed: changes missed."""
-        self._guard.everything()
-        self.memory.clear_local()
 
     def _listen(self) -> None:
         if self.listener is not None:
