@@ -720,6 +720,27 @@ def test_a_quickly_copied_value_is_decoded_twice_then_copied_at_every_hit() -> N
     assert 2 == decode.calls
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"id": 1, "roles": ["admin", "ops"]},  # one mutable field: a copier of its own
+        {"id": 1, "meta": {"a": [1]}},
+        {"roles": ["a"], "groups": {"g"}},  # two: the general copier
+        [{"id": 1}, {"id": 2}],
+    ],
+    ids=["one-list", "one-dict", "two-fields", "list-of-records"],
+)
+def test_remembered_copies_share_nothing_mutable_with_each_other(value: Any) -> None:
+    codec = Codec()
+    values = DecodedValues(codec)
+    data = codec.encode(value, **META)
+    for _ in range(3):
+        values.value(data)
+    first, second = values.value(data), values.value(data)
+    _mutate_everywhere(first)
+    assert same(value, second) and same(value, values.value(data))
+
+
 def test_a_value_nested_too_deeply_to_copy_quickly_is_decoded_at_every_hit() -> None:
     codec = Codec()
     decode = CountingDecoder(codec)
