@@ -91,6 +91,8 @@ def usage_of(reply: Any) -> Usage | None:
             return None
     if type(reply) is dict:  # the common shape, read without the general lookups
         usage = reply.get("usage")
+        if usage is None:  # a reply that records none (what _one would find too)
+            return None
         if type(usage) is dict:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             if (
