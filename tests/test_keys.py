@@ -680,6 +680,36 @@ def test_keys_served_after_many_refills_equal_the_full_derivation(
             assert len(warm._fast or ()) <= 4 and len(warm._old) <= 4
 
 
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(_scalars, st.floats(allow_nan=False), st.binary(max_size=8)))
+def test_a_one_parameter_function_keys_a_value_as_the_full_derivation_does(value: Any) -> None:
+    async def f(x: Any) -> None: ...
+
+    builder = KeyBuilder(f, text_hash_threshold=40)
+    assert builder._one_head is not None
+    assert builder._derive((value,), {}) == builder._derive_all((value,), {})
+    assert builder._derive((), {"x": value}) == builder._derive_all((), {"x": value})
+
+
+def test_only_functions_keyed_by_one_argument_take_the_one_value_derivation() -> None:
+    async def two(x: int, y: int = 2) -> None: ...
+
+    async def star(*xs: int) -> None: ...
+
+    async def ignored(x: int, trace: str = "") -> None: ...
+
+    class Service:
+        async def get(self, x: int) -> None: ...
+
+    assert KeyBuilder(two)._one_head is None
+    assert KeyBuilder(star)._one_head is None
+    assert KeyBuilder(Service.get, method=True)._one_head is None
+    assert KeyBuilder(fx.get_user, key=lambda user_id: user_id)._one_head is None
+    assert KeyBuilder(ignored, ignore=["trace"])._one_head is not None
+    one = KeyBuilder(ignored, ignore=["trace"])
+    assert one((5,), {}) == one((5, "t"), {}) == one._derive_all((5,), {})
+
+
 def test_fast_map_is_off_for_key_callables_and_mutable_defaults() -> None:
     async def f(x: int, opts: list[Any] = []) -> None: ...  # noqa: B006
 
