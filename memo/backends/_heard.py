@@ -27,7 +27,8 @@ class InFlight(Protocol):
 
 class HeardChanges:
     """Drops what changed from ``memory``, marks it in ``guard`` for replies under way,
-    and tells ``hook`` while ``flights`` has computations in flight."""
+    and tells ``hook`` while ``flights`` has computations in flight (both are set
+    together, by ``TieredBackend.announce_to``)."""
 
     __slots__ = ("flights", "guard", "hook", "memory")
 
@@ -42,9 +43,7 @@ class HeardChanges:
         self.guard.heard(keys)
         for key in keys:
             self.memory.discard_local(key)
-        hook, flights = self.hook, self.flights
-        if hook is not None and (flights is None or flights.in_flight):
-            hook(keys, None)
+        self._tell(keys, None)
 
     def key(self, key: str) -> None:
         """``keys([key])`` without lists: a tracking tier's commonest message."""
@@ -52,17 +51,20 @@ class HeardChanges:
         if guard.reading or guard.writing:  # heard_one's own test, without the call
             guard.heard_one(key)
         self.memory.discard_local(key)
-        hook, flights = self.hook, self.flights
-        if hook is not None and (flights is None or flights.in_flight):
-            hook([key], None)
+        flights = self.flights  # _tell's test, inlined: nearly always nothing flies
+        if flights is not None and flights.in_flight:
+            self._tell([key], None)
 
     def pattern(self, pattern: str) -> None:
         """Another process announced a pattern delete."""
         self.guard.everything()
         self.memory.discard_pattern(pattern)
+        self._tell(None, pattern)
+
+    def _tell(self, keys: list[str] | None, pattern: str | None) -> None:
         hook, flights = self.hook, self.flights
-        if hook is not None and (flights is None or flights.in_flight):
-            hook(None, pattern)
+        if hook is not None and flights is not None and flights.in_flight:
+            hook(keys, pattern)
 
     def flush(self) -> None:
         """The listener (re)connected, or the database was flushed: changes missed."""
