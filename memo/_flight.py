@@ -26,6 +26,8 @@ from contextvars import ContextVar
 from re import Pattern
 from typing import Any, Generic, TypeVar
 
+from memo._eager import start_eagerly
+
 __all__ = ["Flight", "FlightTable", "computing_here", "should_refresh_early"]
 
 T = TypeVar("T")
@@ -79,9 +81,8 @@ class Flight(Generic[T]):
         # callbacks: they resume on the next turn of the loop. An exception is handed
         # to them and not raised again (nobody would retrieve it from the task);
         # cancellation and the likes of KeyboardInterrupt are. Having started, this
-        # settles the waiters however it ends: the done callback kept for a task
-        # cancelled before its first step comes off, and nothing is scheduled at the end.
-        self.task.remove_done_callback(self.ended)
+        # settles the waiters however it ends (``ended`` is for a task cancelled before
+        # its first step). Started eagerly, this may end before the task is assigned.
         work, self.work = self.work, None
         assert work is not None
         try:
@@ -121,6 +122,12 @@ class Flight(Generic[T]):
                 self.work.close()  # never started: nothing to warn about
             self.land()
             self.settle(None, asyncio.CancelledError())
+
+    def outcome(self) -> T:
+        """What the computation returned, or raise what it raised (once ``settled``)."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]  # None only with an error
 
     def settle(self, result: T | None, error: BaseException | None) -> None:
         """Give every caller still waiting the computation's outcome."""
@@ -188,28 +195,42 @@ class FlightTable:
         work: Callable[[Flight[T]], Coroutine[Any, Any, T]],
         *,
         keep: bool = False,
+        eager: bool = False,
     ) -> Flight[T]:
-        """Start computing ``key``, or return the flight already computing it."""
+        """Start computing ``key``, or return the flight already computing it.
+
+        ``eager`` runs the computation's first step now (``memo._eager``): a flight
+        whose work never waits has then ended, ``settled``, when this returns, and its
+        caller needs no waiter and no turn of the loop."""
         loop = asyncio.get_running_loop()
         table = self._table(loop)
         running: Flight[T] | None = table.get(key)
         if running is not None:
             return running
         flight: Flight[T] = Flight(keep, key, table, self)
+        # Listed (and counted in flight) before any of it runs: an eager first step may
+        # land it, and an invalidation heard meanwhile must find it.
+        table[key] = flight
+        with self._counting:
+            self.in_flight += 1
         token = _computing.set((*_computing.get(), key))
         try:
             # The task copies the current context, including the key just added.
             flight.work = work(flight)
-            flight.task = loop.create_task(flight.fly())
+            flight.task = (
+                start_eagerly(loop, flight.fly()) if eager else loop.create_task(flight.fly())
+            )
+        except BaseException:
+            if flight.work is not None:
+                flight.work.close()
+            flight.land()
+            raise
         finally:
             _computing.reset(token)
-        # Listed once its task exists (it runs no sooner than the next turn).
-        table[key] = flight
-        with self._counting:
-            self.in_flight += 1
-        flight.task.add_done_callback(flight.ended)
-        if keep:
-            self._kept.add(flight.task)
+        if not flight.settled:
+            flight.task.add_done_callback(flight.ended)
+            if keep:
+                self._kept.add(flight.task)
         return flight
 
     def _landed(self, flight: Flight[Any]) -> None:
@@ -218,7 +239,8 @@ class FlightTable:
         key, table = flight.key, flight.table
         if table.get(key) is flight:
             del table[key]
-        self._kept.discard(flight.task)
+        if flight.keep:  # an eager flight may land before its task is assigned
+            self._kept.discard(getattr(flight, "task", None))
         settled = self._settled
         if len(settled) >= _SETTLED_KEYS:
             settled.clear()

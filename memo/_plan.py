@@ -239,20 +239,21 @@ class CallPlan:
 
         With ``counted``, this caller is counted: a miss when it starts the computation,
         ``coalesced`` when it joins one already running (it neither hit nor computed).
-        ``replacing`` is the entry the result replaces (a stale or soon-stale value);
-        ``background`` marks a refresh nobody waits for.
-        """
+        ``replacing`` is the entry the result replaces (a stale or soon-stale value),
+        ``background`` a refresh nobody waits for."""
         flights = cache.flights
-        running = flights.running(full)
-        if counted and running is not None:
-            self.count_join(cache)
-        elif counted:
-            self.count_miss(cache)
-        flight = running or flights.start(
-            full,
-            lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
-            keep=self.keep_abandoned,
-        )
+        flight = running = flights.running(full)
+        if counted:
+            self.count_miss(cache) if running is None else self.count_join(cache)
+        if flight is None:
+            flight = flights.start(
+                full,
+                lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
+                keep=self.keep_abandoned,
+                eager=True,
+            )
+            if flight.settled:  # it never waited, so it has ended and nobody joined it
+                return flight.outcome()[0]
         waiter = flights.waiter(flight)  # awaited here, not in a coroutine: a frame fewer
         try:
             value, data = await waiter

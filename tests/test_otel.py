@@ -118,7 +118,7 @@ async def test_counters_are_monotonic_sums_and_memory_figures_go_both_ways(
     otel: Telemetry,
 ) -> None:
     cache = InMemoryCache(namespace="otel-kinds")
-    await workload(cache)
+    alive = await workload(cache)  # a function reports while it lives
     with otel.instrument(caches=[cache]):
         points, data = otel.collect()
     for name in ("memo.cache.hits", "memo.function.calls", "memo.function.compute.time"):
@@ -131,6 +131,7 @@ async def test_counters_are_monotonic_sums_and_memory_figures_go_both_ways(
     assert usage["bytes"] == points[("memo.memory.usage", label)] > 0
     # A cache in memory has no Redis latency to report.
     assert ("memo.redis.operations", label) not in points
+    assert 7 == alive.stats()["misses"]  # 5 stored, 2 raised
     await cache.aclose()
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import memo
 from memo import InMemoryCache, ai_cached, cached
+from memo._eager import EAGER
 
 
 async def test_a_thousand_concurrent_calls_of_a_cold_key_run_the_function_once(
@@ -329,11 +330,12 @@ async def test_a_caller_arriving_while_an_abandoned_computation_winds_down_compu
     assert calls == 2
 
 
-async def test_a_miss_of_a_function_that_never_waits_takes_two_turns_of_the_loop(
+async def test_a_miss_of_a_function_that_never_waits_takes_no_turn_of_the_loop(
     cache: InMemoryCache,
 ) -> None:
-    # One turn runs the computation's task, which hands the caller its value; the
-    # next resumes the caller. (Through a shield and done callbacks it took three.)
+    # The computation's first step runs at once (memo._eager) and ends it: the caller
+    # has its value before anything else runs. (Through a task started on the next
+    # turn it took two turns; through a shield and done callbacks, three.)
     @cached(ttl=60, cache=cache)
     async def double(x: int) -> int:
         return 2 * x
@@ -350,24 +352,32 @@ async def test_a_miss_of_a_function_that_never_waits_takes_two_turns_of_the_loop
     for x in range(5):
         before = turns
         assert 2 * x == await double(x)
-        assert 2 == turns - before
+        assert (0 if EAGER else 2) == turns - before
+    assert 5 == double.stats()["misses"]
     handle.cancel()
 
 
 async def test_a_computation_cancelled_before_it_started_ends_its_callers_and_its_flight(
     cache: InMemoryCache,
 ) -> None:
-    @cached(ttl=60, cache=cache)
-    async def load(x: int) -> int:
-        return x
+    # Flights not started eagerly (background refreshes, streams) start on the next
+    # turn: a cancellation before then never reaches their coroutine.
+    flights = cache.flights
+    started = False
 
-    caller = asyncio.create_task(load(1))
-    await asyncio.sleep(0)  # the caller has started the flight; its task has not run
-    flight = cache.flights.running(cache.prefix + load.key_for(1))
-    assert flight is not None
+    async def work(flight: object) -> tuple[int, None]:
+        nonlocal started
+        started = True
+        return 1, None
+
+    flight = flights.start("k", work)
+    waiter = flights.waiter(flight)
     flight.task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await caller
-    assert cache.flights.running(cache.prefix + load.key_for(1)) is None
-    assert 0 == cache.flights.in_flight
-    assert 1 == await load(1)  # the next caller computes afresh
+        await waiter
+    assert not started
+    assert flights.running("k") is None
+    assert 0 == flights.in_flight
+    again = flights.start("k", work, eager=True)
+    assert EAGER == again.settled  # the next caller computes afresh
+    assert (1, None) == (again.outcome() if EAGER else await flights.waiter(again))

@@ -1,0 +1,149 @@
+"""Tasks whose first step runs at once, in the turn of the loop that starts them.
+
+A computation that has nothing to wait for (a miss of a function computed from memory)
+then ends before its caller's next line: no turn of the loop to start the task, none to
+hand the caller its value. Python 3.12 offers this as ``asyncio.Task(..., eager_start=
+True)``. On 3.11, where ``Task`` has no such option, it is done the same way by hand:
+the task is created (its first step scheduled, as every task's is), then that first step
+is run now, with the new task current and in the task's own copy of the context, so that
+whatever the coroutine captures there (``asyncio.timeout``, a ``TaskGroup``,
+``current_task()``) belongs to the task that goes on running it; the scheduled step then
+hands the task what the coroutine was waiting on, or ends it with the outcome it had
+already reached. Elsewhere (3.10, or a loop with a task factory of its own, which
+decides how its tasks start) the task starts on the next turn, as any task does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import contextvars
+import sys
+from asyncio import tasks as _tasks
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
+
+__all__ = ["EAGER", "start_eagerly"]
+
+T = TypeVar("T")
+
+_NATIVE = sys.version_info >= (3, 12)
+# The hooks every task step uses to mark itself current (C functions where built).
+_enter_task = getattr(_tasks, "_enter_task", None)
+_leave_task = getattr(_tasks, "_leave_task", None)
+_EMULATED = (
+    not _NATIVE
+    and sys.version_info >= (3, 11)  # create_task(context=...) came in 3.11
+    and _enter_task is not None
+    and _leave_task is not None
+)
+#: Whether tasks start eagerly on this runtime (a loop's own task factory aside).
+EAGER = _NATIVE or _EMULATED
+
+
+def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task running ``coro`` on ``loop``, its first step already taken where the
+    runtime allows. Whether that step finished the coroutine is for the coroutine to
+    record: emulated, the task itself is done only after its scheduled step."""
+    if loop.get_task_factory() is not None:
+        return loop.create_task(coro)
+    if _NATIVE:
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    if not _EMULATED:
+        return loop.create_task(coro)
+    context = contextvars.copy_context()
+    rest = _RestOf(coro)
+    create: Any = loop.create_task  # context= is 3.11's; mypy checks against 3.10
+    task: asyncio.Task[T] = create(rest, context=context)
+    caller = _tasks.current_task(loop)
+    if caller is not None:
+        _leave_task(loop, caller)  # type: ignore[misc]  # set whenever _EMULATED
+    _enter_task(loop, task)  # type: ignore[misc]
+    try:
+        context.run(rest.first_step)
+    finally:
+        _leave_task(loop, task)  # type: ignore[misc]
+        if caller is not None:
+            _enter_task(loop, caller)  # type: ignore[misc]
+    return task
+
+
+class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """What a task runs after ``coro``'s first step was taken for it: first the outcome
+    or the awaited future of that step, then ``coro`` itself, step by step."""
+
+    __slots__ = ("_coro", "_error", "_finished", "_handed_on", "_result", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+        self._handed_on = False  # the first step's outcome has gone to the task
+        self._finished = False
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._waiting: Any = None  # what the first step yielded to the task to wait on
+
+    def first_step(self) -> None:
+        try:
+            self._waiting = self._coro.send(None)
+        except StopIteration as stop:
+            self._finished, self._result = True, stop.value
+        except (KeyboardInterrupt, SystemExit):
+            self._finished = True  # the task ends quietly; the caller sees it raised
+            raise
+        except BaseException as exc:  # the task ends with it, as if raised in its step
+            self._finished, self._error = True, exc
+
+    def send(self, value: Any) -> Any:
+        if self._handed_on:
+            return self._coro.send(value)
+        self._handed_on = True
+        if not self._finished:
+            return self._waiting
+        if self._error is not None:
+            raise self._error
+        raise StopIteration(self._result)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if isinstance(typ, BaseException):
+            exc = typ
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ() if val is None else typ(val)
+        if not self._handed_on:
+            self._handed_on = True
+            if self._finished:
+                raise exc
+            waiting = self._waiting
+            if isinstance(exc, asyncio.CancelledError) and isinstance(waiting, asyncio.Future):
+                waiting.cancel()  # as Task.cancel does to the future a task waits on
+        return self._coro.throw(exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self  # send/throw make it its own iterator
+
+    def __iter__(self) -> _RestOf:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    # What asyncio's reprs and Task.get_stack() look for on a coroutine.
+    @property
+    def cr_frame(self) -> Any:
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_code(self) -> Any:
+        return getattr(self._coro, "cr_code", None)
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self._coro, "cr_await", None)
+
+    @property
+    def cr_running(self) -> bool:
+        return bool(getattr(self._coro, "cr_running", False))

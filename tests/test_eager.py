@@ -1,0 +1,167 @@
+"""Eager task starts: the first step runs at once, as the task that goes on running it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from memo import InMemoryCache, cached
+from memo._eager import EAGER, start_eagerly
+
+pytestmark = pytest.mark.skipif(not EAGER, reason="tasks start eagerly from Python 3.11")
+
+_seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="caller's")
+
+
+async def test_the_first_step_runs_before_start_returns_and_the_task_ends_with_its_result() -> None:
+    ran: list[str] = []
+
+    async def compute() -> int:
+        ran.append("step")
+        return 42
+
+    task = start_eagerly(asyncio.get_running_loop(), compute())
+    assert ["step"] == ran
+    assert 42 == await task
+
+
+async def test_an_error_of_the_first_step_ends_the_task_with_it() -> None:
+    async def compute() -> int:
+        raise ValueError("boom")
+
+    task = start_eagerly(asyncio.get_running_loop(), compute())
+    with pytest.raises(ValueError, match="boom"):
+        await task
+
+
+async def test_the_task_is_current_in_every_step_and_the_caller_again_after_the_first() -> None:
+    caller = asyncio.current_task()
+    seen: list[asyncio.Task[object] | None] = []
+    gate = asyncio.Event()
+
+    async def compute() -> str:
+        seen.append(asyncio.current_task())
+        await gate.wait()
+        seen.append(asyncio.current_task())
+        return "done"
+
+    task = start_eagerly(asyncio.get_running_loop(), compute())
+    assert caller is asyncio.current_task()
+    gate.set()
+    assert "done" == await task
+    assert [task, task] == seen
+    assert caller not in seen
+
+
+async def test_context_set_in_the_first_step_stays_with_the_task() -> None:
+    gate = asyncio.Event()
+
+    async def compute() -> str:
+        _seen.set("task's")
+        await gate.wait()
+        return _seen.get()
+
+    task = start_eagerly(asyncio.get_running_loop(), compute())
+    assert "caller's" == _seen.get()
+    gate.set()
+    assert "task's" == await task
+
+
+async def test_a_timeout_entered_in_the_first_step_cancels_the_task_not_its_caller() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def compute() -> str:
+        async with asyncio.timeout_at(loop.time()):  # already due: fires on the next turn
+            await asyncio.Event().wait()
+        return "unreachable"
+
+    task = start_eagerly(loop, compute())
+    with pytest.raises(TimeoutError):
+        await task
+    assert 0 == asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+
+async def test_a_task_cancelled_before_its_next_step_cancels_what_the_first_step_awaits() -> None:
+    events: list[str] = []
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def compute() -> None:
+        try:
+            await never
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+        finally:
+            events.append("cleaned up")
+
+    task = start_eagerly(asyncio.get_running_loop(), compute())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    assert never.cancelled()
+    assert ["cancelled", "cleaned up"] == events
+
+
+async def test_a_loop_with_a_task_factory_of_its_own_starts_the_task_as_it_decides() -> None:
+    loop = asyncio.get_running_loop()
+    made: list[object] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+
+    ran: list[str] = []
+
+    async def compute() -> int:
+        ran.append("step")
+        return 1
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        task = start_eagerly(loop, compute())
+        assert [] == ran  # the factory's task starts on the next turn
+        assert 1 == await task
+        assert 1 == len(made)
+    finally:
+        loop.set_task_factory(None)
+
+
+async def test_a_cached_function_that_enters_a_timeout_before_waiting_times_out_itself(
+    cache: InMemoryCache,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    @cached(ttl=60, cache=cache)
+    async def slow(x: int) -> int:
+        async with asyncio.timeout_at(loop.time()):
+            await asyncio.Event().wait()
+        return x
+
+    with pytest.raises(TimeoutError):
+        await slow(1)
+    assert 0 == asyncio.current_task().cancelling()  # type: ignore[union-attr]
+    assert 1 == slow.stats()["errors"]
+
+
+async def test_a_cached_function_sees_its_own_task_and_its_callers_join_it(
+    cache: InMemoryCache,
+) -> None:
+    gate = asyncio.Event()
+    tasks: list[asyncio.Task[object] | None] = []
+
+    @cached(ttl=60, cache=cache)
+    async def load(x: int) -> int:
+        tasks.append(asyncio.current_task())
+        await gate.wait()
+        return x
+
+    callers = [asyncio.create_task(load(3)) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert [3, 3, 3] == await asyncio.gather(*callers)
+    assert 1 == len(tasks)
+    assert tasks[0] not in callers
+    assert 1 == load.stats()["misses"] and 2 == load.stats()["coalesced"]
