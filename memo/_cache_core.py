@@ -30,7 +30,7 @@ from memo._reporting import CountedFunction, Reporting, snapshot
 from memo._savings import SavingsLedger, Usage
 from memo._tags import BOOKKEEPING_SEGMENTS, TagIndex, tag_set_key
 from memo._ttl import TTL, ttl_to_ms
-from memo._validate import check_bool
+from memo._validate import check_bool, check_key
 from memo.backends.base import (
     LEASE_SUFFIX,
     AnnouncedWrites,
@@ -221,23 +221,7 @@ class CacheCore:
 
     def full_key(self, key: str) -> str:
         """The full key (prefix included) of a relative ``key``."""
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
-        if not key.isascii():
-            try:
-                key.encode()
-            except UnicodeEncodeError:
-                raise ConfigError(
-                    f"key={key!r}: not valid text (a lone surrogate cannot be sent to "
-                    f"Redis); decode bytes with errors='replace' before using them as keys"
-                ) from None
-        if key.endswith(LEASE_SUFFIX) or key.startswith(BOOKKEEPING_SEGMENTS):
-            raise ConfigError(
-                f"key={key!r}: keys ending in {LEASE_SUFFIX!r} or starting with "
-                f"{' or '.join(map(repr, BOOKKEEPING_SEGMENTS))} are memo's own "
-                f"bookkeeping; choose another key"
-            )
-        return self.prefix + key
+        return self.prefix + check_key(key, LEASE_SUFFIX, BOOKKEEPING_SEGMENTS)
 
     async def read_entry(self, full_key: str) -> Entry | None:
         """The stored entry under ``full_key``, fresh or stale, or None.
@@ -283,17 +267,24 @@ class CacheCore:
             self._stats.errors += 1
             raise
 
+    def stored_in_memory(self, full_key: str, data: bytes, ttl_ms: int) -> bool:
+        """Store as ``store_entry`` does, without awaiting, when memory is all there is;
+        False (nothing done) when the backend must be awaited."""
+        if self._remote is not None or self._local_tier is None:
+            return False
+        self._local_tier.keep_local_copy(full_key, data, ttl_ms)
+        self._stats.sets += 1
+        return True
+
     async def store_entry(
         self, full_key: str, data: bytes, ttl_ms: int, *, strict: bool = False
     ) -> bool:
         """Store encoded bytes for ``ttl_ms`` in the backend; False (counted, logged)
         when the backend failed, or the error raised with ``strict``."""
+        if self.stored_in_memory(full_key, data, ttl_ms):
+            return True
         if self._remote is not None:  # a process that only writes is in the fleet too
             self.reporting.ensure_publishing()
-        elif self._local_tier is not None:  # memory is all there is: nothing to await
-            self._local_tier.keep_local_copy(full_key, data, ttl_ms)
-            self._stats.sets += 1
-            return True
         try:
             await self._backend.set(full_key, data, ttl_ms)
         except BackendError as exc:

@@ -31,11 +31,15 @@ _NATIVE = sys.version_info >= (3, 12)
 # The hooks every task step uses to mark itself current (C functions where built).
 _enter_task = getattr(_tasks, "_enter_task", None)
 _leave_task = getattr(_tasks, "_leave_task", None)
+_current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
+    _tasks, "_current_tasks", None
+)  # what asyncio.current_task reads, without its Python frame
 _EMULATED = (
     not _NATIVE
     and sys.version_info >= (3, 11)  # create_task(context=...) came in 3.11
     and _enter_task is not None
     and _leave_task is not None
+    and _current_tasks is not None
 )
 #: Whether tasks start eagerly on this runtime (a loop's own task factory aside).
 EAGER = _NATIVE or _EMULATED
@@ -55,7 +59,7 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T])
     rest = _RestOf(coro)
     create: Any = loop.create_task  # context= is 3.11's; mypy checks against 3.10
     task: asyncio.Task[T] = create(rest, context=context)
-    caller = _tasks.current_task(loop)
+    caller = _current_tasks.get(loop)  # type: ignore[union-attr]  # set whenever _EMULATED
     if caller is not None:
         _leave_task(loop, caller)  # type: ignore[misc]  # set whenever _EMULATED
     _enter_task(loop, task)  # type: ignore[misc]

@@ -195,9 +195,20 @@ class FlightTable:
         work: Callable[[Flight[T]], Coroutine[Any, Any, T]],
         *,
         keep: bool = False,
-        eager: bool = False,
     ) -> Flight[T]:
-        """Start computing ``key``, or return the flight already computing it.
+        """Start computing ``key`` on the next turn, or return the flight already
+        computing it."""
+        return self.join_or_start(key, work, keep=keep, eager=False)[0]
+
+    def join_or_start(
+        self,
+        key: str,
+        work: Callable[[Flight[T]], Coroutine[Any, Any, T]],
+        *,
+        keep: bool = False,
+        eager: bool = True,
+    ) -> tuple[Flight[T], bool]:
+        """The flight computing ``key`` and True, or a flight just started and False.
 
         ``eager`` runs the computation's first step now (``memo._eager``): a flight
         whose work never waits has then ended, ``settled``, when this returns, and its
@@ -206,7 +217,7 @@ class FlightTable:
         table = self._table(loop)
         running: Flight[T] | None = table.get(key)
         if running is not None:
-            return running
+            return running, True
         flight: Flight[T] = Flight(keep, key, table, self)
         # Listed (and counted in flight) before any of it runs: an eager first step may
         # land it, and an invalidation heard meanwhile must find it.
@@ -231,7 +242,7 @@ class FlightTable:
             flight.task.add_done_callback(flight.ended)
             if keep:
                 self._kept.add(flight.task)
-        return flight
+        return flight, False
 
     def _landed(self, flight: Flight[Any]) -> None:
         with self._counting:

@@ -272,15 +272,15 @@ class KeyBuilder:
         if head is not None and len(args) == 1 and not kwargs:
             value = args[0]
             t = type(value)
-            # The values _derive_all keys as themselves (see there), and nothing else.
-            if (
-                (t is int and INT64_MIN <= value <= INT64_MAX)
-                or (t is str and len(value) <= self._thr)
-                or t is bool
-                or value is None
-            ):
-                digest = xxhash.xxh3_128_hexdigest(head + pack(value))
-                return f"{self._prefix}{_label((value,))}{digest}"
+            # The values _derive_all keys as themselves (see there), and nothing else;
+            # an int, the commonest, labelled here as _label would.
+            if t is int and INT64_MIN <= value <= INT64_MAX:
+                label = f"{value}:" if -_LABEL_INT < value < _LABEL_INT else ""
+            elif (t is str and len(value) <= self._thr) or t is bool or value is None:
+                label = _label((value,))
+            else:
+                return self._derive_all(args, kwargs)
+            return f"{self._prefix}{label}{xxhash.xxh3_128_hexdigest(head + pack(value))}"
         return self._derive_all(args, kwargs)
 
     def _derive_all(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

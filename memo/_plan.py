@@ -242,24 +242,21 @@ class CallPlan:
         ``replacing`` is the entry the result replaces (a stale or soon-stale value),
         ``background`` a refresh nobody waits for."""
         flights = cache.flights
-        flight = running = flights.running(full)
+        flight, joined = flights.join_or_start(
+            full,
+            lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
+            keep=self.keep_abandoned,
+        )
         if counted:
-            self.count_miss(cache) if running is None else self.count_join(cache)
-        if flight is None:
-            flight = flights.start(
-                full,
-                lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
-                keep=self.keep_abandoned,
-                eager=True,
-            )
-            if flight.settled:  # it never waited, so it has ended and nobody joined it
-                return flight.outcome()[0]
+            self.count_join(cache) if joined else self.count_miss(cache)
+        if flight.settled and not joined:  # it never waited: it has ended, nobody joined
+            return flight.outcome()[0]
         waiter = flights.waiter(flight)  # awaited here, not in a coroutine: a frame fewer
         try:
             value, data = await waiter
         finally:
             flights.leave(flight)
-        if running is None:
+        if not joined:
             return value  # the caller that started it gets the function's own object
         # Joiners get their own copy, so that no two callers share mutable state: decoded
         # from the stored bytes, or, when the result was not stored (condition, None,
@@ -376,7 +373,8 @@ class CallPlan:
         data, fresh_ms = encoded
         ttl_ms = fresh_ms + self.stale_ms
         if not cache.leasing.active:  # memory, or a server refusing scripts
-            if await cache.store_entry(full, data, ttl_ms) and tags:
+            stored = cache.stored_in_memory(full, data, ttl_ms)  # no frame to await
+            if (stored or await cache.store_entry(full, data, ttl_ms)) and tags:
                 try:
                     await cache.tag_entry(tags, full, ttl_ms)
                 except Exception as exc:  # a tag never fails the call it labels

@@ -1,4 +1,4 @@
-"""The one place arguments are checked: whole numbers, seconds and flags.
+"""The one place arguments are checked: whole numbers, seconds, flags and keys.
 
 Every check names the argument as the user spelled it, the value given and what is
 allowed, and raises ``ConfigError``. ``bool`` is refused wherever a number is meant:
@@ -11,7 +11,7 @@ import math
 
 from memo.exceptions import ConfigError
 
-__all__ = ["check_bool", "check_fraction", "check_int", "check_seconds"]
+__all__ = ["check_bool", "check_fraction", "check_int", "check_key", "check_seconds"]
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
@@ -50,3 +50,25 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name}={value!r}: must be True or False")
     return value
+
+
+def check_key(key: object, reserved_suffix: str, reserved_prefixes: tuple[str, ...]) -> str:
+    """``key`` when it is a non-empty str Redis can take and not one of memo's own
+    bookkeeping keys (ending in ``reserved_suffix``, starting with a reserved prefix)."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"key={key!r}: cache keys are non-empty strings")
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"key={key!r}: not valid text (a lone surrogate cannot be sent to "
+                f"Redis); decode bytes with errors='replace' before using them as keys"
+            ) from None
+    if key.endswith(reserved_suffix) or key.startswith(reserved_prefixes):
+        raise ConfigError(
+            f"key={key!r}: keys ending in {reserved_suffix!r} or starting with "
+            f"{' or '.join(map(repr, reserved_prefixes))} are memo's own "
+            f"bookkeeping; choose another key"
+        )
+    return key

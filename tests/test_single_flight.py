@@ -378,6 +378,7 @@ async def test_a_computation_cancelled_before_it_started_ends_its_callers_and_it
     assert not started
     assert flights.running("k") is None
     assert 0 == flights.in_flight
-    again = flights.start("k", work, eager=True)
+    again, joined = flights.join_or_start("k", work)
+    assert not joined
     assert EAGER == again.settled  # the next caller computes afresh
     assert (1, None) == (again.outcome() if EAGER else await flights.waiter(again))
