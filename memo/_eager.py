@@ -76,7 +76,9 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
     """What a task runs after ``coro``'s first step was taken for it: first the outcome
     or the awaited future of that step, then ``coro`` itself, step by step."""
 
-    __slots__ = ("_coro", "_error", "_finished", "_handed_on", "_result", "_waiting")
+    __slots__ = (
+        "_blocking", "_coro", "_error", "_finished", "_handed_on", "_result", "_waiting",
+    )  # fmt: skip
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
@@ -85,10 +87,17 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
         self._result: Any = None
         self._error: BaseException | None = None
         self._waiting: Any = None  # what the first step yielded to the task to wait on
+        self._blocking = False
 
     def first_step(self) -> None:
         try:
-            self._waiting = self._coro.send(None)
+            waiting = self._waiting = self._coro.send(None)
+            if getattr(waiting, "_asyncio_future_blocking", False):
+                # A future yielded by ``await`` is marked so until a task takes it, and
+                # refuses to be awaited by anyone else while marked: unmarked until the
+                # task's own step takes it, as a task step does at once.
+                waiting._asyncio_future_blocking = False
+                self._blocking = True
         except StopIteration as stop:
             self._finished, self._result = True, stop.value
         except (KeyboardInterrupt, SystemExit):
@@ -102,10 +111,14 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
             return self._coro.send(value)
         self._handed_on = True
         if not self._finished:
-            return self._waiting
-        if self._error is not None:
-            raise self._error
-        raise StopIteration(self._result)
+            waiting, self._waiting = self._waiting, None
+            if self._blocking:
+                waiting._asyncio_future_blocking = True  # for the task to take it
+            return waiting
+        error, result, self._error, self._result = self._error, self._result, None, None
+        if error is not None:
+            raise error
+        raise StopIteration(result)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         if isinstance(typ, BaseException):
@@ -118,7 +131,7 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
             self._handed_on = True
             if self._finished:
                 raise exc
-            waiting = self._waiting
+            waiting, self._waiting = self._waiting, None
             if isinstance(exc, asyncio.CancelledError) and isinstance(waiting, asyncio.Future):
                 waiting.cancel()  # as Task.cancel does to the future a task waits on
         return self._coro.throw(exc)
@@ -136,6 +149,11 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
         return self.send(None)
 
     # What asyncio's reprs and Task.get_stack() look for on a coroutine.
+    def __getattr__(self, name: str) -> Any:
+        if name in ("__name__", "__qualname__"):  # not on instances: asked of the coroutine
+            return getattr(self._coro, name)
+        raise AttributeError(name)
+
     @property
     def cr_frame(self) -> Any:
         return getattr(self._coro, "cr_frame", None)

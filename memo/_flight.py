@@ -33,6 +33,10 @@ __all__ = ["Flight", "FlightTable", "computing_here", "should_refresh_early"]
 T = TypeVar("T")
 
 _SETTLED_KEYS = 10_000  # keys whose finished flights are counted
+# Computations nested deeper than this (a cached function calling cached functions)
+# start on the next turn: each eager start runs on its caller's stack, and a recursive
+# cached function must not reach the recursion limit, least of all inside this module.
+_EAGER_DEPTH = 4
 
 # A tuple: computations nest a level or two deep, and adding to it is one allocation.
 _computing: ContextVar[tuple[str, ...]] = ContextVar("memo_computing", default=())
@@ -224,13 +228,15 @@ class FlightTable:
         table[key] = flight
         with self._counting:
             self.in_flight += 1
-        token = _computing.set((*_computing.get(), key))
+        computing = _computing.get()
+        token = _computing.set((*computing, key))
         try:
             # The task copies the current context, including the key just added.
             flight.work = work(flight)
-            flight.task = (
-                start_eagerly(loop, flight.fly()) if eager else loop.create_task(flight.fly())
-            )
+            if eager and len(computing) < _EAGER_DEPTH:
+                flight.task = start_eagerly(loop, flight.fly())
+            else:
+                flight.task = loop.create_task(flight.fly())
         except BaseException:
             if flight.work is not None:
                 flight.work.close()

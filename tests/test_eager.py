@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 
 import pytest
 
@@ -165,3 +166,56 @@ async def test_a_cached_function_sees_its_own_task_and_its_callers_join_it(
     assert 1 == len(tasks)
     assert tasks[0] not in callers
     assert 1 == load.stats()["misses"] and 2 == load.stats()["coalesced"]
+
+
+async def test_a_future_awaited_in_the_first_step_can_be_awaited_by_others_meanwhile(
+    cache: InMemoryCache,
+) -> None:
+    # Between the first step and the task's own, the future the step waits on must not
+    # look taken: a connection task shared by several cold keys, and anyone else.
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[str] = loop.create_future()
+
+    @cached(ttl=60, cache=cache)
+    async def user(i: int) -> str:
+        return f"{await ready}:{i}"
+
+    async def bystander() -> str:
+        return await ready
+
+    calls = asyncio.gather(*(user(i) for i in range(4)), bystander())
+    await asyncio.sleep(0)
+    ready.set_result("conn")
+    assert ["conn:0", "conn:1", "conn:2", "conn:3", "conn"] == await calls
+
+
+async def test_a_recursive_cached_function_goes_deeper_than_eager_steps_could(
+    cache: InMemoryCache,
+) -> None:
+    # Only the first few nested computations start eagerly (on their caller's stack).
+    @cached(ttl=60, cache=cache)
+    async def fib(n: int) -> int:
+        return n if n < 2 else await fib(n - 1) + await fib(n - 2)
+
+    depth = sys.getrecursionlimit() // 2
+    assert fib_of(depth) == await fib(depth)
+    assert 0 == cache.flights.in_flight
+
+
+def fib_of(n: int) -> int:
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+async def test_a_task_handed_on_after_its_first_step_is_named_by_its_coroutine() -> None:
+    gate = asyncio.Event()
+
+    async def compute_something() -> None:
+        await gate.wait()
+
+    task = start_eagerly(asyncio.get_running_loop(), compute_something())
+    assert "compute_something" in repr(task)
+    gate.set()
+    await task
