@@ -19,6 +19,7 @@ import asyncio
 import collections.abc
 import contextvars
 import sys
+import threading
 from asyncio import tasks as _tasks
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
@@ -44,6 +45,24 @@ _EMULATED = (
 #: Whether tasks start eagerly on this runtime (a loop's own task factory aside).
 EAGER = _NATIVE or _EMULATED
 
+#: Emulated, a task whose first step ended the coroutine still holds its scheduled step
+#: (and the task, its context and its outcome) until the loop turns. A caller that
+#: never lets it turn (a loop filling a cache, awaiting miss after miss) would pile them
+#: up: past this many, tasks start on the next turn, which makes that caller wait and
+#: the loop run what is scheduled.
+_MOST_SCHEDULED = 1024
+
+
+class _Scheduled(threading.local):
+    """Emulated first steps of one thread's loop whose scheduled step has not run."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.count = 0
+
+
+_scheduled = _Scheduled()
+
 
 def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     """A task running ``coro`` on ``loop``, its first step already taken where the
@@ -55,8 +74,14 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T])
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
     if not _EMULATED:
         return loop.create_task(coro)
+    scheduled = _scheduled
+    if scheduled.loop is not loop:  # another loop of this thread: start counting again
+        scheduled.loop, scheduled.count = loop, 0
+    if scheduled.count >= _MOST_SCHEDULED:
+        return loop.create_task(coro)
+    scheduled.count += 1
     context = contextvars.copy_context()
-    rest = _RestOf(coro)
+    rest = _RestOf(coro, loop)
     create: Any = loop.create_task  # context= is 3.11's; mypy checks against 3.10
     task: asyncio.Task[T] = create(rest, context=context)
     caller = _current_tasks.get(loop)  # type: ignore[union-attr]  # set whenever _EMULATED
@@ -77,11 +102,13 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
     or the awaited future of that step, then ``coro`` itself, step by step."""
 
     __slots__ = (
-        "_blocking", "_coro", "_error", "_finished", "_handed_on", "_result", "_waiting",
+        "_blocking", "_coro", "_error", "_finished", "_handed_on", "_loop", "_result",
+        "_waiting",
     )  # fmt: skip
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> None:
         self._coro = coro
+        self._loop = loop
         self._handed_on = False  # the first step's outcome has gone to the task
         self._finished = False
         self._result: Any = None
@@ -106,10 +133,17 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
         except BaseException as exc:  # the task ends with it, as if raised in its step
             self._finished, self._error = True, exc
 
+    def _hand_on(self) -> None:
+        """The task's own step has come: one scheduled step fewer."""
+        self._handed_on = True
+        scheduled = _scheduled
+        if scheduled.loop is self._loop:
+            scheduled.count -= 1
+
     def send(self, value: Any) -> Any:
         if self._handed_on:
             return self._coro.send(value)
-        self._handed_on = True
+        self._hand_on()
         if not self._finished:
             waiting, self._waiting = self._waiting, None
             if self._blocking:
@@ -128,7 +162,7 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
         else:
             exc = typ() if val is None else typ(val)
         if not self._handed_on:
-            self._handed_on = True
+            self._hand_on()
             if self._finished:
                 raise exc
             waiting, self._waiting = self._waiting, None

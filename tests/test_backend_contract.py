@@ -157,7 +157,7 @@ async def test_setting_again_restarts_the_ttl(
     await backend.set("memo:t:k", b"v", 60_000)
     for _ in range(2000):
         used = await backend.ttl("memo:t:k")
-        if used is not None and used < 59_990:
+        if used is not None and used < 59_800:  # 200 ms used: a margin no hiccup closes
             break
         await asyncio.sleep(0.002)
     else:

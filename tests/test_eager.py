@@ -219,3 +219,23 @@ async def test_a_task_handed_on_after_its_first_step_is_named_by_its_coroutine()
     assert "compute_something" in repr(task)
     gate.set()
     await task
+
+
+async def test_misses_that_never_let_the_loop_turn_leave_a_bounded_backlog(
+    cache: InMemoryCache,
+) -> None:
+    # Emulated, a finished first step leaves its task's step scheduled; a caller
+    # awaiting miss after miss without the loop turning must not pile them up.
+    @cached(ttl=60, cache=cache)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    most = 0
+    for x in range(5_000):
+        assert 2 * x == await double(x)
+        if x % 100 == 0:
+            most = max(most, len(asyncio.all_tasks()))
+    assert most <= 1_100
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert 1 == len(asyncio.all_tasks())  # the test's own task: every step has run
