@@ -20,8 +20,9 @@ import collections.abc
 import contextvars
 import sys
 import threading
+import weakref
 from asyncio import tasks as _tasks
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 __all__ = ["EAGER", "start_eagerly"]
@@ -53,15 +54,44 @@ EAGER = _NATIVE or _EMULATED
 _MOST_SCHEDULED = 1024
 
 
-class _Scheduled(threading.local):
-    """Emulated first steps of one thread's loop whose scheduled step has not run."""
+class _Backlog:
+    """Emulated first steps of one loop whose scheduled step has not run yet."""
+
+    __slots__ = ("count",)
 
     def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.count = 0
 
 
-_scheduled = _Scheduled()
+_backlogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Backlog] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _no_loop() -> None:
+    return None
+
+
+class _LastBacklog(threading.local):
+    """The loop this thread started a task on last (weakly), and its backlog: found
+    again without ``WeakKeyDictionary.get``, which is Python code."""
+
+    def __init__(self) -> None:
+        self.loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
+        self.backlog = _Backlog()
+
+
+_last = _LastBacklog()
+
+
+def _backlog_of(loop: asyncio.AbstractEventLoop) -> _Backlog:
+    last = _last
+    if last.loop() is not loop:
+        backlog = _backlogs.get(loop)
+        if backlog is None:
+            backlog = _backlogs[loop] = _Backlog()
+        last.loop, last.backlog = weakref.ref(loop), backlog
+    return last.backlog
 
 
 def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -74,25 +104,29 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T])
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
     if not _EMULATED:
         return loop.create_task(coro)
-    scheduled = _scheduled
-    if scheduled.loop is not loop:  # another loop of this thread: start counting again
-        scheduled.loop, scheduled.count = loop, 0
-    if scheduled.count >= _MOST_SCHEDULED:
+    backlog = _backlog_of(loop)
+    if backlog.count >= _MOST_SCHEDULED:
         return loop.create_task(coro)
-    scheduled.count += 1
     context = contextvars.copy_context()
-    rest = _RestOf(coro, loop)
+    rest = _RestOf(coro, backlog)
     create: Any = loop.create_task  # context= is 3.11's; mypy checks against 3.10
     task: asyncio.Task[T] = create(rest, context=context)
-    caller = _current_tasks.get(loop)  # type: ignore[union-attr]  # set whenever _EMULATED
-    if caller is not None:
-        _leave_task(loop, caller)  # type: ignore[misc]  # set whenever _EMULATED
-    _enter_task(loop, task)  # type: ignore[misc]
+    backlog.count += 1  # until the step just scheduled runs (_RestOf._hand_on)
+    current = _current_tasks  # set whenever _EMULATED
+    assert current is not None
+    caller = current.get(loop)
     try:
+        # Inside the try, and undone by what is current, not by how far this got: an
+        # interrupt (a KeyboardInterrupt between two calls) must leave the loop with
+        # its caller current, or every later step of the loop would be refused.
+        if caller is not None:
+            _leave_task(loop, caller)  # type: ignore[misc]  # set whenever _EMULATED
+        _enter_task(loop, task)  # type: ignore[misc]
         context.run(rest.first_step)
     finally:
-        _leave_task(loop, task)  # type: ignore[misc]
-        if caller is not None:
+        if current.get(loop) is task:
+            _leave_task(loop, task)  # type: ignore[misc]
+        if caller is not None and current.get(loop) is None:
             _enter_task(loop, caller)  # type: ignore[misc]
     return task
 
@@ -102,13 +136,13 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
     or the awaited future of that step, then ``coro`` itself, step by step."""
 
     __slots__ = (
-        "_blocking", "_coro", "_error", "_finished", "_handed_on", "_loop", "_result",
+        "_backlog", "_blocking", "_coro", "_error", "_finished", "_handed_on", "_result",
         "_waiting",
     )  # fmt: skip
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], backlog: _Backlog) -> None:
         self._coro = coro
-        self._loop = loop
+        self._backlog = backlog
         self._handed_on = False  # the first step's outcome has gone to the task
         self._finished = False
         self._result: Any = None
@@ -136,9 +170,7 @@ class _RestOf(collections.abc.Coroutine):  # type: ignore[type-arg]
     def _hand_on(self) -> None:
         """The task's own step has come: one scheduled step fewer."""
         self._handed_on = True
-        scheduled = _scheduled
-        if scheduled.loop is self._loop:
-            scheduled.count -= 1
+        self._backlog.count -= 1
 
     def send(self, value: Any) -> Any:
         if self._handed_on:

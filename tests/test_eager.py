@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import threading
+from typing import Any
 
 import pytest
 
 from memo import InMemoryCache, cached
-from memo._eager import EAGER, start_eagerly
+from memo._eager import EAGER, _backlog_of, start_eagerly
 
 pytestmark = pytest.mark.skipif(not EAGER, reason="tasks start eagerly from Python 3.11")
 
@@ -239,3 +241,75 @@ async def test_misses_that_never_let_the_loop_turn_leave_a_bounded_backlog(
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert 1 == len(asyncio.all_tasks())  # the test's own task: every step has run
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _start_then_stop(loop: asyncio.AbstractEventLoop, starts: int) -> None:
+    """Run ``loop`` until a task of it has started ``starts`` tasks eagerly and stopped
+    the loop, their scheduled steps still waiting."""
+
+    async def start() -> None:
+        for _ in range(starts):
+            start_eagerly(loop, _nothing())
+        loop.stop()
+
+    loop.create_task(start())
+    loop.run_forever()
+
+
+by_hand = pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="the first step is taken by hand on 3.11 only"
+)
+
+
+@by_hand
+def test_each_loop_counts_its_own_scheduled_steps_whichever_thread_runs_them() -> None:
+    a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        _start_then_stop(a, 5)
+        _start_then_stop(b, 3)  # another loop of this thread meanwhile
+        assert (5, 3) == (_backlog_of(a).count, _backlog_of(b).count)
+        a.run_until_complete(asyncio.sleep(0))
+        assert (0, 3) == (_backlog_of(a).count, _backlog_of(b).count)
+        ran = threading.Thread(target=b.run_until_complete, args=(asyncio.sleep(0),))
+        ran.start()
+        ran.join()
+        assert 0 == _backlog_of(b).count
+    finally:
+        a.close()
+        b.close()
+
+
+@by_hand
+def test_an_interrupt_while_the_task_is_entered_leaves_the_caller_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from memo import _eager
+
+    real_enter = _eager._enter_task
+    assert real_enter is not None
+    interrupt = True
+
+    def enter_then_interrupt(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        nonlocal interrupt
+        real_enter(loop, task)
+        if interrupt and task is not caller:
+            interrupt = False
+            raise KeyboardInterrupt
+
+    caller: asyncio.Task[Any] | None = None
+
+    async def main() -> str:
+        nonlocal caller
+        caller = asyncio.current_task()
+        with pytest.raises(KeyboardInterrupt):
+            start_eagerly(asyncio.get_running_loop(), _nothing())
+        assert caller is asyncio.current_task()
+        await asyncio.sleep(0)  # the loop still runs its tasks
+        return "went on"
+
+    monkeypatch.setattr(_eager, "_enter_task", enter_then_interrupt)
+    assert "went on" == asyncio.run(main())
