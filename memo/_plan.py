@@ -247,8 +247,10 @@ class CallPlan:
             lambda f: self.work(cache, f, full, args, kwargs, replacing, background),
             keep=self.keep_abandoned,
         )
-        if counted:
-            self.count_join(cache) if joined else self.count_miss(cache)
+        if counted and joined:
+            self.count_join(cache)
+        elif counted:
+            self.count_miss(cache)
         if flight.settled and not joined:  # it never waited: it has ended, nobody joined
             return flight.outcome()[0]
         waiter = flights.waiter(flight)  # awaited here, not in a coroutine: a frame fewer
