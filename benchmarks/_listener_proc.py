@@ -29,16 +29,18 @@ class BareReader(asyncio.Protocol):
         self.pushes += data.count(b">2\r\n")
 
 
-def serve(pipe: Connection, url: str, coherence: str) -> None:
-    asyncio.run(_serve(pipe, url, coherence))
+def serve(pipe: Connection, url: str, coherence: str, batch: float) -> None:
+    asyncio.run(_serve(pipe, url, coherence, batch))
 
 
-async def _serve(pipe: Connection, url: str, coherence: str) -> None:
+async def _serve(pipe: Connection, url: str, coherence: str, batch: float) -> None:
     from memo import GenericRedisCache
     from memo._redis_options import RedisURL
 
     where = RedisURL.parse(url)
-    cache = GenericRedisCache(url, namespace="bench_held", coherence=coherence)
+    cache = GenericRedisCache(
+        url, namespace="bench_held", coherence=coherence, invalidation_batch=batch
+    )
     assert await cache.connect()
     listener = cache.backend.listener  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """What a Redis write costs through memo, and what hearing other processes' writes costs.
 
     python benchmarks/redis_writes.py --redis redis://127.0.0.1:6391/0 [--rounds N] [--batch N]
-                                      [--listeners 8] [--fleet-rounds 10]
+                                      [--listeners 8] [--fleet-rounds 10] [--invalidation-batch S]
 
 Each contender stores the same small dict under 500 distinct keys per round, awaited one
 after the other; rounds are interleaved (round r runs every contender once, in an order
@@ -202,13 +202,13 @@ async def plain_client_reach(args: argparse.Namespace, samples: int = 200) -> No
 class Fleet:
     """``n`` listening processes, driven over pipes."""
 
-    def __init__(self, n: int, url: str, coherence: str) -> None:
+    def __init__(self, n: int, url: str, coherence: str, batch: float) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes = []
         self.procs = []
         for _ in range(n):
             mine, theirs = context.Pipe()
-            proc = context.Process(target=serve, args=(theirs, url, coherence), daemon=True)
+            proc = context.Process(target=serve, args=(theirs, url, coherence, batch), daemon=True)
             proc.start()
             self.pipes.append(mine)
             self.procs.append(proc)
@@ -234,7 +234,7 @@ class Fleet:
 
 async def fleet(args: argparse.Namespace, coherence: str) -> None:
     n, batch = args.listeners, args.batch
-    group = Fleet(n, args.redis, coherence)
+    group = Fleet(n, args.redis, coherence, args.invalidation_batch)
     raw = aioredis.Redis.from_url(args.redis)
     writer = GenericRedisCache(
         args.redis, namespace="bench_held", enable_memory_cache=False, coherence=coherence
@@ -277,7 +277,8 @@ async def fleet(args: argparse.Namespace, coherence: str) -> None:
                     floor.append(cpu / max(pushes, 1) * 1e6)
                     counts["bare"] += pushes
     print(
-        f"\nFleet of {n} listening processes, coherence={coherence!r}: "
+        f"\nFleet of {n} listening processes, coherence={coherence!r}, "
+        f"invalidation_batch={args.invalidation_batch:g}: "
         f"{args.fleet_rounds} rounds x {batch} writes, event-loop CPU per process"
     )
     print(f"  {'':52} {'median µs':>10} {'best µs':>9}")
@@ -326,6 +327,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--listeners", type=int, default=8, help="listening processes (0: none)")
     ap.add_argument("--fleet-rounds", type=int, default=9)
+    ap.add_argument(
+        "--invalidation-batch",
+        type=float,
+        default=0.001,
+        help="the listeners' invalidation_batch (0: each push read as it comes)",
+    )
     return ap.parse_args(argv)
 
 

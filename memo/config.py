@@ -46,6 +46,7 @@ _REDIS_FIELDS = (
     "ssl_keyfile",
     "invalidation_channel",
     "coherence",
+    "invalidation_batch",
     "stats_interval",
 )
 
@@ -94,6 +95,7 @@ class CacheConfig:
     enable_ai_cache: bool = True
     invalidation_channel: bool = True
     coherence: str = RedisOptions.coherence
+    invalidation_batch: float = RedisOptions.invalidation_batch
     stats_interval: float = RedisOptions.stats_interval
 
     def __post_init__(self) -> None:

@@ -171,6 +171,7 @@ class RespConnection(asyncio.Protocol):
 
     ``closed`` is done once the connection is gone; ``last_heard`` is the
     ``time.monotonic()`` of the last bytes read (a silent connection is how a paused server shows).
+    ``batch_reads`` lets a stream of pushes gather between reads (off until called).
     """
 
     def __init__(
@@ -198,6 +199,24 @@ class RespConnection(asyncio.Protocol):
         self._corked: list[bytes] = []  # requests of this turn of the loop, not yet written
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_heard = _monotonic()
+        self._clock = _monotonic
+        # Batched reads (see batch_reads): the pause, reads closer than this start one,
+        # and the timer that ends the pause under way.
+        self._batch = 0.0
+        self._batch_gap = 0.0  # 0: never (no two reads are less than 0 s apart)
+        self._resume: asyncio.TimerHandle | None = None
+        self.pauses = 0  # how many times reading was held back to let pushes gather
+
+    def batch_reads(self, seconds: float, clock: Callable[[], float] = _monotonic) -> None:
+        """Under a stream of pushes, read at most once per ``seconds`` (0: each at once).
+
+        A read that comes less than twice ``seconds`` after the one before, with no
+        reply awaited, stops reading for ``seconds``: what arrives meanwhile waits in
+        the socket and is then read and parsed in one go, one wake-up of the loop for
+        many pushes instead of one each. A request ends the pause at once, so a reply
+        is never held back; a push is held back at most ``seconds``.
+        """
+        self._batch, self._batch_gap, self._clock = seconds, 2 * seconds, clock
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -206,7 +225,10 @@ class RespConnection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.last_heard = _monotonic()  # the loop's time() is monotonic() itself
+        now = self._clock()
+        if now - self.last_heard < self._batch_gap and not self._waiting:
+            self._hold_reads()  # a stream of pushes: let the next ones gather
+        self.last_heard = now  # the loop's time() is monotonic() itself
         if self._rest:
             self._rest.append(data)
             self._rest_size += len(data)
@@ -261,7 +283,23 @@ class RespConnection(asyncio.Protocol):
             self._rest = []
             self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
 
+    def _hold_reads(self) -> None:
+        transport = self._transport
+        if self._resume is None and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            self.pauses += 1
+            self._resume = self._loop.call_later(self._batch, self._read_again)
+
+    def _read_again(self) -> None:
+        self._resume = None
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         self._transport = None
         why = exc or "by the server"
         self._fail_waiting(ConnectionError(f"the connection to Redis closed ({why})"))
@@ -281,6 +319,9 @@ class RespConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise ConnectionError("the connection to Redis is closed")
         wire = b"".join([encode_command(c) for c in commands])  # may raise: nothing queued
+        if self._resume is not None:  # pushes were gathering: a reply must not wait
+            self._resume.cancel()
+            self._read_again()
         futures = [self._loop.create_future() for _ in commands]
         idle = not self._waiting
         self._waiting.extend(futures)

@@ -317,6 +317,7 @@ class TrackingListener:
             on_invalidate=self._invalidated,
             on_invalidate_one=self._invalidated_one,
         )
+        connection.batch_reads(options.invalidation_batch)
         try:
             self._timer = None  # one of an earlier connection's loop may never fire
             self._reading.clear()

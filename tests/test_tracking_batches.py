@@ -1,0 +1,228 @@
+"""Batched reads of a tracking connection: under a stream of invalidations a memory tier
+reads its connection at most once per ``invalidation_batch``, and never holds a reply.
+
+The rules are tested on a connection fed bytes at times of the test's choosing; the
+whole against a real redis-server, with writes by a plain client as ``redis-cli`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from memo import GenericRedisCache
+from memo.backends._resp import RespConnection
+from memo.backends._tracking import TrackingListener
+from memo.exceptions import ConfigError
+from tests.redis_harness import RedisServer, TlsFiles
+from tests.test_invalidation import eventually, in_memory, tiered
+
+BATCH = 0.001
+
+
+class _Transport(asyncio.Transport):
+    """Records writes and whether reading is paused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+        self.reading = True
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        assert self.reading, "paused twice"
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+class _Clock:
+    """Stands still unless moved; starts well after any ``time.monotonic()`` so far."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic() + 3600.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _push(key: bytes) -> bytes:
+    return b">2\r\n$10\r\ninvalidate\r\n*1\r\n$%d\r\n%s\r\n" % (len(key), key)
+
+
+def _batched(batch: float = BATCH) -> tuple[RespConnection, _Transport, _Clock, list[bytes]]:
+    heard: list[bytes] = []
+    connection = RespConnection(lambda push: None, None, heard.append)
+    transport = _Transport()
+    connection.connection_made(transport)
+    clock = _Clock()
+    connection.batch_reads(batch, clock)
+    return connection, transport, clock, heard
+
+
+async def test_pushes_read_close_together_pause_reading_for_the_batch() -> None:
+    connection, transport, clock, heard = _batched()
+    connection.data_received(_push(b"a"))
+    assert transport.reading  # the first of a stream: nothing to say it is one
+    clock.now += 1.9 * BATCH
+    connection.data_received(_push(b"b"))
+    assert not transport.reading and 1 == connection.pauses
+    resume = connection._resume
+    assert resume is not None
+    assert 0 < resume.when() - asyncio.get_running_loop().time() <= BATCH
+    # What gathered meanwhile is read in one go, each push heard in order.
+    connection._read_again()  # the timer's work
+    assert transport.reading
+    clock.now += BATCH
+    connection.data_received(b"".join(_push(b"k%d" % i) for i in range(50)))
+    assert [b"a", b"b"] + [b"k%d" % i for i in range(50)] == heard
+    assert not transport.reading and 2 == connection.pauses  # the stream goes on
+
+
+async def test_pushes_further_apart_than_two_batches_are_read_as_they_come() -> None:
+    connection, transport, clock, heard = _batched()
+    for key in (b"a", b"b", b"c"):
+        connection.data_received(_push(key))
+        assert transport.reading
+        clock.now += 2 * BATCH
+    assert [b"a", b"b", b"c"] == heard and 0 == connection.pauses
+
+
+async def test_no_batch_never_pauses_reading() -> None:
+    connection, transport, _, heard = _batched(0.0)
+    for key in (b"a", b"b", b"c"):
+        connection.data_received(_push(key))  # all at the same instant
+    assert transport.reading and 0 == connection.pauses and 3 == len(heard)
+
+
+async def test_a_request_ends_the_pause_and_its_reply_is_never_held_back() -> None:
+    connection, transport, _, _ = _batched()
+    connection.data_received(_push(b"a"))
+    connection.data_received(_push(b"b"))
+    assert not transport.reading
+    resume = connection._resume
+    assert resume is not None
+    (reply,) = connection.request(("GET", "k"))
+    assert transport.reading and resume.cancelled() and connection._resume is None
+    # A push read while a reply is awaited does not pause: the reply may be next.
+    connection.data_received(_push(b"c"))
+    assert transport.reading and 1 == connection.pauses
+    connection.data_received(b"$1\r\nv\r\n")
+    assert b"v" == reply.result()
+
+
+async def test_a_lost_connection_ends_the_pause() -> None:
+    connection, _, _, _ = _batched()
+    connection.data_received(_push(b"a"))
+    connection.data_received(_push(b"b"))
+    resume = connection._resume
+    assert resume is not None
+    connection.connection_lost(None)
+    assert resume.cancelled() and connection._resume is None
+
+
+async def test_invalidation_batch_is_a_checked_option(redis_server: RedisServer) -> None:
+    for bad in (-0.001, 0.5, float("nan"), "1ms", True):
+        with pytest.raises(ConfigError, match="invalidation_batch"):
+            GenericRedisCache(redis_server.url, invalidation_batch=bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+def _connection(cache: GenericRedisCache) -> RespConnection:
+    listener = tiered(cache).listener
+    assert isinstance(listener, TrackingListener) and listener.reads_tracked
+    connection = listener._connection
+    assert connection is not None
+    return connection
+
+
+async def _hold(cache: GenericRedisCache, keys: list[str]) -> None:
+    await cache.set_many({key: 0 for key in keys})
+    for key in keys:
+        await cache.get(key)
+    assert all(in_memory(cache, key) for key in keys)
+
+
+@pytest.mark.parametrize(
+    ("kind", "batch"),
+    [
+        pytest.param("tcp", BATCH, id="batched"),
+        pytest.param("tcp", 0.0, id="each-at-once"),
+        pytest.param("unix", BATCH, id="batched-unix-socket"),
+        pytest.param("tls", BATCH, id="batched-tls"),
+    ],
+)
+async def test_a_stream_of_writes_reaches_the_tier_whatever_the_batch(
+    make_redis_server: Callable[..., RedisServer], tls_files: TlsFiles, kind: str, batch: float
+) -> None:
+    extra: dict[str, Any] = {}
+    if kind == "tls":
+        server = make_redis_server(tls=tls_files)
+        extra["ssl_ca_certs"] = str(tls_files.ca)
+    else:
+        server = make_redis_server(unix=kind == "unix")
+    cache = GenericRedisCache(server.url, invalidation_batch=batch, **extra)
+    writer = GenericRedisCache(server.url, enable_memory_cache=False, **extra)
+    try:
+        assert await cache.connect()
+        keys = [f"k{i}" for i in range(200)]
+        await _hold(cache, keys)
+        connection = _connection(cache)
+        for i, key in enumerate(keys):  # one after the other: pushes a round trip apart
+            await writer.set(key, i + 1)
+        await eventually(
+            lambda: not any(in_memory(cache, key) for key in keys), "every write reached the tier"
+        )
+        assert list(range(1, 201)) == [await cache.get(key) for key in keys]
+        if batch:
+            assert connection.pauses >= 1  # the stream was read in batches
+        else:
+            assert 0 == connection.pauses
+    finally:
+        await cache.aclose()
+        await writer.aclose()
+
+
+async def test_a_tracked_read_during_a_pause_is_answered_at_once(
+    redis_server: RedisServer,
+) -> None:
+    cache = GenericRedisCache(redis_server.url)
+    plain = redis_server.client()
+    try:
+        assert await cache.connect()
+        await _hold(cache, ["a", "b", "c"])  # all 0
+        connection = _connection(cache)
+        # A pause far longer than the read's deadline (0.5 s): were the read's reply held
+        # back, the read would time out and the connection be dropped and made again.
+        clock = _Clock()
+        connection.batch_reads(60.0, clock)  # no time passes: the second push pauses
+        plain.set(cache.prefix + "a", plain.get(cache.prefix + "c"))
+        await eventually(lambda: not in_memory(cache, "a"), "the first write")
+        plain.set(cache.prefix + "b", plain.get(cache.prefix + "c"))
+        await eventually(lambda: connection.pauses == 1, "reading paused")
+        assert 0 == await cache.get("b")  # read on the tracking connection
+        assert connection._resume is None and connection.is_open
+        listener = tiered(cache).listener
+        assert listener is not None and 0 == listener.reconnects
+        assert _connection(cache) is connection
+    finally:
+        await cache.aclose()
