@@ -106,6 +106,14 @@ def test_registering_twice_on_one_registry_returns_the_first_collector() -> None
     assert isinstance(first, MemoCollector)
 
 
+def test_a_new_registry_at_a_freed_registrys_address_gets_its_own_collector() -> None:
+    for _ in range(100):  # CPython soon reuses a freed registry's address (and id)
+        registry = CollectorRegistry()
+        register(registry, caches=[])
+        assert [family.name for family in registry.collect()][:1] == ["memo_cache_hits"]
+        del registry
+
+
 async def test_two_versions_of_one_function_are_one_series_with_their_counts_summed() -> None:
     cache = InMemoryCache(namespace="versions")
 

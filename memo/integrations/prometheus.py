@@ -35,6 +35,7 @@ qualified name.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator
 
 try:
@@ -150,7 +151,11 @@ class MemoCollector(Collector):
         yield from (latency, entries, size, tokens, cost)
 
 
-_REGISTERED: dict[int, MemoCollector] = {}
+# Weak keys, not id(): a freed registry's id is soon another registry's, which would then
+# get the old collector back without it ever being registered there.
+_REGISTERED: weakref.WeakKeyDictionary[CollectorRegistry, MemoCollector] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def register(
@@ -159,8 +164,8 @@ def register(
     """Register a :class:`MemoCollector` with ``registry`` (prometheus-client's default
     when None) and return it; registering again on the same registry returns the first."""
     target = REGISTRY if registry is None else registry
-    found = _REGISTERED.get(id(target))
+    found = _REGISTERED.get(target)
     if found is None:
-        found = _REGISTERED[id(target)] = MemoCollector(caches)
+        found = _REGISTERED[target] = MemoCollector(caches)
         target.register(found)
     return found
