@@ -38,10 +38,11 @@ class RedisOptions:
         coherence: how: ``"tracking"`` (the server tells each memory tier of changes
             to the keys it read, Redis 6 and later; the channel where the server
             refuses it) or ``"channel"`` (writes announced on pub/sub, heard by all).
-        invalidation_batch: seconds; with tracking, while invalidations come less
-            than twice this apart, a memory tier reads them at most once per this
-            many seconds, so that one wake-up of the event loop serves several
-            (a change reaches the tier up to this much later); 0 reads each at once.
+        invalidation_batch: seconds, at most 0.01; with tracking, while invalidations
+            come less than a quarter of this apart, a memory tier reads them at most
+            once per this many seconds, so that one wake-up of the event loop serves
+            several (a change reaches the tier up to this much later); 0 reads each
+            as it comes.
         stats_interval: seconds between two writes of this process's figures to Redis,
             where ``memo stats`` and ``memo top`` read the whole fleet's; 0 writes none.
     """
@@ -70,7 +71,7 @@ class RedisOptions:
         check_int("max_connections", self.max_connections, 1, 10_000)
         interval = check_seconds("stats_interval", self.stats_interval, 3600, allow_zero=True)
         object.__setattr__(self, "stats_interval", interval)
-        batch = check_seconds("invalidation_batch", self.invalidation_batch, 0.1, allow_zero=True)
+        batch = check_seconds("invalidation_batch", self.invalidation_batch, 0.01, allow_zero=True)
         object.__setattr__(self, "invalidation_batch", batch)
         check_bool("use_tls", self.use_tls)
         check_bool("invalidation_channel", self.invalidation_channel)

@@ -60,10 +60,10 @@ class GenericRedisCache(Cache):
         coherence: ``"tracking"`` (default): Redis tells the memory tier when a key it
             read changes (``CLIENT TRACKING``, Redis 6+; the channel where refused);
             ``"channel"``: writes are announced on pub/sub and every tier hears all.
-        invalidation_batch: with tracking, under a stream of invalidations the tier
-            reads them at most once per this many seconds (default 0.001: one wake-up
-            of the event loop for several; a change reaches the tier up to 1 ms
-            later); 0 reads each as it comes.
+        invalidation_batch: with tracking, under a dense stream of invalidations
+            the tier reads them at most once per this many seconds (default 0.001:
+            one wake-up of the event loop for several; a change reaches the tier up
+            to 1 ms later); 0 reads each as it comes; at most 0.01.
         Other arguments as for ``InMemoryCache``.
     """
 

@@ -77,32 +77,45 @@ def _batched(batch: float = BATCH) -> tuple[RespConnection, _Transport, _Clock, 
     return connection, transport, clock, heard
 
 
-async def test_pushes_read_close_together_pause_reading_for_the_batch() -> None:
+async def test_a_dense_stream_pauses_reading_while_several_pushes_gather() -> None:
     connection, transport, clock, heard = _batched()
     connection.data_received(_push(b"a"))
     assert transport.reading  # the first of a stream: nothing to say it is one
-    clock.now += 1.9 * BATCH
+    clock.now += 0.2 * BATCH
     connection.data_received(_push(b"b"))
     assert not transport.reading and 1 == connection.pauses
     resume = connection._resume
     assert resume is not None
     assert 0 < resume.when() - asyncio.get_running_loop().time() <= BATCH
-    # What gathered meanwhile is read in one go, each push heard in order.
+    # What gathered meanwhile is read in one go, each push heard in order, and while
+    # it is several pushes, reading stops again.
+    clock.now += BATCH
     connection._read_again()  # the timer's work
     assert transport.reading
-    clock.now += BATCH
     connection.data_received(b"".join(_push(b"k%d" % i) for i in range(50)))
     assert [b"a", b"b"] + [b"k%d" % i for i in range(50)] == heard
-    assert not transport.reading and 2 == connection.pauses  # the stream goes on
+    assert not transport.reading and 2 == connection.pauses
+    # One push gathered: the stream has thinned, and it is read as it comes again.
+    clock.now += BATCH
+    connection._read_again()
+    connection.data_received(_push(b"z"))
+    assert transport.reading and 2 == connection.pauses and b"z" == heard[-1]
+    clock.now += 0.3 * BATCH
+    connection.data_received(_push(b"y"))
+    assert transport.reading and 2 == connection.pauses
 
 
-async def test_pushes_further_apart_than_two_batches_are_read_as_they_come() -> None:
+@pytest.mark.parametrize("apart", [0.3, 0.7, 1.5, 3.0])
+async def test_pushes_further_apart_than_a_quarter_batch_are_read_as_they_come(
+    apart: float,
+) -> None:
+    # A pause that gathers one push or none costs more than it saves.
     connection, transport, clock, heard = _batched()
-    for key in (b"a", b"b", b"c"):
+    for key in (b"a", b"b", b"c", b"d"):
         connection.data_received(_push(key))
         assert transport.reading
-        clock.now += 2 * BATCH
-    assert [b"a", b"b", b"c"] == heard and 0 == connection.pauses
+        clock.now += apart * BATCH
+    assert [b"a", b"b", b"c", b"d"] == heard and 0 == connection.pauses
 
 
 async def test_no_batch_never_pauses_reading() -> None:
@@ -139,7 +152,7 @@ async def test_a_lost_connection_ends_the_pause() -> None:
 
 
 async def test_invalidation_batch_is_a_checked_option(redis_server: RedisServer) -> None:
-    for bad in (-0.001, 0.5, float("nan"), "1ms", True):
+    for bad in (-0.001, 0.02, float("nan"), "1ms", True):
         with pytest.raises(ConfigError, match="invalidation_batch"):
             GenericRedisCache(redis_server.url, invalidation_batch=bad)  # type: ignore[arg-type]
 
@@ -187,6 +200,8 @@ async def test_a_stream_of_writes_reaches_the_tier_whatever_the_batch(
         keys = [f"k{i}" for i in range(200)]
         await _hold(cache, keys)
         connection = _connection(cache)
+        if batch:  # time stands still: every read is close enough to start a pause
+            connection.batch_reads(batch, _Clock())
         for i, key in enumerate(keys):  # one after the other: pushes a round trip apart
             await writer.set(key, i + 1)
         await eventually(

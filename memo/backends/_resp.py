@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -200,23 +201,29 @@ class RespConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_heard = _monotonic()
         self._clock = _monotonic
-        # Batched reads (see batch_reads): the pause, reads closer than this start one,
-        # and the timer that ends the pause under way.
+        # Batched reads (see batch_reads): the pause; reads closer than this start one
+        # (0: never, no two reads are less than 0 s apart); the timer that ends the pause
+        # under way, and when the last pause ended.
         self._batch = 0.0
-        self._batch_gap = 0.0  # 0: never (no two reads are less than 0 s apart)
+        self._start_gap = 0.0
         self._resume: asyncio.TimerHandle | None = None
+        self._resumed = -math.inf
         self.pauses = 0  # how many times reading was held back to let pushes gather
 
     def batch_reads(self, seconds: float, clock: Callable[[], float] = _monotonic) -> None:
-        """Under a stream of pushes, read at most once per ``seconds`` (0: each at once).
+        """Under a dense stream of pushes, read at most once per ``seconds`` (0: each
+        at once).
 
-        A read that comes less than twice ``seconds`` after the one before, with no
+        A read that comes within a quarter of ``seconds`` of the one before, with no
         reply awaited, stops reading for ``seconds``: what arrives meanwhile waits in
         the socket and is then read and parsed in one go, one wake-up of the loop for
-        many pushes instead of one each. A request ends the pause at once, so a reply
-        is never held back; a push is held back at most ``seconds``.
+        many pushes instead of one each. Reading stops again while what gathered is
+        more than one push, and not once it is one or none: a pause costs a timer
+        and two changes of the selector, more than a lone push read as it comes. A
+        request ends the pause at once, so a reply is never held back; a push is held
+        back at most ``seconds`` (and the end of the connection up to twice that).
         """
-        self._batch, self._batch_gap, self._clock = seconds, 2 * seconds, clock
+        self._batch, self._start_gap, self._clock = seconds, seconds / 4, clock
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -226,8 +233,9 @@ class RespConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self._clock()
-        if now - self.last_heard < self._batch_gap and not self._waiting:
-            self._hold_reads()  # a stream of pushes: let the next ones gather
+        gathered = now - self._resumed < self._start_gap  # read as a pause ended
+        if not gathered and now - self.last_heard < self._start_gap and not self._waiting:
+            self._hold_reads()  # a dense stream: let what comes next gather
         self.last_heard = now  # the loop's time() is monotonic() itself
         if self._rest:
             self._rest.append(data)
@@ -242,7 +250,7 @@ class RespConnection(asyncio.Protocol):
             digits, _, rest = data[_ONE_AT:].partition(_CRLF)
             if digits.isdigit() and len(rest) == int(digits) + 2:
                 self._on_one(rest[:-2])
-                return
+                return  # after a pause, one push alone: the stream thinned, no new pause
         pos, size = 0, len(data)
         waiting, sent_at, on_push, on_one = (
             self._waiting,
@@ -282,6 +290,8 @@ class RespConnection(asyncio.Protocol):
         except ValueError as exc:  # the stream cannot be trusted past this point
             self._rest = []
             self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
+        if gathered and not self._waiting and data.count(_INVALIDATE) > 1:
+            self._hold_reads()  # several pushes gathered: the stream goes on
 
     def _hold_reads(self) -> None:
         transport = self._transport
@@ -292,6 +302,7 @@ class RespConnection(asyncio.Protocol):
 
     def _read_again(self) -> None:
         self._resume = None
+        self._resumed = self._clock()
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
