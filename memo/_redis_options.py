@@ -39,7 +39,7 @@ class RedisOptions:
             to the keys it read, Redis 6 and later; the channel where the server
             refuses it) or ``"channel"`` (writes announced on pub/sub, heard by all).
         invalidation_batch: seconds, at most 0.01; with tracking, while invalidations
-            come less than a quarter of this apart, a memory tier reads them at most
+            come less than a fifth of this apart, a memory tier reads them at most
             once per this many seconds, so that one wake-up of the event loop serves
             several (a change reaches the tier up to this much later); 0 reads each
             as it comes.

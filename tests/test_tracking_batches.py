@@ -77,45 +77,62 @@ def _batched(batch: float = BATCH) -> tuple[RespConnection, _Transport, _Clock, 
     return connection, transport, clock, heard
 
 
-async def test_a_dense_stream_pauses_reading_while_several_pushes_gather() -> None:
+def _until_paused(
+    connection: RespConnection, transport: _Transport, clock: _Clock, apart: float
+) -> int:
+    """Feed pushes ``apart`` batches apart until reading pauses: how many it took."""
+    for n in range(1, 50):
+        connection.data_received(_push(b"s%d" % n))
+        if not transport.reading:
+            return n
+        clock.now += apart * BATCH
+    return 0
+
+
+async def test_a_dense_stream_pauses_reading_while_enough_pushes_gather() -> None:
     connection, transport, clock, heard = _batched()
-    connection.data_received(_push(b"a"))
-    assert transport.reading  # the first of a stream: nothing to say it is one
-    clock.now += 0.2 * BATCH
-    connection.data_received(_push(b"b"))
-    assert not transport.reading and 1 == connection.pauses
+    taken = _until_paused(connection, transport, clock, 0.05)
+    assert 4 <= taken <= 16 and 1 == connection.pauses  # one close pair is not a stream
     resume = connection._resume
     assert resume is not None
     assert 0 < resume.when() - asyncio.get_running_loop().time() <= BATCH
-    # What gathered meanwhile is read in one go, each push heard in order, and while
-    # it is several pushes, reading stops again.
+    # What gathered meanwhile is read in one go, each push heard in order; while it is
+    # enough pushes, reading stops again.
     clock.now += BATCH
     connection._read_again()  # the timer's work
     assert transport.reading
     connection.data_received(b"".join(_push(b"k%d" % i) for i in range(50)))
-    assert [b"a", b"b"] + [b"k%d" % i for i in range(50)] == heard
+    assert [b"s%d" % n for n in range(1, taken + 1)] + [b"k%d" % i for i in range(50)] == heard
     assert not transport.reading and 2 == connection.pauses
-    # One push gathered: the stream has thinned, and it is read as it comes again.
+    # Three gathered: the stream has thinned, and pushes are read as they come again.
     clock.now += BATCH
     connection._read_again()
-    connection.data_received(_push(b"z"))
-    assert transport.reading and 2 == connection.pauses and b"z" == heard[-1]
-    clock.now += 0.3 * BATCH
-    connection.data_received(_push(b"y"))
-    assert transport.reading and 2 == connection.pauses
+    connection.data_received(b"".join(_push(b"z%d" % i) for i in range(3)))
+    assert transport.reading and 2 == connection.pauses and b"z2" == heard[-1]
+    for key in (b"y1", b"y2", b"y3"):
+        clock.now += 0.3 * BATCH
+        connection.data_received(_push(key))
+        assert transport.reading and 2 == connection.pauses
 
 
 @pytest.mark.parametrize("apart", [0.3, 0.7, 1.5, 3.0])
-async def test_pushes_further_apart_than_a_quarter_batch_are_read_as_they_come(
+async def test_pushes_further_apart_than_a_fifth_batch_are_read_as_they_come(
     apart: float,
 ) -> None:
-    # A pause that gathers one push or none costs more than it saves.
+    # A pause that gathers a push or two costs more than it saves.
     connection, transport, clock, heard = _batched()
-    for key in (b"a", b"b", b"c", b"d"):
-        connection.data_received(_push(key))
-        assert transport.reading
-        clock.now += apart * BATCH
-    assert [b"a", b"b", b"c", b"d"] == heard and 0 == connection.pauses
+    assert 0 == _until_paused(connection, transport, clock, apart)
+    assert 49 == len(heard) and 0 == connection.pauses
+
+
+async def test_one_close_pair_in_a_sparse_stream_does_not_pause() -> None:
+    connection, transport, clock, _ = _batched()
+    for _ in range(20):
+        connection.data_received(_push(b"a"))
+        clock.now += 0.01 * BATCH
+        connection.data_received(_push(b"b"))  # close behind the one before
+        clock.now += 2 * BATCH
+    assert transport.reading and 0 == connection.pauses
 
 
 async def test_no_batch_never_pauses_reading() -> None:
@@ -126,10 +143,8 @@ async def test_no_batch_never_pauses_reading() -> None:
 
 
 async def test_a_request_ends_the_pause_and_its_reply_is_never_held_back() -> None:
-    connection, transport, _, _ = _batched()
-    connection.data_received(_push(b"a"))
-    connection.data_received(_push(b"b"))
-    assert not transport.reading
+    connection, transport, clock, _ = _batched()
+    assert _until_paused(connection, transport, clock, 0.0)
     resume = connection._resume
     assert resume is not None
     (reply,) = connection.request(("GET", "k"))
@@ -142,9 +157,8 @@ async def test_a_request_ends_the_pause_and_its_reply_is_never_held_back() -> No
 
 
 async def test_a_lost_connection_ends_the_pause() -> None:
-    connection, _, _, _ = _batched()
-    connection.data_received(_push(b"a"))
-    connection.data_received(_push(b"b"))
+    connection, transport, clock, _ = _batched()
+    assert _until_paused(connection, transport, clock, 0.0)
     resume = connection._resume
     assert resume is not None
     connection.connection_lost(None)
@@ -224,17 +238,20 @@ async def test_a_tracked_read_during_a_pause_is_answered_at_once(
     plain = redis_server.client()
     try:
         assert await cache.connect()
-        await _hold(cache, ["a", "b", "c"])  # all 0
+        await _hold(cache, ["c"] + [f"k{i}" for i in range(40)])  # all 0
         connection = _connection(cache)
         # A pause far longer than the read's deadline (0.5 s): were the read's reply held
         # back, the read would time out and the connection be dropped and made again.
         clock = _Clock()
-        connection.batch_reads(60.0, clock)  # no time passes: the second push pauses
-        plain.set(cache.prefix + "a", plain.get(cache.prefix + "c"))
-        await eventually(lambda: not in_memory(cache, "a"), "the first write")
-        plain.set(cache.prefix + "b", plain.get(cache.prefix + "c"))
-        await eventually(lambda: connection.pauses == 1, "reading paused")
-        assert 0 == await cache.get("b")  # read on the tracking connection
+        connection.batch_reads(6.0, clock)  # no time passes: a few pushes make a stream
+        blob = plain.get(cache.prefix + "c")
+        for i in range(40):
+            plain.set(cache.prefix + f"k{i}", blob)
+            await eventually(lambda i=i: not in_memory(cache, f"k{i}"), "a write heard")
+            if connection.pauses:
+                break
+        assert 1 == connection.pauses
+        assert 0 == await cache.get("k0")  # read on the tracking connection
         assert connection._resume is None and connection.is_open
         listener = tiered(cache).listener
         assert listener is not None and 0 == listener.reconnects

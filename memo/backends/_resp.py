@@ -137,6 +137,10 @@ _KEYS_AT = len(_INVALIDATE)
 _ONE_KEY = b"*1\r\n$"
 _INVALIDATE_ONE = _INVALIDATE + _ONE_KEY
 _ONE_AT = len(_INVALIDATE_ONE)
+#: Pushes a pause must have gathered for reading to pause again (benchmarks/push_spacing.py:
+#: pushes 0.5 ms apart, two a pause, cost 1.37x what they cost read as they came; 0.2 ms
+#: apart, five a pause, 0.83x).
+_GATHERED_ENOUGH = 4
 _ONE_MAX = 64 * 1024  # a longer read goes to the general parser (it is not copied)
 
 
@@ -201,11 +205,10 @@ class RespConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_heard = _monotonic()
         self._clock = _monotonic
-        # Batched reads (see batch_reads): the pause; reads closer than this start one
-        # (0: never, no two reads are less than 0 s apart); the timer that ends the pause
-        # under way, and when the last pause ended.
-        self._batch = 0.0
-        self._start_gap = 0.0
+        # Batched reads (see batch_reads): the pause; the mean gap between reads below
+        # which one starts (0: never); that mean, moving; the longest gap it counts; the
+        # timer that ends the pause under way, and when the last pause ended.
+        self._batch = self._dense = self._spacing = self._longest = 0.0
         self._resume: asyncio.TimerHandle | None = None
         self._resumed = -math.inf
         self.pauses = 0  # how many times reading was held back to let pushes gather
@@ -214,16 +217,19 @@ class RespConnection(asyncio.Protocol):
         """Under a dense stream of pushes, read at most once per ``seconds`` (0: each
         at once).
 
-        A read that comes within a quarter of ``seconds`` of the one before, with no
-        reply awaited, stops reading for ``seconds``: what arrives meanwhile waits in
-        the socket and is then read and parsed in one go, one wake-up of the loop for
-        many pushes instead of one each. Reading stops again while what gathered is
-        more than one push, and not once it is one or none: a pause costs a timer
-        and two changes of the selector, more than a lone push read as it comes. A
-        request ends the pause at once, so a reply is never held back; a push is held
-        back at most ``seconds`` (and the end of the connection up to twice that).
+        While reads come less than a fifth of ``seconds`` apart (a moving mean of the
+        gaps, so that one close pair does not count) and no reply is awaited, reading
+        stops for ``seconds``: what arrives meanwhile waits in the socket and is then
+        read and parsed in one go, one wake-up of the loop for many pushes instead of
+        one each. Reading stops again while what gathered is at least
+        ``_GATHERED_ENOUGH`` pushes. A pause costs a timer, a wake-up of its own and
+        two changes of the selector: gathering fewer, it costs more than it saves
+        (benchmarks/push_spacing.py). A request ends the pause at once, so a reply is
+        never held back; a push is held back at most ``seconds`` (and the end of the
+        connection up to twice that).
         """
-        self._batch, self._start_gap, self._clock = seconds, seconds / 4, clock
+        self._batch, self._dense, self._clock = seconds, seconds / 5, clock
+        self._spacing = self._longest = 4 * seconds
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -233,9 +239,14 @@ class RespConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self._clock()
-        gathered = now - self._resumed < self._start_gap  # read as a pause ended
-        if not gathered and now - self.last_heard < self._start_gap and not self._waiting:
-            self._hold_reads()  # a dense stream: let what comes next gather
+        gathered = now - self._resumed < self._dense  # read as a pause ended
+        if gathered:
+            self._spacing = self._batch  # a stream that goes on pauses again below
+        elif self._dense:
+            gap = min(now - self.last_heard, self._longest)
+            self._spacing = spacing = 0.75 * self._spacing + 0.25 * gap
+            if spacing < self._dense and not self._waiting:
+                self._hold_reads()  # a dense stream: let what comes next gather
         self.last_heard = now  # the loop's time() is monotonic() itself
         if self._rest:
             self._rest.append(data)
@@ -250,7 +261,7 @@ class RespConnection(asyncio.Protocol):
             digits, _, rest = data[_ONE_AT:].partition(_CRLF)
             if digits.isdigit() and len(rest) == int(digits) + 2:
                 self._on_one(rest[:-2])
-                return  # after a pause, one push alone: the stream thinned, no new pause
+                return  # after a pause, one push alone: the stream thinned
         pos, size = 0, len(data)
         waiting, sent_at, on_push, on_one = (
             self._waiting,
@@ -290,8 +301,8 @@ class RespConnection(asyncio.Protocol):
         except ValueError as exc:  # the stream cannot be trusted past this point
             self._rest = []
             self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
-        if gathered and not self._waiting and data.count(_INVALIDATE) > 1:
-            self._hold_reads()  # several pushes gathered: the stream goes on
+        if gathered and not self._waiting and data.count(_INVALIDATE) >= _GATHERED_ENOUGH:
+            self._hold_reads()  # the stream goes on
 
     def _hold_reads(self) -> None:
         transport = self._transport
