@@ -135,6 +135,34 @@ async def test_one_close_pair_in_a_sparse_stream_does_not_pause() -> None:
     assert transport.reading and 0 == connection.pauses
 
 
+async def test_a_push_read_in_part_as_a_pause_ends_waits_for_no_second_pause() -> None:
+    connection, transport, clock, heard = _batched()
+    assert _until_paused(connection, transport, clock, 0.0)
+    connection._read_again()
+    late = _push(b"late")
+    connection.data_received(b"".join(_push(b"k%d" % i) for i in range(8)) + late[:10])
+    assert transport.reading  # the rest of "late" is on its way: read it at once
+    connection.data_received(late[10:])
+    assert b"late" == heard[-1]
+
+
+async def test_replies_do_not_make_a_stream_of_pushes() -> None:
+    connection, transport, _, heard = _batched()  # time stands still: replies come close
+    for _ in range(30):
+        (reply,) = connection.request(("GET", "k"))
+        connection.data_received(b"$1\r\nv\r\n")
+        assert b"v" == reply.result()
+    connection.data_received(_push(b"a"))  # one push after many close replies
+    assert transport.reading and 0 == connection.pauses and [b"a"] == heard
+
+
+async def test_the_heartbeat_keeps_its_own_clock_when_another_is_injected() -> None:
+    connection, _, clock, _ = _batched()  # an hour ahead of time.monotonic()
+    before = time.monotonic()
+    connection.data_received(_push(b"a"))
+    assert before <= connection.last_heard <= time.monotonic() < clock.now
+
+
 async def test_no_batch_never_pauses_reading() -> None:
     connection, transport, _, heard = _batched(0.0)
     for key in (b"a", b"b", b"c"):

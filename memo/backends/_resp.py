@@ -205,6 +205,7 @@ class RespConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.last_heard = _monotonic()
         self._clock = _monotonic
+        self._last_read = self.last_heard  # in the clock's time (the heartbeat's is monotonic)
         # Batched reads (see batch_reads): the pause; the mean gap between reads below
         # which one starts (0: never); that mean, moving; the longest gap it counts; the
         # timer that ends the pause under way, and when the last pause ended.
@@ -230,6 +231,7 @@ class RespConnection(asyncio.Protocol):
         """
         self._batch, self._dense, self._clock = seconds, seconds / 5, clock
         self._spacing = self._longest = 4 * seconds
+        self._last_read = clock()
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -242,12 +244,14 @@ class RespConnection(asyncio.Protocol):
         gathered = now - self._resumed < self._dense  # read as a pause ended
         if gathered:
             self._spacing = self._batch  # a stream that goes on pauses again below
-        elif self._dense:
-            gap = min(now - self.last_heard, self._longest)
+        elif self._dense and not self._waiting:  # replies awaited say nothing of pushes
+            gap = min(now - self._last_read, self._longest)
             self._spacing = spacing = 0.75 * self._spacing + 0.25 * gap
-            if spacing < self._dense and not self._waiting:
+            if spacing < self._dense:
                 self._hold_reads()  # a dense stream: let what comes next gather
-        self.last_heard = now  # the loop's time() is monotonic() itself
+        self._last_read = now
+        # The heartbeat's clock; the loop's time() is monotonic() itself.
+        self.last_heard = now if self._clock is _monotonic else _monotonic()
         if self._rest:
             self._rest.append(data)
             self._rest_size += len(data)
@@ -301,8 +305,13 @@ class RespConnection(asyncio.Protocol):
         except ValueError as exc:  # the stream cannot be trusted past this point
             self._rest = []
             self.abort(ConnectionError(f"unreadable reply from Redis: {exc}"))
-        if gathered and not self._waiting and data.count(_INVALIDATE) >= _GATHERED_ENOUGH:
-            self._hold_reads()  # the stream goes on
+        # The stream goes on; a message read in part waits for no pause, nor a reply.
+        if (
+            gathered
+            and not (self._waiting or self._rest)
+            and data.count(_INVALIDATE) >= _GATHERED_ENOUGH
+        ):
+            self._hold_reads()
 
     def _hold_reads(self) -> None:
         transport = self._transport
