@@ -265,7 +265,7 @@ class RespConnection(asyncio.Protocol):
             digits, _, rest = data[_ONE_AT:].partition(_CRLF)
             if digits.isdigit() and len(rest) == int(digits) + 2:
                 self._on_one(rest[:-2])
-                return  # after a pause, one push alone: the stream thinned
+                return  # read as a pause ended, one push is too few to pause again
         pos, size = 0, len(data)
         waiting, sent_at, on_push, on_one = (
             self._waiting,
