@@ -154,7 +154,7 @@ def make_call(plan: CallPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
                         known = held.get(mk)
                 if known is not None:
                     entry, template, copy = known
-                    if entry.queue != GONE and clock() < entry.deadline:
+                    if entry.queue != GONE and clock() < entry:  # an Entry is its deadline
                         if entry.freq < MAX_FREQUENCY:
                             entry.freq += 1
                         fstats.hits += 1

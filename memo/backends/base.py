@@ -130,8 +130,8 @@ class LocalEntries(Protocol):
 
     ``entry_local(key)`` is the entry under ``key`` or None. A held entry still answers
     for its key while ``entry.queue != GONE`` (``memo/backends/_eviction.py``: any
-    removal, replacement, eviction or flush marks it) and ``clock()`` is before
-    ``entry.deadline``; a hit bumps ``entry.freq`` up to ``MAX_FREQUENCY``.
+    removal, replacement, eviction or flush marks it) and ``clock() < entry`` (an entry
+    is a float, its deadline); a hit bumps ``entry.freq`` up to ``MAX_FREQUENCY``.
     """
 
     @property

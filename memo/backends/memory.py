@@ -78,7 +78,7 @@ class MemoryBackend(Backend):
         entry = self._data.get(key)
         if entry is None:
             return None
-        if self._clock() >= entry.deadline:
+        if self._clock() >= entry:  # an entry is its deadline (see Entry)
             self._expire(entry)
             return None
         if entry.freq < MAX_FREQUENCY:  # racing threads may lose a count: it is a hint
@@ -87,7 +87,7 @@ class MemoryBackend(Backend):
 
     def entry_local(self, key: str) -> Entry | None:
         """The live entry under ``key`` (expired or not), for a hit path that keeps it:
-        it holds while ``entry.queue != GONE`` and ``clock() < entry.deadline``."""
+        it holds while ``entry.queue != GONE`` and ``clock() < entry`` (its deadline)."""
         return self._data.get(key)
 
     @property
