@@ -20,8 +20,8 @@ T = TypeVar("T")
 
 __all__ = ["MemoryBackend"]
 
-#: Bytes counted per entry besides its key and value (the dict slot, the tuple, the
-#: deadline float): an estimate, so that many tiny values still respect ``max_bytes``.
+#: Bytes counted per entry besides its key and value (the dict slot, the entry and its
+#: place in a queue): an estimate, so that many tiny values still respect ``max_bytes``.
 ENTRY_OVERHEAD = 64
 
 _LIVE_TIERS: weakref.WeakSet[MemoryBackend] = weakref.WeakSet()
