@@ -757,7 +757,11 @@ async def redis_report(args: argparse.Namespace) -> None:
     print("\nRedis targets (informational, not assertions):")
     raw = "raw redis-py GET"
     if "memo" in m4 and raw in m4:
-        target("sequential memo hit / raw GET", m4["memo"] / m4[raw], 1.15, True)
+        cpu4 = {c.name: c.cpu_median for c in t4}
+        # The goal is the client's CPU per hit: the server's share of a round trip and the
+        # machine's load are not memo's to spend.
+        target("sequential memo hit / raw GET (client CPU)", cpu4["memo"] / cpu4[raw], 1.05, True)
+        target("sequential memo hit / raw GET (wall)", m4["memo"] / m4[raw], 1.05, True)
     if "memo" in m5 and raw in m5:
         target("concurrent memo hit / raw GET", m5["memo"] / m5[raw], 1.0, True)
     for closer in closers:
