@@ -94,6 +94,21 @@ async def test_a_held_call_expires_with_its_entry(cache: InMemoryCache, clock: F
     assert [1, 1] == calls
 
 
+async def test_held_calls_whose_entries_share_a_deadline_are_told_apart(
+    cache: InMemoryCache,
+) -> None:
+    """An entry is a float, its deadline: under a clock that does not move, every entry
+    stored with one TTL is equal to the others as a float. Dropping one must reach its
+    own call only."""
+    user, calls = _counted(cache)
+    await _warm(user, 1)
+    await _warm(user, 2)
+    assert await user.invalidate(1)
+    assert 2 == (await user(2))["version"]  # still held, not computed again
+    assert 3 == (await user(1))["version"]
+    assert [1, 2, 1] == calls
+
+
 async def test_a_held_call_evicted_from_the_tier_is_computed_again() -> None:
     cache = InMemoryCache(memory_cache_size=10, clock=FakeClock(), default_ttl=60)
     try:
