@@ -639,7 +639,9 @@ def chart(path: str, panels: list[Panel], subtitle: str) -> None:
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[-1, 0].set_xlabel("median µs per call (wall time, one process); lower is better")
+    axes[-1, 0].set_xlabel(
+        "median µs per call, thread CPU time (Redis tables: wall time); lower is better"
+    )
     fig.suptitle(
         "memo beside its peers: cost of a cached call, lower is better\n"
         "(the ratios in brackets travel between machines; the µs do not)",
