@@ -100,6 +100,9 @@ class PortTaken(RuntimeError):
 class RedisServer:
     """One redis-server process under the test's control."""
 
+    #: How long a server may take to answer its first PING.
+    START_SECONDS = 10.0
+
     def __init__(
         self,
         directory: Path,
@@ -168,7 +171,7 @@ class RedisServer:
         self._log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self._args(), stdout=self._log, stderr=subprocess.STDOUT)
         _LIVE.add(self.proc)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.START_SECONDS
         while True:
             try:
                 if self.client().ping():
@@ -177,7 +180,9 @@ class RedisServer:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                if self.proc.poll() is not None and "already in use" in tail:
+                taken = self.proc.poll() is not None and "already in use" in tail
+                self._abandon()
+                if taken:
                     raise PortTaken(self.port)
                 raise RuntimeError(f"redis-server did not start on {self.port}:\n{tail}")
             time.sleep(0.02)
@@ -198,6 +203,15 @@ class RedisServer:
                 **kwargs,  # type: ignore[arg-type]
             )
         return self._client
+
+    def _abandon(self) -> None:
+        """A start that failed: no server left running, no file left open."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        _LIVE.discard(self.proc)
+        self._close_files()
 
     def _close_files(self) -> None:
         if self._client is not None:
@@ -263,6 +277,18 @@ def make_tls_files(directory: Path) -> TlsFiles:
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
+    ca_key_usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
     def ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
@@ -274,6 +300,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            # What a strict verifier (Python 3.13's default context) asks of a CA.
+            .add_extension(ca_key_usage, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
         return key, cert
@@ -294,6 +323,10 @@ def make_tls_files(directory: Path) -> TlsFiles:
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
             ),
             critical=False,
+        )
+        # A strict verifier wants the issuer named by key in a certificate it did not sign.
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
         .sign(ca_key, hashes.SHA256())
     )

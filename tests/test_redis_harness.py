@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from memo.backends.redis import RedisBackend
-from tests.redis_harness import RedisServer
+from tests.redis_harness import RedisServer, TlsFiles, need_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +28,31 @@ def test_a_killed_server_is_gone_and_a_restarted_one_answers(redis_server: Redis
     redis_server.restart()
     assert redis_server.client().ping()
     assert 0 == redis_server.dbsize()  # nothing persists across a restart
+
+
+class _Unreachable(RedisServer):
+    """A server that runs but that no PING reaches (as when its certificate fails)."""
+
+    START_SECONDS = 0.3
+
+    def client(self) -> Any:
+        raise redis.ConnectionError("unreachable by design")
+
+
+@pytest.mark.parametrize("how", ["exits", "runs unreachable"])
+def test_a_server_that_fails_to_start_leaves_no_process_and_no_open_file(
+    tmp_path: Path, how: str
+) -> None:
+    if shutil.which("redis-server") is None:
+        need_redis("redis-server not found: install redis-server (apt-get)")
+    if how == "exits":
+        server = RedisServer(tmp_path, tls=TlsFiles(*(tmp_path / f for f in "abcd")))
+    else:
+        server = _Unreachable(tmp_path)
+    with pytest.raises(RuntimeError, match="did not start"):
+        server.start()
+    assert server.proc is not None and server.proc.poll() is not None
+    assert server._log is None
 
 
 def test_commandstats_count_what_the_server_ran(redis_server: RedisServer) -> None:
