@@ -124,7 +124,7 @@ class Count(int):
     pass
 
 
-class Word(enum.StrEnum):
+class Word(str, enum.Enum):  # what enum.StrEnum is, on Python 3.10 too
     ABC = "abc"
 
 
